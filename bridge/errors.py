@@ -1,0 +1,82 @@
+"""psbridge's one error hierarchy: every failure a user can cause has a class and an exit code.
+
+The CLI prints ``Error: <message>`` for any :class:`BridgeError` and exits with its
+``exit_code``; anything else escaping is a bug and shows a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, documented in the README."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: an exception that is not a BridgeError
+    USAGE = 2  # bad command line (click's own code)
+    INPUT = 3  # unreadable or malformed input (CLIXML, config, missing file)
+    OUTPUT = 4  # cannot write the output (locked workbook, full disk, bad extension)
+    CONNECTION = 5  # server unreachable: DNS, refused, TLS, timeout
+    AUTHENTICATION = 6  # credentials refused
+    REMOTE = 7  # the server refused or failed a command (unknown cmdlet, RBAC, terminating error)
+    CONFIG = 8  # bad profile or settings
+    PARTIAL = 9  # the run finished but some mailboxes or commands failed (see Errors sheet)
+    INTERRUPTED = 130  # Ctrl+C; what was collected is kept
+
+
+class BridgeError(Exception):
+    """Root of every error psbridge raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(BridgeError):
+    """An input file is missing, unreadable or of an unknown kind."""
+
+    exit_code = ExitCode.INPUT
+
+
+class ClixmlError(InputError):
+    """CLIXML that cannot be read: not XML, truncated, wrong root, dangling Ref."""
+
+
+class OutputError(BridgeError):
+    """The output cannot be written (unknown extension, locked file, full disk)."""
+
+    exit_code = ExitCode.OUTPUT
+
+
+class ReportError(OutputError):
+    """The report cannot be built or written."""
+
+
+class ConfigError(BridgeError):
+    """A profile or setting is missing or invalid."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class ConnectionFailed(BridgeError):
+    """The server cannot be reached (name resolution, refused, TLS, timeout)."""
+
+    exit_code = ExitCode.CONNECTION
+
+
+class AuthenticationFailed(BridgeError):
+    """The server refused the credentials."""
+
+    exit_code = ExitCode.AUTHENTICATION
+
+
+class RemoteCommandError(BridgeError):
+    """The server refused or failed a command."""
+
+    exit_code = ExitCode.REMOTE

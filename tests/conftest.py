@@ -1,0 +1,19 @@
+"""Shared test fixtures and paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus" / "clixml"
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture
+def corpus_dir() -> Path:
+    """The shared real-CLIXML corpus beside the checkout; skip when absent."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"real CLIXML corpus not found at {CORPUS}")
+    return CORPUS
