@@ -6,7 +6,6 @@ Every BridgeError becomes one ``Error: ...`` line on stderr and the error's exit
 
 from __future__ import annotations
 
-import sys
 import traceback
 from typing import Any
 
@@ -51,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()
