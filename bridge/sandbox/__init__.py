@@ -1,0 +1,4 @@
+"""An emulated Exchange PowerShell endpoint on loopback (WSMan + PSRP), for tests and demos.
+
+It imports nothing from the rest of bridge but clixml and errors.
+"""
