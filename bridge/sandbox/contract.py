@@ -40,19 +40,33 @@ class ErrorSpec:
     reason: str = ""  # CategoryInfo.Reason, usually the exception's short type name
 
 
+@dataclass(frozen=True)
+class WarningMessage:
+    """A warning record's text (goes to the client's warning stream)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class SerializedObject:
+    """A pre-serialized CLIXML element (``<Obj RefId="0">...</Obj>``), the fast path for
+    organisation objects whose CLIXML is cached once per organisation."""
+
+    clixml: str
+
+
 @dataclass
 class PipelineOutcome:
-    """What a pipeline produced, in order.
+    """What a pipeline produces, in order.
 
-    ``output`` yields either psrpcore PSObjects or pre-serialized CLIXML element strings
-    (a fast path: a cached ``<Obj>...</Obj>`` text for each organisation object).
-    Non-terminating ``errors`` and ``warnings`` are written after the output that
-    preceded them when ``events`` is used; ``terminating`` ends the pipeline Failed.
+    ``events`` yields, in the order the client must see them: output objects (psrpcore
+    PSObjects or :class:`SerializedObject`), non-terminating errors (:class:`ErrorSpec`)
+    and warnings (:class:`WarningMessage`). It is consumed lazily, so large outputs
+    stream. ``terminating`` (checked before and after ``events`` is drained; an
+    iterator may also set it while running) ends the pipeline Failed.
     """
 
-    output: Iterator[Any]
-    errors: list[ErrorSpec] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    events: Iterator[Any]
     terminating: ErrorSpec | None = None
 
 
