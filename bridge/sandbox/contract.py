@@ -30,7 +30,9 @@ class ErrorSpec:
     """An error record as Exchange would write it; the protocol side builds the ErrorRecord."""
 
     message: str
-    exception_type: str  # e.g. "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
+    # full .NET name, e.g. "Microsoft.Exchange.Configuration.Tasks.
+    # ManagementObjectNotFoundException"
+    exception_type: str
     category: str  # ErrorCategory name, e.g. "NotSpecified", "ObjectNotFound", "InvalidArgument"
     fully_qualified_error_id: str
     command_name: str = ""
