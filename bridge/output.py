@@ -1,0 +1,132 @@
+"""Writing output files safely: atomic replace, and frames to CSV, Parquet or JSON.
+
+Every writer in psbridge goes through :func:`atomic_write`, so a failed run (a workbook
+open in Excel, a full disk, Ctrl+C) never leaves a half-written file and never destroys
+the previous output.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from bridge.errors import OutputError
+
+#: Output formats :func:`write_frame` can write, by file extension.
+FRAME_FORMATS = (".csv", ".parquet", ".json")
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    """One clear message for the ways writing a file fails in practice."""
+    if isinstance(exc, PermissionError):
+        return OutputError(
+            f"cannot write {path}: permission denied. "
+            "If the file is open in Excel, close it and run again."
+        )
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"cannot write {path}: the disk is full. Free some space and run again.")
+    reason = exc.strerror or exc.__class__.__name__
+    return OutputError(f"cannot write {path}: {reason}.")
+
+
+@contextmanager
+def atomic_write(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    The temporary file lives in the same folder so the final rename is atomic. On any
+    failure (including KeyboardInterrupt) it is removed and ``path`` is left as it was.
+    PermissionError (a workbook open in Excel) and ENOSPC become :class:`OutputError`.
+    """
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {target}: folder {folder} does not exist.")
+    try:
+        handle, temp_name = tempfile.mkstemp(
+            prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=folder
+        )
+    except OSError as exc:
+        raise _output_error(target, exc) from exc
+    os.close(handle)
+    temp_path = Path(temp_name)
+    try:
+        try:
+            yield temp_path
+            os.replace(temp_path, target)
+        except OSError as exc:
+            raise _output_error(target, exc) from exc
+    finally:
+        if temp_path.exists():
+            temp_path.unlink()
+
+
+def _json_default(value: object) -> object:
+    """JSON for the plain values clixml produces that json cannot write itself."""
+    if value is pd.NaT:
+        return None
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta | pd.Timedelta):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def _cell_text(value: object) -> object:
+    """Lists and dicts as JSON text: CSV and Parquet cells hold one scalar."""
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=_json_default, ensure_ascii=False)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _scalar_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose object columns hold one scalar type each (Parquet needs that)."""
+    columns: dict[str, pd.Series] = {}
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype == object:
+            column = column.map(_cell_text)
+            kinds = {type(v) for v in column if v is not None and v is not pd.NaT}
+            if len(kinds) > 1:
+                column = column.map(lambda v: None if v is None else str(v))
+        columns[str(name)] = column
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def write_frame(path: Path | str, frame: pd.DataFrame) -> None:
+    """Write ``frame`` to .csv (UTF-8 with BOM, for Excel), .parquet or .json, atomically.
+
+    Lists and dicts go to CSV/Parquet as JSON text; JSON output keeps them as arrays and
+    objects. Datetimes are written in ISO 8601 with their zone.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in FRAME_FORMATS:
+        raise OutputError(
+            f"cannot write {target}: unknown output type '{target.suffix}'; "
+            "use .xlsx, .csv, .parquet or .json."
+        )
+    with atomic_write(target) as temp_path:
+        if suffix == ".csv":
+            _scalar_frame(frame).to_csv(temp_path, index=False, encoding="utf-8-sig")
+        elif suffix == ".parquet":
+            try:
+                _scalar_frame(frame).to_parquet(temp_path, index=False)
+            except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid / ArrowTypeError
+                raise OutputError(f"cannot write {target} as Parquet: {exc}") from exc
+        else:
+            records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+            with temp_path.open("w", encoding="utf-8") as stream:
+                json.dump(records, stream, default=_json_default, ensure_ascii=False, indent=1)
+                stream.write("\n")
