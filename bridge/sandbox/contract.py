@@ -75,6 +75,16 @@ class PipelineOutcome:
 class CmdletHost(Protocol):
     """The Exchange side: runs a pipeline of commands for one configuration."""
 
+    def has_command(self, name: str) -> bool:
+        """Whether ``name`` (case-insensitive) exists in this session; the protocol side
+        answers unknown names with CommandNotFoundException before calling invoke."""
+        ...
+
     def invoke(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
-        """Run ``commands`` as one pipeline for ``user``."""
+        """Run ``commands`` as one pipeline for ``user``.
+
+        Parameter values are plain Python (str, int, bool, list, dict, None, datetime);
+        a switch sent without a value (``add_parameter("ActiveSync")``) arrives as None,
+        which PowerShell binds as the switch being present.
+        """
         ...
