@@ -58,6 +58,13 @@ class ReportError(OutputError):
     """The report cannot be built or written."""
 
 
+class HistoryError(InputError):
+    """The run history database cannot be used (damaged, locked, newer schema, no such run).
+
+    During a report run the CLI shows it as a warning and still writes the report.
+    """
+
+
 class ConfigError(BridgeError):
     """A profile or setting is missing or invalid."""
 

@@ -1,0 +1,647 @@
+"""Past runs, what changed since the last one, and the trend: a local SQLite history.
+
+Every ``psbridge mobile`` run records its devices here (one transaction), so the next
+run can say which partnerships are new or gone, which switched protocol, went stale or
+upgraded their OS, and how the counts move over time. Several organisations can share
+one file: runs are keyed by organisation (or server when no organisation is known).
+
+A device partnership keeps its identity across runs through its mailbox (ExchangeGuid,
+else the mailbox's identity) plus DeviceType and DeviceId, never the display name.
+
+Concurrency: the database runs in WAL mode and each run is written in one
+``BEGIN IMMEDIATE`` transaction, so two runs at once queue behind each other (up to
+``timeout`` seconds) instead of interleaving. Every sqlite3 failure becomes a
+:class:`~bridge.errors.HistoryError` that says what to do; the CLI turns it into a warning
+and still writes the report.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from bridge.errors import HistoryError
+
+#: The schema version this psbridge writes (PRAGMA user_version).
+SCHEMA_VERSION = 2
+#: Default seconds a run waits for another run holding the write lock.
+DEFAULT_TIMEOUT = 15.0
+#: Default threshold, in days since the last successful sync, for "stale".
+DEFAULT_STALE_DAYS = 30
+
+# Change kinds, in the order the Changes sheet lists them.
+NEW = "New partnership"
+REMOVED = "Removed partnership"
+PROTOCOL = "Protocol switch"
+BECAME_STALE = "Became stale"
+BECAME_NEVER = "Became never-synced"
+BACK_IN_SYNC = "Back in sync"
+OS_UPGRADE = "OS upgrade"
+OS_CHANGE = "OS change"
+CHANGE_KINDS = (NEW, REMOVED, PROTOCOL, BECAME_STALE, BECAME_NEVER, BACK_IN_SYNC, OS_UPGRADE,
+                OS_CHANGE)
+
+#: Columns of :attr:`HistoryView.changes`.
+CHANGE_COLUMNS = ["Change", "User", "Mailbox", "DeviceType", "DeviceId", "DeviceModel",
+                  "Before", "After", "LastSuccessSync"]
+
+# Device-frame columns history reads, first present (per row: first non-empty) wins.
+# The mailbox key prefers ExchangeGuid: it survives renames, unlike names and addresses.
+_MAILBOX_KEY_COLUMNS = ("MailboxExchangeGuid", "ExchangeGuid", "MailboxGuid", "MailboxIdentity",
+                        "QueriedMailbox")
+_USER_COLUMNS = ("User", "DisplayName", "MailboxDisplayName", "UserDisplayName")
+_MAILBOX_COLUMNS = ("UserPrincipalName", "PrimarySmtpAddress", "MailboxPrimarySmtpAddress",
+                    "WindowsEmailAddress")
+_DEVICE_PATH_MARK = r"[\\/]ExchangeActiveSyncDevices[\\/].*$"
+
+# One list of statements per schema version: _MIGRATIONS[n] takes version n to n + 1.
+# Never edit a released entry; append a new one and bump SCHEMA_VERSION.
+_MIGRATIONS: list[list[str]] = [
+    [  # 0 -> 1: runs and the devices each run saw
+        """CREATE TABLE runs (
+            run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            org_key TEXT NOT NULL,
+            organisation TEXT NOT NULL,
+            server TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            started TEXT NOT NULL,
+            finished TEXT,
+            psbridge_version TEXT NOT NULL DEFAULT '',
+            stale_days INTEGER NOT NULL,
+            mailboxes INTEGER,
+            devices INTEGER NOT NULL,
+            stale INTEGER NOT NULL,
+            never_synced INTEGER NOT NULL)""",
+        "CREATE INDEX runs_by_org ON runs (org_key, run_id)",
+        """CREATE TABLE devices (
+            run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            partnership TEXT NOT NULL,
+            user TEXT,
+            mailbox TEXT,
+            device_type TEXT,
+            device_id TEXT NOT NULL,
+            device_model TEXT,
+            sync_protocol TEXT,
+            platform TEXT,
+            os_version TEXT,
+            last_success_sync INTEGER,
+            stale INTEGER NOT NULL,
+            PRIMARY KEY (run_id, partnership)) WITHOUT ROWID""",
+    ],
+    [  # 1 -> 2: per-run counts (the Trend sheet without rescanning devices), access state
+        "ALTER TABLE devices ADD COLUMN access_state TEXT",
+        """CREATE TABLE run_counts (
+            run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            dimension TEXT NOT NULL,
+            value TEXT NOT NULL,
+            devices INTEGER NOT NULL,
+            PRIMARY KEY (run_id, dimension, value)) WITHOUT ROWID""",
+        """INSERT INTO run_counts (run_id, dimension, value, devices)
+            SELECT run_id, 'SyncProtocol', COALESCE(sync_protocol, 'Unknown'), COUNT(*)
+            FROM devices GROUP BY run_id, COALESCE(sync_protocol, 'Unknown')""",
+        """INSERT INTO run_counts (run_id, dimension, value, devices)
+            SELECT run_id, 'Platform', COALESCE(platform, 'Unknown'), COUNT(*)
+            FROM devices GROUP BY run_id, COALESCE(platform, 'Unknown')""",
+    ],
+]
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_DEVICE_COLUMNS = ("run_id", "partnership", "user", "mailbox", "device_type", "device_id",
+                   "device_model", "sync_protocol", "platform", "os_version",
+                   "last_success_sync", "stale", "access_state")
+
+
+def default_history_path() -> Path:
+    """Where history lives unless ``--history`` says otherwise (per user, not per folder).
+
+    Windows: ``%LOCALAPPDATA%\\psbridge\\history.sqlite``; elsewhere
+    ``$XDG_DATA_HOME/psbridge/history.sqlite`` (``~/.local/share`` when unset).
+    """
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "psbridge" / "history.sqlite"
+
+
+def organisation_key(organisation: str) -> str:
+    """The key runs are grouped by: case and surrounding blanks do not matter."""
+    return organisation.strip().casefold()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One recorded run, as ``history list`` shows it."""
+
+    run_id: int
+    organisation: str
+    server: str
+    source: str
+    started: datetime
+    devices: int
+    stale: int
+    never_synced: int
+    mailboxes: int | None
+    stale_days: int
+    psbridge_version: str
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """What the workbook shows from history: changes against a previous run, and the trend.
+
+    ``previous`` is None on the first run of an organisation (nothing to compare yet).
+    ``trend`` has one row per run (oldest first): Run, Started, Devices, Stale,
+    Never synced, then one column per SyncProtocol (``protocol_columns``) and per
+    Platform (``platform_columns``).
+    """
+
+    current: RunInfo
+    previous: RunInfo | None
+    changes: pd.DataFrame
+    trend: pd.DataFrame
+    protocol_columns: list[str] = field(default_factory=list)
+    platform_columns: list[str] = field(default_factory=list)
+
+    @property
+    def change_counts(self) -> dict[str, int]:
+        """How many changes of each kind, in sheet order, kinds without changes left out."""
+        counts = self.changes["Change"].value_counts()
+        return {kind: int(counts[kind]) for kind in CHANGE_KINDS if kind in counts.index}
+
+
+def _text_column(devices: pd.DataFrame, candidates: Sequence[str]) -> pd.Series:
+    """The first non-empty value per row among ``candidates`` (absent columns skipped)."""
+    result = pd.Series(pd.NA, index=devices.index, dtype="object")
+    for name in candidates:
+        if name in devices.columns:
+            column = devices[name].astype("string").str.strip()
+            result = result.where(result.notna(), column.where(column != ""))
+    return result
+
+
+def _partnership_keys(devices: pd.DataFrame) -> pd.Series:
+    """mailbox + DeviceType + DeviceId: the identity of a partnership across runs."""
+    mailbox = _text_column(devices, _MAILBOX_KEY_COLUMNS)
+    if "Identity" in devices.columns:
+        parent = devices["Identity"].astype("string").str.replace(_DEVICE_PATH_MARK, "",
+                                                                  regex=True)
+        mailbox = mailbox.where(mailbox.notna(), parent)
+    if mailbox.isna().any():
+        raise HistoryError(
+            "cannot record history: some devices have neither their mailbox's ExchangeGuid "
+            "nor an Identity to tell which mailbox they belong to."
+        )
+    device_type = _text_column(devices, ("DeviceType",)).fillna("")
+    device_id = _text_column(devices, ("DeviceId", "DeviceID")).fillna("")
+    return (mailbox.astype("string").str.casefold() + "\x1f" + device_type + "\x1f"
+            + device_id).astype(object)
+
+
+def _epoch_seconds(devices: pd.DataFrame, name: str) -> pd.Series:
+    """A datetime column as integer UTC epoch seconds (object dtype, None when missing)."""
+    if name not in devices.columns:
+        return pd.Series(None, index=devices.index, dtype=object)
+    stamps = pd.to_datetime(devices[name], utc=True, errors="coerce")
+    seconds = stamps.astype("datetime64[s, UTC]").astype("int64")
+    return seconds.astype(object).where(stamps.notna(), None)
+
+
+def _plain(column: pd.Series) -> list[object]:
+    """A column as Python values with None for missing (what sqlite3 binds)."""
+    return column.astype(object).where(column.notna(), None).tolist()
+
+
+def _stale_flags(devices: pd.DataFrame, last_sync: pd.Series, stale_days: int,
+                 started: datetime) -> pd.Series:
+    """1 where the last successful sync is more than ``stale_days`` days old, else 0.
+
+    Uses the report's DaysSinceLastSync when present, so history and report agree.
+    """
+    if "DaysSinceLastSync" in devices.columns:
+        days = pd.to_numeric(devices["DaysSinceLastSync"], errors="coerce")
+    else:
+        synced = pd.to_numeric(last_sync, errors="coerce")
+        days = (started.timestamp() - synced) / 86_400
+    return ((days > stale_days) & last_sync.notna()).astype(int)
+
+
+def _version_key(version: object) -> tuple[int, ...] | None:
+    if not isinstance(version, str):
+        return None
+    parts = version.strip().split(".")
+    if not parts or not all(part.isdigit() for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
+
+
+def _os_change(before: object, after: object) -> str:
+    old, new = _version_key(before), _version_key(after)
+    return OS_UPGRADE if old is not None and new is not None and new > old else OS_CHANGE
+
+
+class History:
+    """A history database. Use as a context manager; every method may raise HistoryError."""
+
+    def __init__(self, path: Path | str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._connection: sqlite3.Connection | None = None
+
+    # -- connection and schema ---------------------------------------------------------
+
+    def __enter__(self) -> History:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open (creating if needed) and bring the schema up to date."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HistoryError(f"cannot create the folder for history {self.path}: "
+                               f"{exc.strerror or exc}.") from exc
+        with self._errors():
+            connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            self._connection = connection
+            connection.execute("PRAGMA foreign_keys = ON")
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(connection)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    @property
+    def schema_version(self) -> int:
+        with self._errors():
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.open()
+        assert self._connection is not None
+        return self._connection
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise HistoryError(
+                f"history {self.path} was written by a newer psbridge (schema {version}, this "
+                f"one knows {SCHEMA_VERSION}); upgrade psbridge or use --history PATH."
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self._transaction(connection):
+            # re-read under the write lock: another run may have migrated meanwhile
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self, connection: sqlite3.Connection | None = None) -> Iterator[None]:
+        """BEGIN IMMEDIATE .. COMMIT: takes the write lock up front, so runs never interleave."""
+        db = connection or self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """sqlite3's exceptions as one HistoryError that says what to do."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise HistoryError(
+                    f"history {self.path} is locked by another program (another psbridge run?) "
+                    f"and stayed locked for {self.timeout:g} s; run again later or use "
+                    "--history PATH / --no-history."
+                ) from exc
+            raise HistoryError(f"cannot use history {self.path}: {text}.") from exc
+        except sqlite3.DatabaseError as exc:  # not a database, malformed image, ...
+            raise HistoryError(
+                f"history {self.path} is damaged ({exc}); move it away (a new one is created) "
+                "or use --history PATH / --no-history."
+            ) from exc
+
+    # -- recording ---------------------------------------------------------------------
+
+    def record(
+        self,
+        devices: pd.DataFrame,
+        *,
+        organisation: str,
+        started: datetime,
+        server: str = "",
+        source: str = "",
+        finished: datetime | None = None,
+        mailboxes: int | None = None,
+        stale_days: int = DEFAULT_STALE_DAYS,
+        keep: int | None = None,
+        psbridge_version: str = "",
+    ) -> int:
+        """Record one run's Devices frame; returns its run id. ``keep`` prunes old runs.
+
+        Reads DeviceId, DeviceType, DeviceModel, SyncProtocol, Platform, OSVersion,
+        LastSuccessSync, DaysSinceLastSync, DeviceAccessState, the mailbox's ExchangeGuid
+        (or Identity) and its display name/UPN; absent columns are recorded as unknown.
+        """
+        if not organisation.strip():
+            raise HistoryError("cannot record history: the run has no organisation or server.")
+        keys = _partnership_keys(devices)
+        last_sync = _epoch_seconds(devices, "LastSuccessSync")
+        stale = _stale_flags(devices, last_sync, stale_days, started)
+        protocol = _text_column(devices, ("SyncProtocol",)).fillna("Unknown")
+        platform = _text_column(devices, ("Platform",)).fillna("Unknown")
+        # A partnership listed twice in one run (e.g. queried under two identities of one
+        # mailbox) is one partnership: keep its first row.
+        unique = ~keys.duplicated()
+        columns = [
+            keys,
+            _text_column(devices, _USER_COLUMNS),
+            _text_column(devices, _MAILBOX_COLUMNS),
+            _text_column(devices, ("DeviceType",)),
+            _text_column(devices, ("DeviceId", "DeviceID")).fillna(""),
+            _text_column(devices, ("DeviceModel",)),
+            protocol,
+            platform,
+            _text_column(devices, ("OSVersion",)),
+            last_sync,
+            stale,
+            _text_column(devices, ("DeviceAccessState",)),
+        ]
+        columns = [column[unique] for column in columns]
+        counts = [("SyncProtocol", str(value), int(n))
+                  for value, n in columns[6].value_counts().items()]
+        counts += [("Platform", str(value), int(n))
+                   for value, n in columns[7].value_counts().items()]
+        total = int(unique.sum())
+        stale_total = int(columns[10].sum())
+        never_total = int(columns[9].isna().sum())
+        with self._errors(), self._transaction():
+            db = self._db
+            cursor = db.execute(
+                "INSERT INTO runs (org_key, organisation, server, source, started, finished, "
+                "psbridge_version, stale_days, mailboxes, devices, stale, never_synced) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (organisation_key(organisation), organisation.strip(), server, source,
+                 _iso(started), _iso(finished) if finished else None, psbridge_version,
+                 stale_days, mailboxes, total, stale_total, never_total),
+            )
+            run_id = int(cursor.lastrowid or 0)
+            rows = zip([run_id] * total, *(_plain(column) for column in columns), strict=True)
+            db.executemany(
+                f"INSERT INTO devices ({', '.join(_DEVICE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_DEVICE_COLUMNS))})",
+                rows,
+            )
+            db.executemany(
+                "INSERT INTO run_counts (run_id, dimension, value, devices) VALUES (?, ?, ?, ?)",
+                [(run_id, *count) for count in counts],
+            )
+            if keep is not None:
+                self._prune(keep, organisation_key(organisation))
+        return run_id
+
+    # -- reading -----------------------------------------------------------------------
+
+    def runs(self, organisation: str | None = None) -> list[RunInfo]:
+        """Recorded runs, oldest first, of one organisation or all."""
+        query = f"SELECT {_RUN_FIELDS} FROM runs"
+        parameters: tuple[object, ...] = ()
+        if organisation is not None:
+            query += " WHERE org_key = ?"
+            parameters = (organisation_key(organisation),)
+        with self._errors():
+            return [_run_info(row) for row in self._db.execute(query + " ORDER BY run_id",
+                                                               parameters)]
+
+    def run(self, run_id: int) -> RunInfo:
+        """One run; HistoryError when there is no such run."""
+        with self._errors():
+            row = self._db.execute(f"SELECT {_RUN_FIELDS} FROM runs WHERE run_id = ?",
+                                   (run_id,)).fetchone()
+        if row is None:
+            raise HistoryError(f"there is no run {run_id} in history {self.path}; "
+                               "see 'psbridge history list'.")
+        return _run_info(row)
+
+    def previous_run(self, run_id: int) -> RunInfo | None:
+        """The run of the same organisation recorded just before ``run_id``."""
+        with self._errors():
+            row = self._db.execute(
+                f"SELECT {_RUN_FIELDS} FROM runs WHERE org_key = "
+                "(SELECT org_key FROM runs WHERE run_id = ?) AND run_id < ? "
+                "ORDER BY run_id DESC LIMIT 1",
+                (run_id, run_id),
+            ).fetchone()
+        return None if row is None else _run_info(row)
+
+    def counts(self, run_id: int, dimension: str) -> dict[str, int]:
+        """Devices of one run by 'SyncProtocol' or 'Platform'."""
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT value, devices FROM run_counts WHERE run_id = ? AND dimension = ? "
+                "ORDER BY devices DESC, value", (run_id, dimension)).fetchall()
+        return {str(value): int(n) for value, n in rows}
+
+    def changes(self, before: int, after: int) -> pd.DataFrame:
+        """What changed from run ``before`` to run ``after`` (columns: CHANGE_COLUMNS).
+
+        The join runs in SQLite on the (run, partnership) key; only changed rows come back.
+        """
+        self.run(before)
+        self.run(after)
+        fields = ("partnership, user, mailbox, device_type, device_id, device_model, "
+                  "sync_protocol, platform, os_version, last_success_sync, stale")
+        both = ", ".join(f"{side}.{name.strip()} AS {side}_{name.strip()}"
+                         for side in ("a", "b") for name in fields.split(","))
+        with self._errors():
+            db = self._db
+            db.execute("BEGIN")  # one snapshot for the three queries
+            try:
+                added = db.execute(
+                    f"SELECT {fields} FROM devices b WHERE b.run_id = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM devices a WHERE a.run_id = ? AND a.partnership = "
+                    "b.partnership)", (after, before)).fetchall()
+                removed = db.execute(
+                    f"SELECT {fields} FROM devices a WHERE a.run_id = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM devices b WHERE b.run_id = ? AND b.partnership = "
+                    "a.partnership)", (before, after)).fetchall()
+                changed = db.execute(
+                    f"SELECT {both} FROM devices b JOIN devices a "
+                    "ON a.run_id = ? AND a.partnership = b.partnership WHERE b.run_id = ? AND ("
+                    "a.sync_protocol IS NOT b.sync_protocol OR a.os_version IS NOT b.os_version "
+                    "OR a.stale <> b.stale OR ((a.last_success_sync IS NULL) <> "
+                    "(b.last_success_sync IS NULL)))", (before, after)).fetchall()
+            finally:
+                db.execute("COMMIT")
+        rows: list[tuple[object, ...]] = []
+        for row in added:
+            rows.append(_change_row(NEW, row, None, None))
+        for row in removed:
+            rows.append(_change_row(REMOVED, row, None, None))
+        width = len(fields.split(","))
+        for joined in changed:
+            old, new = joined[:width], joined[width:]
+            for kind, was, now in _kinds_of_change(old, new):
+                rows.append(_change_row(kind, new, was, now))
+        frame = pd.DataFrame(rows, columns=["_order", *CHANGE_COLUMNS])
+        frame["LastSuccessSync"] = pd.to_datetime(frame["LastSuccessSync"], unit="s", utc=True)
+        frame = frame.sort_values(["_order", "User", "Mailbox", "DeviceId"], kind="stable",
+                                  na_position="last")
+        return frame.drop(columns="_order").reset_index(drop=True)
+
+    def trend(self, organisation: str, *, upto: int | None = None,
+              since: int | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
+        """Per run of ``organisation`` (oldest first): figures, protocol and platform columns."""
+        runs = [run for run in self.runs(organisation)
+                if (upto is None or run.run_id <= upto) and (since is None or run.run_id >= since)]
+        ids = [run.run_id for run in runs]
+        with self._errors():
+            counts = pd.DataFrame(
+                self._db.execute(
+                    "SELECT run_id, dimension, value, devices FROM run_counts WHERE run_id IN "
+                    "(SELECT run_id FROM runs WHERE org_key = ?)",
+                    (organisation_key(organisation),)).fetchall(),
+                columns=["run_id", "dimension", "value", "devices"],
+            )
+        counts = counts[counts["run_id"].isin(ids)]
+        trend = pd.DataFrame({
+            "Run": ids,
+            "Started": pd.to_datetime([run.started for run in runs], utc=True),
+            "Devices": [run.devices for run in runs],
+            "Stale": [run.stale for run in runs],
+            "Never synced": [run.never_synced for run in runs],
+        })
+        named: dict[str, list[str]] = {}
+        for dimension in ("SyncProtocol", "Platform"):
+            part = counts[counts["dimension"] == dimension]
+            # columns ordered by how many devices they hold in the latest run
+            wide = part.pivot_table(index="run_id", columns="value", values="devices",
+                                    aggfunc="sum", fill_value=0)
+            wide = wide.reindex(ids, fill_value=0)
+            order = wide.iloc[-1].sort_values(ascending=False, kind="stable").index if len(
+                wide) else wide.columns
+            named[dimension] = []
+            for value in order:
+                # a value that is also another column's name (e.g. "Unknown") gets a prefix
+                name = str(value) if str(value) not in trend.columns else f"{dimension}: {value}"
+                trend[name] = wide[value].astype(int).to_numpy()
+                named[dimension].append(name)
+        return trend, named["SyncProtocol"], named["Platform"]
+
+    def view(self, run_id: int) -> HistoryView:
+        """Changes of ``run_id`` against the previous run of its organisation, and its trend."""
+        current = self.run(run_id)
+        previous = self.previous_run(run_id)
+        changes = (self.changes(previous.run_id, run_id) if previous is not None
+                   else pd.DataFrame(columns=CHANGE_COLUMNS))
+        trend, protocols, platforms = self.trend(current.organisation, upto=run_id)
+        return HistoryView(current, previous, changes, trend, protocols, platforms)
+
+    def compare(self, before: int, after: int) -> HistoryView:
+        """Changes between any two runs of one organisation, and the trend between them."""
+        old, new = self.run(before), self.run(after)
+        if organisation_key(old.organisation) != organisation_key(new.organisation):
+            raise HistoryError(
+                f"runs {before} ({old.organisation}) and {after} ({new.organisation}) belong "
+                "to different organisations; compare runs of one organisation."
+            )
+        first, last = sorted((before, after))
+        trend, protocols, platforms = self.trend(new.organisation, upto=last, since=first)
+        return HistoryView(new, old, self.changes(before, after), trend, protocols, platforms)
+
+    # -- retention ---------------------------------------------------------------------
+
+    def prune(self, keep: int, organisation: str | None = None) -> int:
+        """Keep the newest ``keep`` runs of each organisation (or of one); returns runs removed."""
+        with self._errors(), self._transaction():
+            removed = self._prune(keep, None if organisation is None
+                                  else organisation_key(organisation))
+        return removed
+
+    def _prune(self, keep: int, org_key: str | None) -> int:
+        if keep < 1:
+            raise HistoryError("keep at least 1 run per organisation.")
+        doomed = [row[0] for row in self._db.execute(
+            "SELECT run_id FROM (SELECT run_id, org_key, ROW_NUMBER() OVER "
+            "(PARTITION BY org_key ORDER BY run_id DESC) AS age FROM runs) "
+            "WHERE age > ? AND (? IS NULL OR org_key = ?)", (keep, org_key, org_key))]
+        # child rows first: a version-1 file may predate foreign keys being enforced
+        for table in ("devices", "run_counts", "runs"):
+            self._db.executemany(f"DELETE FROM {table} WHERE run_id = ?",
+                                 [(run_id,) for run_id in doomed])
+        return len(doomed)
+
+    def vacuum(self) -> None:
+        """Give the space of pruned runs back to the file system."""
+        with self._errors():
+            self._db.execute("VACUUM")
+
+
+_RUN_FIELDS = ("run_id, organisation, server, source, started, devices, stale, never_synced, "
+               "mailboxes, stale_days, psbridge_version")
+
+
+def _run_info(row: Sequence[object]) -> RunInfo:
+    (run_id, organisation, server, source, started, devices, stale, never, mailboxes,
+     stale_days, version) = row
+    return RunInfo(int(str(run_id)), str(organisation), str(server), str(source),
+                   datetime.fromisoformat(str(started)), int(str(devices)), int(str(stale)),
+                   int(str(never)), None if mailboxes is None else int(str(mailboxes)),
+                   int(str(stale_days)), str(version))
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise HistoryError("run times must carry a time zone.")
+    return moment.astimezone(UTC).isoformat()
+
+
+def _change_row(kind: str, row: Sequence[object], before: object, after: object
+                ) -> tuple[object, ...]:
+    # row: partnership, user, mailbox, device_type, device_id, device_model, ..., last sync
+    _key, user, mailbox, device_type, device_id, model = row[:6]
+    return (CHANGE_KINDS.index(kind), kind, user, mailbox, device_type, device_id, model,
+            before, after, row[9])
+
+
+def _kinds_of_change(old: Sequence[object], new: Sequence[object]
+                     ) -> Iterator[tuple[str, object, object]]:
+    """Each change between two observations of one partnership, with before/after values."""
+    # indexes into the field list: 6 protocol, 8 os_version, 9 last sync, 10 stale
+    if old[6] != new[6]:
+        yield PROTOCOL, old[6], new[6]
+    old_never, new_never = old[9] is None, new[9] is None
+    if new_never and not old_never:
+        yield BECAME_NEVER, "Synced", "Never"
+    elif new[10] and not old[10]:
+        yield BECAME_STALE, "Never" if old_never else "Recent", "Stale"
+    elif not new_never and not new[10] and (old_never or old[10]):
+        yield BACK_IN_SYNC, "Never" if old_never else "Stale", "Recent"
+    if old[8] != new[8]:
+        yield _os_change(old[8], new[8]), old[8], new[8]
