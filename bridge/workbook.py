@@ -15,10 +15,13 @@ from pathlib import Path
 import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.chart import LineChart, Reference
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
 
+from bridge.history import CHANGE_KINDS, HistoryView
 from bridge.output import atomic_write
 
 DATE_FORMAT = "yyyy-mm-dd hh:mm"
@@ -139,5 +142,164 @@ def write_tables(path: Path, tables: dict[str, pd.DataFrame]) -> None:
         _write_sheet(workbook.create_sheet(title=name), frame)
     if not tables:
         workbook.create_sheet(title="Sheet")
+    with atomic_write(path) as temp_path:
+        workbook.save(temp_path)
+
+
+# --- history sheets (owner: history) ---
+# "Changes" and "Trend" from a bridge.history.HistoryView; write_report calls
+# write_history_sheets(workbook, history) when history is not None.
+
+_TITLE_FONT = Font(bold=True, size=14)
+_NOTE_FONT = Font(italic=True)
+_TABLE_STYLE = "TableStyleMedium2"
+_CHART_WIDTH_CM = 18
+_CHART_HEIGHT_CM = 8
+
+
+def _title_rows(sheet: WriteOnlyWorksheet, title: str, lines: Iterable[str]) -> int:
+    """A bold title and plain lines under it; returns how many rows were written."""
+    cell = WriteOnlyCell(sheet, value=_text(title))
+    cell.font = _TITLE_FONT
+    sheet.append([cell])
+    written = 1
+    for line in lines:
+        sheet.append([_text(line)])
+        written += 1
+    return written
+
+
+def _note_row(sheet: WriteOnlyWorksheet, text: str) -> None:
+    cell = WriteOnlyCell(sheet, value=_text(text))
+    cell.font = _NOTE_FONT
+    sheet.append([cell])
+
+
+def _table_rows(sheet: WriteOnlyWorksheet, frame: pd.DataFrame, first_row: int,
+                name: str) -> None:
+    """``frame`` as an Excel table (header, banded rows, autofilter) starting at ``first_row``."""
+    headers = [str(column) for column in frame.columns]
+    columns = [_column_values(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    header_cells = []
+    for header in headers:
+        cell = WriteOnlyCell(sheet, value=_text(header))
+        cell.font = _HEADER_FONT
+        header_cells.append(cell)
+    sheet.append(header_cells)
+    for row in zip(*(values for values, _dated in columns), strict=True):
+        sheet.append([_date_cell(sheet, value) for value in row])
+    if len(frame):
+        ref = f"A{first_row}:{get_column_letter(len(headers))}{first_row + len(frame)}"
+        table = Table(displayName=name, ref=ref)
+        # write-only sheets cannot read the header back: name the columns here
+        table.tableColumns = [TableColumn(id=i, name=_text(h)) for i, h in enumerate(headers, 1)]
+        table.tableStyleInfo = TableStyleInfo(name=_TABLE_STYLE, showRowStripes=True)
+        sheet.add_table(table)  # type: ignore[misc]  # write-only sheets borrow it
+
+
+def _set_widths(sheet: WriteOnlyWorksheet, frame: pd.DataFrame, first: float = 0) -> None:
+    """Column widths that fit the table (write-only sheets need them before any row)."""
+    for index in range(frame.shape[1]):
+        values, _dated = _column_values(frame.iloc[:, index])
+        width = _width(str(frame.columns[index]), values)
+        if index == 0:
+            width = max(width, first)
+        sheet.column_dimensions[get_column_letter(index + 1)].width = width  # type: ignore[attr-defined]
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_changes_sheet(workbook: Workbook, history: HistoryView, title: str = "Changes") -> None:
+    """The Changes sheet: counts by kind, then every change, against the previous run."""
+    sheet = workbook.create_sheet(title=title)
+    current, previous = history.current, history.previous
+    _set_widths(sheet, history.changes if len(history.changes) else pd.DataFrame(
+        columns=["Change", "Devices"]), first=22)
+    if previous is None:
+        _title_rows(sheet, "Changes since the previous run", [
+            f"Organisation: {current.organisation}. "
+            f"Run {current.run_id}, {_when(current.started)}.",
+        ])
+        sheet.append([])
+        _note_row(sheet, "Nothing to compare yet: this is the first recorded run of this "
+                  "organisation. The next run shows new and removed partnerships, protocol "
+                  "switches, devices that went stale and OS upgrades.")
+        return
+    _title_rows(sheet, "Changes since the previous run", [
+        f"Organisation: {current.organisation}.",
+        f"Run {current.run_id} ({_when(current.started)}) compared with run "
+        f"{previous.run_id} ({_when(previous.started)}).",
+    ])
+    sheet.append([])
+    counts = history.change_counts
+    summary = pd.DataFrame({"Change": list(CHANGE_KINDS),
+                            "Devices": [counts.get(kind, 0) for kind in CHANGE_KINDS]})
+    _table_rows(sheet, summary, first_row=5, name="HistoryChangeCounts")
+    sheet.append([])
+    if not len(history.changes):
+        _note_row(sheet, "No changes: the same partnerships, protocols, OS versions and "
+                  "sync states as in the previous run.")
+        return
+    first_row = 5 + len(summary) + 2
+    _table_rows(sheet, history.changes, first_row=first_row, name="HistoryChanges")
+
+
+def write_trend_sheet(workbook: Workbook, history: HistoryView, title: str = "Trend") -> None:
+    """The Trend sheet: one row per run, with line charts by protocol, platform and staleness."""
+    sheet = workbook.create_sheet(title=title)
+    trend = history.trend
+    _set_widths(sheet, trend, first=6)
+    runs = len(trend)
+    lines = [f"Organisation: {history.current.organisation}. {runs} run(s) recorded"
+             + (f", {_when(trend['Started'].iloc[0])} to {_when(trend['Started'].iloc[-1])}."
+                if runs else ".")]
+    written = _title_rows(sheet, "Trend", lines)
+    sheet.append([])
+    first_row = written + 2
+    if runs < 2:
+        _note_row(sheet, "Nothing to compare yet: the trend needs at least two runs of this "
+                  "organisation. Run the report again later.")
+        first_row += 1
+    _table_rows(sheet, trend, first_row=first_row, name="HistoryTrend")
+    if runs < 2:
+        return
+    last_row = first_row + runs
+    columns = {str(name): index for index, name in enumerate(trend.columns, 1)}
+    charts = [
+        ("Devices by sync protocol", history.protocol_columns),
+        ("Devices by platform", history.platform_columns),
+        ("Stale and never-synced devices", ["Stale", "Never synced"]),
+    ]
+    anchor_column = get_column_letter(len(trend.columns) + 2)
+    for number, (chart_title, names) in enumerate(charts):
+        chart = LineChart()
+        chart.title = chart_title
+        chart.y_axis.title = "Devices"
+        chart.x_axis.number_format = "yyyy-mm-dd"
+        # openpyxl 3.1 hides axes unless told otherwise
+        chart.x_axis.delete = False
+        chart.y_axis.delete = False
+        chart.width, chart.height = _CHART_WIDTH_CM, _CHART_HEIGHT_CM
+        for name in names:
+            column = columns[name]
+            data = Reference(sheet, min_col=column, min_row=first_row, max_row=last_row)
+            chart.add_data(data, titles_from_data=True)
+        chart.set_categories(Reference(sheet, min_col=columns["Started"], min_row=first_row + 1,
+                                       max_row=last_row))
+        sheet.add_chart(chart, f"{anchor_column}{1 + number * 16}")
+
+
+def write_history_sheets(workbook: Workbook, history: HistoryView) -> None:
+    """The Changes and Trend sheets, for write_report when history is recorded."""
+    write_changes_sheet(workbook, history)
+    write_trend_sheet(workbook, history)
+
+
+def write_history_workbook(path: Path, history: HistoryView) -> None:
+    """A workbook of just Changes and Trend (``psbridge diff``), written atomically."""
+    workbook = Workbook(write_only=True)
+    write_history_sheets(workbook, history)
     with atomic_write(path) as temp_path:
         workbook.save(temp_path)
