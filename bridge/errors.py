@@ -87,3 +87,12 @@ class RemoteCommandError(BridgeError):
     """The server refused or failed a command."""
 
     exit_code = ExitCode.REMOTE
+
+    def __init__(self, message: str, *, record: object | None = None) -> None:
+        super().__init__(message)
+        # the PowerShell error record (bridge.remote.ErrorRecord) when the server sent one
+        self.record = record
+
+
+class CommandNotFound(RemoteCommandError):
+    """The endpoint has no such cmdlet, or the user's RBAC roles do not grant it."""
