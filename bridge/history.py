@@ -645,3 +645,44 @@ def _kinds_of_change(old: Sequence[object], new: Sequence[object]
         yield BACK_IN_SYNC, "Never" if old_never else "Stale", "Recent"
     if old[8] != new[8]:
         yield _os_change(old[8], new[8]), old[8], new[8]
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    """What ``--history PATH`` / ``--no-history`` / ``--history-keep N`` asked for.
+
+    ``path`` None means history is off for this run.
+    """
+
+    path: Path | None
+    keep: int | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+
+def record_and_view(
+    settings: HistorySettings,
+    devices: pd.DataFrame,
+    *,
+    organisation: str,
+    started: datetime,
+    server: str = "",
+    source: str = "",
+    finished: datetime | None = None,
+    mailboxes: int | None = None,
+    stale_days: int = DEFAULT_STALE_DAYS,
+    psbridge_version: str = "",
+) -> HistoryView | None:
+    """Record a report run and return what its Changes and Trend sheets show.
+
+    None when history is off. Raises HistoryError (damaged, locked, ...): the caller
+    warns and writes the report without the history sheets.
+    """
+    if settings.path is None:
+        return None
+    with History(settings.path, timeout=settings.timeout) as history:
+        run_id = history.record(
+            devices, organisation=organisation, started=started, server=server, source=source,
+            finished=finished, mailboxes=mailboxes, stale_days=stale_days, keep=settings.keep,
+            psbridge_version=psbridge_version,
+        )
+        return history.view(run_id)

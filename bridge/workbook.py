@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -194,7 +195,9 @@ def _table_rows(sheet: WriteOnlyWorksheet, frame: pd.DataFrame, first_row: int,
         # write-only sheets cannot read the header back: name the columns here
         table.tableColumns = [TableColumn(id=i, name=_text(h)) for i, h in enumerate(headers, 1)]
         table.tableStyleInfo = TableStyleInfo(name=_TABLE_STYLE, showRowStripes=True)
-        sheet.add_table(table)  # type: ignore[misc]  # write-only sheets borrow it
+        with warnings.catch_warnings():  # "add table columns manually": done above
+            warnings.filterwarnings("ignore", "In write-only mode", UserWarning)
+            sheet.add_table(table)  # type: ignore[misc]  # write-only sheets borrow it
 
 
 def _set_widths(sheet: WriteOnlyWorksheet, frame: pd.DataFrame, first: float = 0) -> None:
