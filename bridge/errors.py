@@ -71,6 +71,10 @@ class ConfigError(BridgeError):
     exit_code = ExitCode.CONFIG
 
 
+class PowerShellNotFound(ConfigError):
+    """``--via pwsh`` was asked for but no PowerShell 7 (pwsh) is on PATH."""
+
+
 class ConnectionFailed(BridgeError):
     """The server cannot be reached (name resolution, refused, TLS, timeout)."""
 
