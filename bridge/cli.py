@@ -19,7 +19,7 @@ from bridge import __version__, history, workbook
 from bridge.errors import BridgeError, ExitCode, HistoryError, OutputError
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from bridge import frames
 
 
 class BridgeGroup(click.Group):
@@ -89,11 +89,11 @@ def history_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return _history_file_option(wrapper)
 
 
-def history_for_run(settings: history.HistorySettings, devices: pd.DataFrame,
+def history_for_run(settings: history.HistorySettings, report: frames.Report,
                     **run: Any) -> history.HistoryView | None:
     """Record the run (keywords as history.record_and_view); on failure warn and go on."""
     try:
-        return history.record_and_view(settings, devices, **run)
+        return history.record_and_view(settings, report, **run)
     except BridgeError as exc:
         click.echo(f"Warning: history not recorded: {exc} The report is written without "
                    "the Changes and Trend sheets.", err=True)
@@ -175,6 +175,8 @@ def history_show(run_id: int, history_path: Path | None) -> None:
     mailboxes = "" if run.mailboxes is None else f"Mailboxes: {run.mailboxes}  "
     click.echo(f"{mailboxes}Devices: {run.devices}  Stale (over {run.stale_days} days): "
                f"{run.stale}  Never synced: {run.never_synced}")
+    if run.scope:
+        click.echo(f"Scope: {run.scope}")
     click.echo(f"By sync protocol: {_counts_text(protocols)}")
     click.echo(f"By platform: {_counts_text(platforms)}")
     if previous is None:

@@ -25,10 +25,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bridge.errors import HistoryError
+
+if TYPE_CHECKING:
+    from bridge.frames import Report
 
 #: The schema version this psbridge writes (PRAGMA user_version).
 SCHEMA_VERSION = 2
@@ -96,7 +100,11 @@ _MIGRATIONS: list[list[str]] = [
             stale INTEGER NOT NULL,
             PRIMARY KEY (run_id, partnership)) WITHOUT ROWID""",
     ],
-    [  # 1 -> 2: per-run counts (the Trend sheet without rescanning devices), access state
+    [  # 1 -> 2: per-run counts (the Trend sheet without rescanning devices), the report's
+        # scope (which devices it lists: runs compare only within one scope), access state
+        "ALTER TABLE runs ADD COLUMN scope TEXT NOT NULL DEFAULT ''",
+        "DROP INDEX runs_by_org",
+        "CREATE INDEX runs_by_org ON runs (org_key, scope, run_id)",
         "ALTER TABLE devices ADD COLUMN access_state TEXT",
         """CREATE TABLE run_counts (
             run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
@@ -145,6 +153,7 @@ class RunInfo:
     organisation: str
     server: str
     source: str
+    scope: str
     started: datetime
     devices: int
     stale: int
@@ -357,6 +366,7 @@ class History:
         started: datetime,
         server: str = "",
         source: str = "",
+        scope: str = "",
         finished: datetime | None = None,
         mailboxes: int | None = None,
         stale_days: int = DEFAULT_STALE_DAYS,
@@ -404,10 +414,10 @@ class History:
         with self._errors(), self._transaction():
             db = self._db
             cursor = db.execute(
-                "INSERT INTO runs (org_key, organisation, server, source, started, finished, "
-                "psbridge_version, stale_days, mailboxes, devices, stale, never_synced) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (organisation_key(organisation), organisation.strip(), server, source,
+                "INSERT INTO runs (org_key, organisation, server, source, scope, started, "
+                "finished, psbridge_version, stale_days, mailboxes, devices, stale, never_synced) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (organisation_key(organisation), organisation.strip(), server, source, scope,
                  _iso(started), _iso(finished) if finished else None, psbridge_version,
                  stale_days, mailboxes, total, stale_total, never_total),
             )
@@ -450,11 +460,11 @@ class History:
         return _run_info(row)
 
     def previous_run(self, run_id: int) -> RunInfo | None:
-        """The run of the same organisation recorded just before ``run_id``."""
+        """The run of the same organisation and scope recorded just before ``run_id``."""
         with self._errors():
             row = self._db.execute(
-                f"SELECT {_RUN_FIELDS} FROM runs WHERE org_key = "
-                "(SELECT org_key FROM runs WHERE run_id = ?) AND run_id < ? "
+                f"SELECT {_RUN_FIELDS} FROM runs WHERE (org_key, scope) = "
+                "(SELECT org_key, scope FROM runs WHERE run_id = ?) AND run_id < ? "
                 "ORDER BY run_id DESC LIMIT 1",
                 (run_id, run_id),
             ).fetchone()
@@ -515,11 +525,12 @@ class History:
                                   na_position="last")
         return frame.drop(columns="_order").reset_index(drop=True)
 
-    def trend(self, organisation: str, *, upto: int | None = None,
+    def trend(self, organisation: str, *, scope: str | None = None, upto: int | None = None,
               since: int | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
         """Per run of ``organisation`` (oldest first): figures, protocol and platform columns."""
         runs = [run for run in self.runs(organisation)
-                if (upto is None or run.run_id <= upto) and (since is None or run.run_id >= since)]
+                if (upto is None or run.run_id <= upto) and (since is None or run.run_id >= since)
+                and (scope is None or run.scope == scope)]
         ids = [run.run_id for run in runs]
         with self._errors():
             counts = pd.DataFrame(
@@ -560,7 +571,8 @@ class History:
         previous = self.previous_run(run_id)
         changes = (self.changes(previous.run_id, run_id) if previous is not None
                    else pd.DataFrame(columns=CHANGE_COLUMNS))
-        trend, protocols, platforms = self.trend(current.organisation, upto=run_id)
+        trend, protocols, platforms = self.trend(current.organisation, scope=current.scope,
+                                                 upto=run_id)
         return HistoryView(current, previous, changes, trend, protocols, platforms)
 
     def compare(self, before: int, after: int) -> HistoryView:
@@ -603,14 +615,14 @@ class History:
             self._db.execute("VACUUM")
 
 
-_RUN_FIELDS = ("run_id, organisation, server, source, started, devices, stale, never_synced, "
-               "mailboxes, stale_days, psbridge_version")
+_RUN_FIELDS = ("run_id, organisation, server, source, scope, started, devices, stale, "
+               "never_synced, mailboxes, stale_days, psbridge_version")
 
 
 def _run_info(row: Sequence[object]) -> RunInfo:
-    (run_id, organisation, server, source, started, devices, stale, never, mailboxes,
+    (run_id, organisation, server, source, scope, started, devices, stale, never, mailboxes,
      stale_days, version) = row
-    return RunInfo(int(str(run_id)), str(organisation), str(server), str(source),
+    return RunInfo(int(str(run_id)), str(organisation), str(server), str(source), str(scope),
                    datetime.fromisoformat(str(started)), int(str(devices)), int(str(stale)),
                    int(str(never)), None if mailboxes is None else int(str(mailboxes)),
                    int(str(stale_days)), str(version))
@@ -659,17 +671,20 @@ class HistorySettings:
     timeout: float = DEFAULT_TIMEOUT
 
 
+def report_scope(report: Report) -> str:
+    """Which devices a report lists, in words: runs are compared only within one scope."""
+    described = report.options.describe()
+    return "; ".join(described[key] for key in ("Devices", "Recipient types", "Stale filter"))
+
+
 def record_and_view(
     settings: HistorySettings,
-    devices: pd.DataFrame,
+    report: Report,
     *,
     organisation: str,
-    started: datetime,
     server: str = "",
     source: str = "",
     finished: datetime | None = None,
-    mailboxes: int | None = None,
-    stale_days: int = DEFAULT_STALE_DAYS,
     psbridge_version: str = "",
 ) -> HistoryView | None:
     """Record a report run and return what its Changes and Trend sheets show.
@@ -681,8 +696,9 @@ def record_and_view(
         return None
     with History(settings.path, timeout=settings.timeout) as history:
         run_id = history.record(
-            devices, organisation=organisation, started=started, server=server, source=source,
-            finished=finished, mailboxes=mailboxes, stale_days=stale_days, keep=settings.keep,
-            psbridge_version=psbridge_version,
+            report.devices, organisation=organisation, started=report.run_started,
+            server=server, source=source, scope=report_scope(report), finished=finished,
+            mailboxes=report.figures.mailboxes_checked, stale_days=report.options.stale_after,
+            keep=settings.keep, psbridge_version=psbridge_version,
         )
         return history.view(run_id)

@@ -17,3 +17,12 @@ def corpus_dir() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"real CLIXML corpus not found at {CORPUS}")
     return CORPUS
+
+
+@pytest.fixture(autouse=True)
+def _private_history(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+                     ) -> None:
+    """Runs under test record their history in a temporary file, never the user's own."""
+    folder = tmp_path_factory.mktemp("history")
+    monkeypatch.setenv("PSBRIDGE_HISTORY", str(folder / "history.sqlite"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(folder))
