@@ -2,3 +2,7 @@
 
 It imports nothing from the rest of bridge but clixml and errors.
 """
+
+from bridge.sandbox.server import Sandbox
+
+__all__ = ["Sandbox"]

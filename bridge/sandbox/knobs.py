@@ -1,0 +1,48 @@
+"""Realism knobs: ways the sandbox can be slow or fail the way Exchange is and does.
+
+All are off by default. Each maps to something a client meets against a real server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Behaviour switches for one sandbox (``Sandbox(**knobs)``)."""
+
+    # Delay before a pipeline's first output, and between output objects (seconds).
+    # A command slower than the client's OperationTimeout is answered with WSMan fault
+    # 2150858793 and the client polls again, as against a busy Exchange server.
+    latency_per_command: float = 0.0
+    latency_per_object: float = 0.0
+    # PowerShellMaxConcurrency: open shells (runspace pools) per user; the next Create
+    # is refused with Exchange's throttling text. Exchange on-prem default 18, EXO 3.
+    max_shells_per_user: int | None = None
+    # Cmdlet budget (PowerShellMaxCmdlets per PowerShellMaxCmdletsTimePeriod): commands
+    # over the budget within the window run after a micro delay with a warning; over
+    # twice the budget they fail with the throttling error.
+    cmdlet_budget: int | None = None
+    budget_window: float = 5.0
+    micro_delay: float = 0.05
+    # Close the TCP connection without an answer after this many output objects.
+    drop_after_objects: int | None = None
+    # Answer every Nth WSMan request (after authentication) with this HTTP status.
+    http_error_every: int | None = None
+    http_error_status: int = 503
+    # Hold every Receive this long before answering, ignoring the client's
+    # OperationTimeout, so the client's HTTP read timeout trips.
+    receive_stall: float = 0.0
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [knob.name for knob in fields(cls)]
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> Knobs:
+        unknown = sorted(set(kwargs) - set(cls.names()))
+        if unknown:
+            raise TypeError(f"unknown sandbox knob(s): {', '.join(unknown)}")
+        return cls(**kwargs)
