@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,18 @@ def corpus_dir() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"real CLIXML corpus not found at {CORPUS}")
     return CORPUS
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Any]:
+    """A small emulated Exchange endpoint (30 mailboxes, seed 1) on 127.0.0.1 for remote
+    tests; connect with sandbox.url / .username / .password. After the test it must have
+    recorded no internal error."""
+    from bridge.sandbox import Sandbox
+
+    with Sandbox(mailboxes=30, seed=1) as endpoint:
+        yield endpoint
+    assert endpoint.internal_errors == []
 
 
 @pytest.fixture(autouse=True)
