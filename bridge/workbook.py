@@ -1,4 +1,8 @@
-"""Excel workbooks: the only module that writes .xlsx (openpyxl, write-only mode for speed).
+"""Excel workbooks: the only module that writes .xlsx.
+
+``write_tables`` (convert) and the history sheets use openpyxl's write-only mode; the
+mobile device report (``write_report``) uses XlsxWriter's constant-memory mode, the
+faster of the two for a formatted 100,000-row workbook (benchmarks/report.py).
 
 Excel has no time zones, so zoned datetimes are written as naive UTC with a
 ``yyyy-mm-dd hh:mm`` number format: real dates that sort and filter, never text.
@@ -8,12 +12,17 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import xlsxwriter
+import xlsxwriter.exceptions
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.chart import LineChart, Reference
@@ -21,7 +30,10 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
+from xlsxwriter.utility import xl_col_to_name, xl_range
 
+from bridge.errors import OutputError
+from bridge.frames import NATIVE_PROTOCOL, NEVER, REST_PROTOCOL, Report
 from bridge.history import CHANGE_KINDS, HistoryView
 from bridge.output import atomic_write
 
@@ -306,3 +318,493 @@ def write_history_workbook(path: Path, history: HistoryView) -> None:
     write_history_sheets(workbook, history)
     with atomic_write(path) as temp_path:
         workbook.save(temp_path)
+
+
+# --- mobile device report (owner: report) ---
+# write_report renders a frames.Report with XlsxWriter in constant-memory mode: measured
+# by benchmarks/report.py, the formatted 100,000-device workbook takes well under half the
+# time and memory of pandas' plain to_excel (openpyxl's write-only mode missed the time
+# target). Constant-memory sheets are written top to bottom, row by row: small sheets
+# collect their cells in a _Grid first.
+
+EXCEL_MAX_ROWS = 1_048_576
+_REPORT_TABLE_STYLE = "Table Style Medium 2"
+_EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+_DAY = pd.Timedelta(days=1)
+_DATE_WIDTH = 17.0  # "yyyy-mm-dd hh:mm" plus room: never "#####"
+_MAX_REPORT_WIDTH = 48.0
+_SECRET_OPTION = re.compile(r"pass(word)?|secret|token|credential|api[-_]?key|private",
+                            re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """What the Run sheet says about how the report was made (no secrets here)."""
+
+    command_line: str
+    organisation: str
+    server: str
+    endpoint: str
+    source: str
+    strategy: str
+    started: datetime
+    finished: datetime
+    version: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """The run's duration."""
+        return max(0.0, (self.finished - self.started).total_seconds())
+
+
+def redact_command_line(argv: Sequence[str]) -> str:
+    """The command line for the Run sheet, with any secret-looking value replaced by ****.
+
+    psbridge never takes a password on the command line, but a user may still type one
+    (``--password x``, ``-p Password=x``, ``https://user:x@host``).
+    """
+    words: list[str] = []
+    hide_next = False
+    for word in argv:
+        if hide_next:
+            words.append("****")
+            hide_next = False
+            continue
+        name, equals, _value = word.partition("=")
+        if _SECRET_OPTION.search(name):
+            if equals:
+                words.append(f"{name}=****")
+            else:
+                words.append(word)
+                hide_next = word.startswith("-")
+            continue
+        words.append(_URL_PASSWORD.sub(r"\g<scheme>:****@", word))
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def _serials(column: pd.Series) -> list[object]:
+    """Datetimes as Excel serial day numbers (UTC; Excel has no zones), None when missing."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        column = column.dt.tz_convert("UTC").dt.tz_localize(None)
+    serials = (column - _EXCEL_EPOCH) / _DAY
+    values: list[object] = serials.astype(object).where(serials.notna(), None).tolist()
+    return values
+
+
+def _cells(column: pd.Series) -> tuple[list[object], str]:
+    """A column's cells as plain values and their kind: "date", "number", "bool" or "text"."""
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        return _serials(column), "date"
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return column.astype(object).where(column.notna(), None).tolist(), "bool"
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        values = column.astype("Float64") if column.dtype.kind in "iu" else column
+        return values.astype(object).where(values.notna(), None).tolist(), "number"
+    text = column.astype(object).where(column.notna(), None).tolist()
+    return [None if value is None else _text(str(value)) for value in text], "text"
+
+
+def _fitted_width(header: str, column: pd.Series, kind: str) -> float:
+    """A width that shows the whole header (with its filter button) and most values."""
+    if kind == "date":
+        longest = 16
+    elif len(column) == 0:
+        longest = 0
+    elif kind == "text":
+        lengths = column.astype("str").str.len()
+        longest = int(lengths.max()) if lengths.notna().any() else 0
+    else:
+        longest = max((len(str(v)) for v in column.dropna().head(1000).tolist()), default=0)
+    return min(_MAX_REPORT_WIDTH, max(float(longest) + 2, len(header) + 4.0, 8.0))
+
+
+class _Grid:
+    """Cells of a small sheet collected in any order, written top to bottom (constant memory)."""
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[int, int], tuple[object, Any]] = {}
+
+    def put(self, row: int, col: int, value: object, cell_format: Any = None) -> None:
+        self.cells[(row, col)] = (value, cell_format)
+
+    def write(self, sheet: Any) -> None:
+        for (row, col), (value, cell_format) in sorted(self.cells.items()):
+            if value is None:
+                if cell_format is not None:
+                    sheet.write_blank(row, col, None, cell_format)
+            elif isinstance(value, bool):
+                sheet.write_boolean(row, col, value, cell_format)
+            elif isinstance(value, int | float):
+                sheet.write_number(row, col, value, cell_format)
+            elif isinstance(value, datetime):
+                sheet.write_number(row, col, _serials(pd.Series([value]))[0], cell_format)
+            else:
+                sheet.write_string(row, col, _text(str(value)), cell_format)
+
+
+class _Styles:
+    """The report's cell formats, made once per workbook."""
+
+    def __init__(self, book: Any) -> None:
+        base = {"font_name": "Calibri", "font_size": 11, "valign": "vcenter"}
+        self.date = book.add_format({**base, "num_format": DATE_FORMAT, "align": "left"})
+        self.never = book.add_format({**base, "italic": True, "font_color": "#7F7F7F"})
+        self.text = book.add_format(base)
+        self.title = book.add_format({**base, "bold": True, "font_size": 18,
+                                      "font_color": "#1F3864"})
+        self.subtitle = book.add_format({**base, "font_color": "#595959"})
+        self.section = book.add_format({**base, "bold": True, "font_size": 12,
+                                        "font_color": "#1F3864", "bottom": 2,
+                                        "bottom_color": "#4472C4"})
+        self.figure_label = book.add_format({**base, "bottom": 1, "bottom_color": "#D9D9D9"})
+        self.figure = book.add_format({**base, "bold": True, "font_size": 14, "align": "right",
+                                       "num_format": "#,##0", "bottom": 1,
+                                       "bottom_color": "#D9D9D9"})
+        self.figure_share = book.add_format({**base, "bold": True, "font_size": 14,
+                                             "align": "right", "num_format": "0.0%",
+                                             "bottom": 1, "bottom_color": "#D9D9D9"})
+        self.head = book.add_format({**base, "bold": True, "font_color": "#FFFFFF",
+                                     "bg_color": "#4472C4", "border": 1,
+                                     "border_color": "#4472C4"})
+        self.head_number = book.add_format({**base, "bold": True, "font_color": "#FFFFFF",
+                                            "bg_color": "#4472C4", "align": "right",
+                                            "border": 1, "border_color": "#4472C4"})
+        self.cell = book.add_format({**base, "border": 1, "border_color": "#D9D9D9"})
+        self.count = book.add_format({**base, "num_format": "#,##0", "border": 1,
+                                      "border_color": "#D9D9D9"})
+        self.share = book.add_format({**base, "num_format": "0.0%", "border": 1,
+                                      "border_color": "#D9D9D9"})
+        self.note = book.add_format({**base, "italic": True, "font_color": "#595959"})
+        self.label = book.add_format({**base, "bold": True, "valign": "top"})
+        self.wrap = book.add_format({**base, "text_wrap": True, "valign": "top"})
+        self.rest_row = book.add_format({"bg_color": "#FFEB9C"})
+        self.stale_row = book.add_format({"font_color": "#9C0006"})
+
+
+def _add_streamed_table(sheet: Any, rows: int, headers: Sequence[str], name: str,
+                        formats: Sequence[Any]) -> None:
+    """An Excel table (banded, autofilter) over the header row and ``rows`` rows below it.
+
+    XlsxWriter refuses add_table in constant-memory mode (it would write cells out of
+    order) and records every cell of a table's range in a dict (hundreds of MB for
+    100,000 rows). So: add it over the header and one row while the sheet is still
+    empty, with the mode briefly off, then widen its range. tests/test_workbook.py
+    reads the table back, so a change in XlsxWriter that breaks this fails a test.
+    """
+    last_col = len(headers) - 1
+    columns = [{"header": header, "format": cell_format}
+               for header, cell_format in zip(headers, formats, strict=True)]
+    options = {"columns": columns, "name": name, "style": _REPORT_TABLE_STYLE,
+               "autofilter": True, "banded_rows": True}
+    sheet.constant_memory = False
+    try:
+        sheet.add_table(0, 0, 1, last_col, options)
+    finally:
+        sheet.constant_memory = True
+    for col, header in enumerate(headers):  # as in-line strings, as constant memory writes them
+        sheet.write_string(0, col, header)
+    table = sheet.tables[-1]
+    full = xl_range(0, 0, max(1, rows), last_col)
+    table["range"] = table["a_range"] = table["autofilter"] = full
+
+
+class _ReportWriter:
+    """Writes one report workbook; sheets in the order leadership reads them."""
+
+    def __init__(self, book: Any, report: Report, run: RunDetails, rows_per_sheet: int) -> None:
+        self.book = book
+        self.report = report
+        self.run = run
+        self.rows_per_sheet = rows_per_sheet
+        self.styles = _Styles(book)
+        self.devices = report.devices_sheet()
+        parts = max(1, -(-len(self.devices) // rows_per_sheet))
+        self.device_sheets = ["Devices"] + [f"Devices ({n})" for n in range(2, parts + 1)]
+        self.notes = list(report.notes)
+        if parts > 1:
+            self.notes.append(
+                f"The {len(self.devices):,} devices are split over {parts} sheets "
+                f"({', '.join(self.device_sheets)}): an Excel sheet holds "
+                f"{EXCEL_MAX_ROWS:,} rows.")
+
+    # -- Summary ---------------------------------------------------------------------------
+
+    def summary(self) -> None:
+        report, run, styles = self.report, self.run, self.styles
+        figures = report.figures
+        sheet = self.book.add_worksheet("Summary")
+        sheet.hide_gridlines(2)
+        sheet.set_landscape()
+        sheet.fit_to_pages(1, 0)
+        sheet.set_paper(9)
+        sheet.set_column(0, 0, 38)
+        sheet.set_column(1, 1, 13)
+        sheet.set_column(2, 2, 9)
+        sheet.set_column(3, 3, 3)
+        sheet.set_column(4, 12, 9.5)
+        grid = _Grid()
+        options = report.options
+        what = ("Outlook for iOS and Android" if not options.all_devices
+                else "All mobile devices")
+        grid.put(0, 0, f"Mobile device report: {what}", styles.title)
+        grid.put(1, 0, f"{run.organisation}  ·  server {run.server}  ·  run "
+                       f"{run.started.astimezone(UTC):%Y-%m-%d %H:%M} UTC  ·  "
+                       f"{', '.join(options.recipient_types)}", styles.subtitle)
+        grid.put(3, 0, "Key figures", styles.section)
+        grid.put(3, 1, None, styles.section)
+        grid.put(3, 2, None, styles.section)
+        stale_label = f"Stale (no sync for over {options.stale_after} days)"
+        rows: list[tuple[str, float | int, Any]] = [
+            ("Mailboxes checked", figures.mailboxes_checked, styles.figure),
+            ("Users with devices", figures.users_with_devices, styles.figure),
+            ("Users without devices", figures.users_without_devices, styles.figure),
+            ("Devices", figures.devices, styles.figure),
+            ("On Outlook native sync", figures.native_share, styles.figure_share),
+            ("Still on REST (legacy)", figures.rest, styles.figure),
+            (stale_label, figures.stale, styles.figure),
+            ("Never synced", figures.never_synced, styles.figure),
+        ]
+        if figures.errors:
+            rows.append(("Mailboxes or commands that failed (see Errors)", figures.errors,
+                         styles.figure))
+        row = 4
+        for label, value, value_format in rows:
+            grid.put(row, 0, label, styles.figure_label)
+            grid.put(row, 1, value, value_format)
+            grid.put(row, 2, None, styles.figure_label)
+            row += 1
+        row += 1
+        tables = [
+            ("By sync protocol", report.by_protocol),
+            ("By platform and OS version", report.by_platform),
+            ("By last successful sync", report.by_stale),
+            ("By access state", report.by_access_state),
+        ]
+        anchors: dict[str, tuple[int, int]] = {}
+        for title, table in tables:
+            grid.put(row, 0, title, styles.section)
+            grid.put(row, 1, None, styles.section)
+            grid.put(row, 2, None, styles.section)
+            row += 1
+            grid.put(row, 0, str(table.columns[0]), styles.head)
+            grid.put(row, 1, "Devices", styles.head_number)
+            grid.put(row, 2, "Share", styles.head_number)
+            first = row + 1
+            for label, devices, share in table.itertuples(index=False, name=None):
+                row += 1
+                grid.put(row, 0, label, styles.cell)
+                grid.put(row, 1, int(devices), styles.count)
+                grid.put(row, 2, float(share), styles.share)
+            if not len(table):
+                row += 1
+                grid.put(row, 0, "(no devices)", styles.note)
+            anchors[title] = (first, row)
+            row += 2
+        notes_row = row
+        for note in self.notes:
+            grid.put(row, 0, note, styles.note)
+            row += 1
+        if self.notes:
+            grid.put(notes_row - 1, 0, "Notes", styles.label)
+        grid.put(row + 1, 0, "Devices, users without devices and how this report was made: "
+                 "see the other sheets. All times are UTC.", styles.note)
+        grid.write(sheet)
+        self._charts(sheet, anchors)
+
+    def _charts(self, sheet: Any, anchors: dict[str, tuple[int, int]]) -> None:
+        first, last = anchors["By sync protocol"]
+        if last >= first and self.report.figures.devices:
+            pie = self.book.add_chart({"type": "doughnut"})
+            pie.add_series({
+                "name": "Devices by sync protocol",
+                "categories": ["Summary", first, 0, last, 0],
+                "values": ["Summary", first, 1, last, 1],
+                "data_labels": {"percentage": True, "leader_lines": True},
+                "points": [{"fill": {"color": color}} for color in _protocol_colors(
+                    self.report.by_protocol["SyncProtocol"].tolist())],
+            })
+            pie.set_title({"name": "Devices by sync protocol",
+                           "name_font": {"size": 12, "bold": True, "color": "#1F3864"}})
+            pie.set_legend({"position": "right", "font": {"size": 10}})
+            pie.set_hole_size(50)
+            pie.set_size({"width": 620, "height": 300})
+            pie.set_chartarea({"border": {"none": True}})
+            sheet.insert_chart(3, 4, pie, {"x_offset": 5, "y_offset": 0})
+        first, last = anchors["By platform and OS version"]
+        if last >= first and self.report.figures.devices:
+            bar = self.book.add_chart({"type": "bar"})
+            bar.add_series({
+                "name": "Devices",
+                "categories": ["Summary", first, 0, last, 0],
+                "values": ["Summary", first, 1, last, 1],
+                "fill": {"color": "#4472C4"},
+                "gap": 60,
+                "data_labels": {"value": True, "num_format": "#,##0"},
+            })
+            bar.set_title({"name": "Devices by platform and OS version",
+                           "name_font": {"size": 12, "bold": True, "color": "#1F3864"}})
+            bar.set_legend({"none": True})
+            bar.set_y_axis({"reverse": True, "major_tick_mark": "none"})
+            bar.set_x_axis({"major_gridlines": {"visible": True,
+                                                "line": {"color": "#E7E6E6"}},
+                            "num_format": "#,##0"})
+            bar.set_size({"width": 620, "height": 330})
+            bar.set_chartarea({"border": {"none": True}})
+            sheet.insert_chart(20, 4, bar, {"x_offset": 5, "y_offset": 0})
+
+    # -- table sheets ----------------------------------------------------------------------
+
+    def table_sheets(self, names: Sequence[str], frame: pd.DataFrame, table_name: str,
+                     highlight: bool = False) -> None:
+        """``frame`` as Excel tables, ``rows_per_sheet`` rows per sheet, one sheet per name."""
+        styles = self.styles
+        headers = [str(column) for column in frame.columns]
+        columns = [_cells(frame[name]) for name in frame.columns]
+        widths = [_fitted_width(header, frame[header], kind)
+                  for header, (_values, kind) in zip(headers, columns, strict=True)]
+        formats = [styles.date if kind == "date" else None for _values, kind in columns]
+        never_col = headers.index("LastSync") if "LastSync" in headers else -1
+        for part, name in enumerate(names):
+            start = part * self.rows_per_sheet
+            stop = min(len(frame), start + self.rows_per_sheet)
+            sheet = self.book.add_worksheet(name)
+            sheet.freeze_panes(1, 0)
+            sheet.set_landscape()
+            sheet.fit_to_pages(1, 0)
+            sheet.repeat_rows(0)
+            for index, width in enumerate(widths):
+                sheet.set_column(index, index, width, formats[index])
+            suffix = "" if part == 0 else str(part + 1)
+            _add_streamed_table(sheet, stop - start, headers, table_name + suffix, formats)
+            self._rows(sheet, columns, start, stop, never_col)
+            if highlight and stop > start:
+                self._highlight(sheet, headers, stop - start)
+
+    def _rows(self, sheet: Any, columns: list[tuple[list[object], str]], start: int,
+              stop: int, never_col: int) -> None:
+        date_format, never_format = self.styles.date, self.styles.never
+        writers = []
+        for col, (values, kind) in enumerate(columns):
+            if kind == "date":
+                writers.append((col, values, sheet.write_number, date_format))
+            elif kind == "number":
+                writers.append((col, values, sheet.write_number, None))
+            elif kind == "bool":
+                writers.append((col, values, sheet.write_boolean, None))
+            else:
+                writers.append((col, values, sheet.write_string, None))
+        for offset, index in enumerate(range(start, stop), 1):
+            for col, values, write, cell_format in writers:
+                value = values[index]
+                if value is not None:
+                    write(offset, col, value, cell_format)
+                elif col == never_col:
+                    sheet.write_string(offset, col, NEVER, never_format)
+
+    def _highlight(self, sheet: Any, headers: list[str], rows: int) -> None:
+        """REST rows on amber, stale and never-synced rows in dark red."""
+        last = xl_col_to_name(len(headers) - 1)
+        area = f"A2:{last}{rows + 1}"
+        if "SyncProtocol" in headers:
+            protocol = xl_col_to_name(headers.index("SyncProtocol"))
+            sheet.conditional_format(area, {
+                "type": "formula", "criteria": f'=${protocol}2="{REST_PROTOCOL}"',
+                "format": self.styles.rest_row})
+        if "LastSync" in headers and "DaysSinceLastSync" in headers:
+            last_sync = xl_col_to_name(headers.index("LastSync"))
+            days = xl_col_to_name(headers.index("DaysSinceLastSync"))
+            stale = self.report.options.stale_after
+            sheet.conditional_format(area, {
+                "type": "formula",
+                "criteria": f'=OR(${last_sync}2="{NEVER}",${days}2>{stale})',
+                "format": self.styles.stale_row})
+
+    # -- Run -------------------------------------------------------------------------------
+
+    def run_sheet(self) -> None:
+        report, run, styles = self.report, self.run, self.styles
+        sheet = self.book.add_worksheet("Run")
+        sheet.set_column(0, 0, 30)
+        sheet.set_column(1, 1, 100)
+        grid = _Grid()
+        grid.put(0, 0, "How this report was made", styles.title)
+        figures = report.figures
+        lines: list[tuple[str, object, Any]] = [
+            ("Command line", run.command_line, styles.wrap),
+            ("Organisation", run.organisation, styles.wrap),
+            ("Server", run.server, styles.wrap),
+            ("Endpoint", run.endpoint, styles.wrap),
+            ("Source", run.source, styles.wrap),
+            ("Strategy", run.strategy, styles.wrap),
+        ]
+        lines += [(f"Filter: {name}", value, styles.wrap)
+                  for name, value in report.options.describe().items()]
+        lines += [
+            ("Started (UTC)", run.started, styles.date),
+            ("Finished (UTC)", run.finished, styles.date),
+            ("Duration", f"{run.seconds:.1f} s", styles.wrap),
+            ("Days since last sync counted from (UTC)", report.run_started, styles.date),
+            ("Mailboxes checked", figures.mailboxes_checked, styles.text),
+            ("Devices in the report", figures.devices, styles.text),
+            ("Users without devices", figures.users_without_devices, styles.text),
+            ("Errors", figures.errors, styles.text),
+            ("Devices under no mailbox in scope", figures.unmatched_devices, styles.text),
+        ]
+        lines += [(name, value, styles.wrap) for name, value in run.extra.items()]
+        lines.append(("psbridge version", run.version, styles.wrap))
+        for index, note in enumerate(self.notes):
+            lines.append(("Note" if index == 0 else "", note, styles.wrap))
+        for row, (label, value, value_format) in enumerate(lines, 2):
+            grid.put(row, 0, label, styles.label)
+            grid.put(row, 1, value, value_format)
+        grid.write(sheet)
+
+
+def _protocol_colors(protocols: Sequence[str]) -> list[str]:
+    """One colour per protocol that means the same thing in every report."""
+    fixed = {NATIVE_PROTOCOL: "#2E75B6", REST_PROTOCOL: "#FFC000",
+             "Exchange ActiveSync": "#A5A5A5", "Unknown": "#D9D9D9"}
+    spare = iter(["#70AD47", "#7030A0", "#ED7D31", "#264478", "#9E480E", "#636363"] * 10)
+    return [fixed.get(protocol) or next(spare) for protocol in protocols]
+
+
+def write_report(path: Path | str, report: Report, run_info: RunDetails, *,
+                 history: HistoryView | None = None,
+                 rows_per_sheet: int = EXCEL_MAX_ROWS - 1) -> None:
+    """Write the mobile device report workbook atomically.
+
+    Sheets: Summary, Devices (split when over Excel's row limit), Users without
+    devices, Errors (only when some), Run, then Changes and Trend when ``history`` is
+    given. A workbook open in Excel gives an OutputError naming the file.
+    """
+    target = Path(path)
+    with atomic_write(target) as temp_path:
+        book = xlsxwriter.Workbook(str(temp_path), {
+            "constant_memory": True, "strings_to_numbers": False,
+            "strings_to_formulas": False, "strings_to_urls": False,
+            "tmpdir": str(temp_path.parent),
+        })
+        book.set_properties({"title": "Mobile device report", "creator": "psbridge",
+                             "comments": f"psbridge {run_info.version}"})
+        writer = _ReportWriter(book, report, run_info, rows_per_sheet)
+        writer.summary()
+        writer.table_sheets(writer.device_sheets, writer.devices, "Devices", highlight=True)
+        users = report.users_without_devices
+        parts = max(1, -(-len(users) // rows_per_sheet))
+        names = ["Users without devices"] + [f"Users without devices ({n})"
+                                             for n in range(2, parts + 1)]
+        writer.table_sheets(names, users, "UsersWithoutDevices")
+        if len(report.errors):
+            writer.table_sheets(["Errors"], report.errors, "Errors")
+        writer.run_sheet()
+        if history is not None:
+            # --- history hook: Changes and Trend (functions in the history block) ---
+            # ``book`` is an XlsxWriter Workbook in constant-memory mode: write each
+            # sheet's rows top to bottom (_Grid helps), tables via _add_streamed_table.
+            write_history_sheets(book, history)
+        try:
+            book.close()
+        except xlsxwriter.exceptions.FileCreateError as exc:
+            raise OutputError(f"cannot write {target}: {exc.args[0]}") from exc
