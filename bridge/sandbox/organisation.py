@@ -324,6 +324,110 @@ class Organisation:
 
         return pd.DataFrame.from_records(self.devices)
 
+    # ---- ageing -------------------------------------------------------------------------
+
+    def advance(self, days: int, seed: int) -> None:
+        """Move ``reference_time`` forward ``days`` and mutate the organisation as time would.
+
+        Deterministic: the same organisation advanced by the same calls ends up identical.
+        Over the period, most active devices keep syncing, some go stale; admins remove
+        some partnerships (stale ones more often) and release some quarantined devices;
+        users add devices; Outlook for iOS and Android devices move from REST to the
+        native Outlook sync (and a few back); iOS and Android get upgraded; some users'
+        display names change (Name and Identity stay, as in Exchange).
+        """
+        if days < 0:
+            raise ValueError("days must be >= 0")
+        rng = random.Random(f"advance:{self.seed}:{self.generation}:{days}:{seed}")
+        before = self.reference_time
+        now = before + timedelta(days=days)
+        self.reference_time = now
+        self.generation += 1
+        self._records = None
+        scale = days / 30
+
+        def chance(per_month: float) -> bool:
+            return rng.random() < min(1.0, per_month * scale)
+
+        for mailbox in self._mailboxes:
+            if mailbox.kind == "user" and chance(0.01) and self._rename(rng, mailbox, now):
+                mailbox.wire.clear()
+            kept = []
+            for device in mailbox.devices:
+                stale = device.last_success is None or before - device.last_success > timedelta(
+                    days=90)
+                if chance(0.12 if stale else 0.015):
+                    continue  # partnership removed (Remove-MobileDevice or the user)
+                self._age_device(rng, device, before, now, chance)
+                kept.append(device)
+            if mailbox.kind == "user" and len(kept) < 4 and chance(0.05):
+                kept.append(self._new_device(rng, mailbox, now, fresh=True))
+                kept[-1].first_sync = max(kept[-1].first_sync, before)
+                kept[-1].last_policy_update = kept[-1].first_sync + timedelta(seconds=20)
+            if len(kept) != len(mailbox.devices):
+                mailbox.wire.clear()  # Get-CASMailbox's HasActiveSyncDevicePartnership
+            mailbox.devices = kept
+
+    def _rename(self, rng: random.Random, mailbox: MailboxEntry, now: datetime) -> bool:
+        display = mailbox.display_name
+        pool = _LATIN_LAST if rng.random() < 0.7 else _ACCENTED_LAST
+        new_last = pool[_rr(rng, len(pool))]
+        if ", " in display:
+            renamed = f"{new_last}, {display.split(', ', 1)[1]}"
+        elif " " in display:
+            renamed = f"{display.split(' ', 1)[0]} {new_last}"
+        else:
+            return False  # a single-token (e.g. CJK) name: leave it
+        if renamed == display:
+            return False
+        mailbox.display_name = renamed
+        mailbox.when_changed = now - timedelta(seconds=_rr(rng, 86400))
+        return True
+
+    def _age_device(
+        self,
+        rng: random.Random,
+        device: DeviceEntry,
+        before: datetime,
+        now: datetime,
+        chance: Callable[[float], bool],
+    ) -> None:
+        changed = False
+        if device.access_state == "Quarantined" and chance(0.3):
+            device.access_state, device.access_reason = "Allowed", "Individual"
+            device.last_success = before  # synced right after the release
+            changed = True
+        active = device.last_success is not None and before - device.last_success < timedelta(
+            days=14)
+        if device.access_state == "Allowed" and active:
+            if chance(0.04):  # the user stopped using it: it goes stale from here
+                assert device.last_success is not None
+                device.last_success += (now - device.last_success) * rng.uniform(0.0, 0.5)
+            else:
+                device.last_success = now - timedelta(seconds=_rr(rng, 60, 2 * 86400))
+            device.last_attempt = device.last_success + timedelta(seconds=_rr(rng, 0, 300))
+            device.folders = max(device.folders, 3)
+            changed = True
+            if device.client_type == "REST" and chance(0.25):
+                device.client_type = "Outlook"  # moved to the native Microsoft sync technology
+            elif device.client_type == "Outlook" and chance(0.005):
+                device.client_type = "REST"
+            if device.os.startswith("iOS ") and chance(0.3):
+                position = next(i for i, entry in enumerate(_IOS_BUILDS)
+                                if device.os == f"iOS {entry[0]} {entry[1]}")
+                if position > 0:
+                    version, build, _ = _IOS_BUILDS[_rr(rng, max(1, position - 2), position)]
+                    device.os = f"iOS {version} {build}"
+                    if device.kind == "ios_mail":
+                        device.user_agent = f"iOS/{version} ({build}) dataaccessd/1.0"
+            elif device.os.startswith("Android ") and chance(0.08):
+                version = int(device.os.split(" ")[1])
+                if version < 15:
+                    device.os = f"Android {version + 1}"
+        if changed:
+            device.when_changed = now.replace(microsecond=0) - timedelta(seconds=_rr(rng, 3600))
+            device.wire.clear()
+
     # ---- generation ---------------------------------------------------------------------
 
     def _generate(self, rng: random.Random, count: int) -> None:
