@@ -421,9 +421,9 @@ class Organisation:
                     if device.kind == "ios_mail":
                         device.user_agent = f"iOS/{version} ({build}) dataaccessd/1.0"
             elif device.os.startswith("Android ") and chance(0.08):
-                version = int(device.os.split(" ")[1])
-                if version < 15:
-                    device.os = f"Android {version + 1}"
+                android = int(device.os.split(" ")[1])
+                if android < 15:
+                    device.os = f"Android {android + 1}"
         if changed:
             device.when_changed = now.replace(microsecond=0) - timedelta(seconds=_rr(rng, 3600))
             device.wire.clear()
