@@ -214,8 +214,9 @@ def _table_rows(sheet: WriteOnlyWorksheet, frame: pd.DataFrame, first_row: int,
 
 def _set_widths(sheet: WriteOnlyWorksheet, frame: pd.DataFrame, first: float = 0) -> None:
     """Column widths that fit the table (write-only sheets need them before any row)."""
-    for index in range(frame.shape[1]):
-        values, _dated = _column_values(frame.iloc[:, index])
+    sample = frame.head(200)  # _width looks at no more than that
+    for index in range(sample.shape[1]):
+        values, _dated = _column_values(sample.iloc[:, index])
         width = _width(str(frame.columns[index]), values)
         if index == 0:
             width = max(width, first)
