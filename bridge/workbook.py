@@ -302,6 +302,9 @@ def write_trend_sheet(workbook: Workbook, history: HistoryView, title: str = "Tr
             column = columns[name]
             data = Reference(sheet, min_col=column, min_row=first_row, max_row=last_row)
             chart.add_data(data, titles_from_data=True)
+        for series in chart.series:
+            series.smooth = False  # straight lines: a curve would invent values between runs
+        chart.y_axis.scaling.min = 0
         chart.set_categories(Reference(sheet, min_col=columns["Started"], min_row=first_row + 1,
                                        max_row=last_row))
         sheet.add_chart(chart, f"{anchor_column}{1 + number * 16}")
