@@ -416,7 +416,7 @@ class Organisation:
                 position = next(i for i, entry in enumerate(_IOS_BUILDS)
                                 if device.os == f"iOS {entry[0]} {entry[1]}")
                 if position > 0:
-                    version, build, _ = _IOS_BUILDS[_rr(rng, max(1, position - 2), position)]
+                    version, build, _ = _IOS_BUILDS[_rr(rng, max(0, position - 2), position)]
                     device.os = f"iOS {version} {build}"
                     if device.kind == "ios_mail":
                         device.user_agent = f"iOS/{version} ({build}) dataaccessd/1.0"

@@ -1,0 +1,274 @@
+"""The sandbox's Exchange cmdlets through the CmdletHost contract (no HTTP), plus a few runs
+through pypsrp against the real endpoint."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from bridge.sandbox.cmdlets import (
+    WARNING_DEFAULT_RESULT_SIZE,
+    WARNING_MORE_RESULTS,
+    ExchangeCmdlets,
+)
+from bridge.sandbox.contract import (
+    CommandCall,
+    ErrorSpec,
+    PipelineOutcome,
+    SerializedObject,
+    WarningMessage,
+)
+from bridge.sandbox.organisation import Organisation
+
+
+@pytest.fixture(scope="module")
+def org() -> Organisation:
+    return Organisation(mailboxes=40, seed=1)
+
+
+@pytest.fixture(scope="module")
+def host(org: Organisation) -> ExchangeCmdlets:
+    return ExchangeCmdlets(org)
+
+
+def run(host: ExchangeCmdlets, *commands: CommandCall) -> tuple[list[Any], PipelineOutcome]:
+    outcome = host.invoke(list(commands), "admin@contoso.com")
+    events = list(outcome.events)
+    return events, outcome
+
+
+def props(event: SerializedObject) -> dict[str, str | None]:
+    """Property name -> text (None for Nil) of one serialized object's Props."""
+    root = etree.fromstring(event.clixml.encode())
+    result: dict[str, str | None] = {}
+    for element in root.find("Props"):  # type: ignore[union-attr]
+        result[element.get("N", "")] = None if element.tag == "Nil" else element.text
+    return result
+
+
+def type_names(event: SerializedObject) -> list[str]:
+    root = etree.fromstring(event.clixml.encode())
+    return [t.text or "" for t in root.find("TN")]  # type: ignore[union-attr]
+
+
+def objects(events: list[Any]) -> list[SerializedObject]:
+    return [e for e in events if isinstance(e, SerializedObject)]
+
+
+def call(name: str, **parameters: Any) -> CommandCall:
+    return CommandCall(name, parameters)
+
+
+def test_get_mailbox_all_with_unlimited(host: ExchangeCmdlets, org: Organisation) -> None:
+    events, outcome = run(host, call("Get-Mailbox", ResultSize="Unlimited"))
+    assert outcome.terminating is None
+    assert [props(e)["Identity"] for e in events] == [m["Identity"] for m in org.mailboxes]
+    first = events[0]
+    assert type_names(first) == [
+        "Microsoft.Exchange.Data.Directory.Management.Mailbox",
+        "Microsoft.Exchange.Data.Directory.Management.MailEnabledOrgPerson",
+        "Microsoft.Exchange.Data.Directory.Management.MailEnabledRecipient",
+        "Microsoft.Exchange.Data.Directory.Management.ADPresentationObject",
+        "Microsoft.Exchange.Data.Directory.ADObject",
+        "Microsoft.Exchange.Data.Directory.ADRawEntry",
+        "Microsoft.Exchange.Data.ConfigurableObject",
+        "System.Object",
+    ]
+    assert list(props(first)) == list(org.mailboxes[0])  # Exchange's property order
+    assert re.search(r'<G N="Guid">[0-9a-f-]{36}</G>', first.clixml)
+    assert re.search(r'<DT N="WhenCreatedUTC">\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ</DT>', first.clixml)
+    assert re.search(r'<DT N="WhenCreated">[0-9T:-]+\+01:00</DT>', first.clixml)
+
+
+def test_default_result_size_is_1000_with_exchanges_warning() -> None:
+    host = ExchangeCmdlets(Organisation(mailboxes=1003, seed=2))
+    events, _ = run(host, call("Get-Mailbox"))
+    assert len(objects(events)) == 1000
+    assert events[-1] == WarningMessage(WARNING_DEFAULT_RESULT_SIZE.format(1000))
+    assert events[-1].text.startswith("By default, only the first 1000 items are returned.")
+    events, _ = run(host, call("Get-Mailbox", ResultSize=3))
+    assert len(objects(events)) == 3 and events[-1] == WarningMessage(WARNING_MORE_RESULTS)
+    events, _ = run(host, call("Get-Mailbox", ResultSize="unlimited"))
+    assert len(events) == 1003 and not any(isinstance(e, WarningMessage) for e in events)
+
+
+def test_recipient_type_details_as_list_or_comma_string(
+    host: ExchangeCmdlets, org: Organisation
+) -> None:
+    wanted = {"SharedMailbox", "RoomMailbox"}
+    expected = [m["Identity"] for m in org.mailboxes if m["RecipientTypeDetails"] in wanted]
+    for value in (["SharedMailbox", "RoomMailbox"], "SharedMailbox,RoomMailbox"):
+        events, _ = run(host, call("Get-Mailbox", RecipientTypeDetails=value))
+        assert [props(e)["Identity"] for e in events] == expected
+    _, outcome = run(host, call("Get-Mailbox", RecipientTypeDetails="Bogus"))
+    assert outcome.terminating is not None
+    assert outcome.terminating.message.startswith(
+        "Cannot bind parameter 'RecipientTypeDetails'. Cannot convert value \"Bogus\"")
+
+
+def test_identity_resolves_like_exchange(host: ExchangeCmdlets, org: Organisation) -> None:
+    target = next(m for m in org.mailboxes if "'" in m["DisplayName"])
+    for identity in (target["Alias"], target["PrimarySmtpAddress"], target["Guid"],
+                     target["DistinguishedName"], target["Identity"], target["Name"].upper()):
+        events, _ = run(host, call("Get-Mailbox", Identity=identity))
+        assert [props(e)["Guid"] for e in events] == [target["Guid"]]
+
+
+def test_unknown_identity_is_a_non_terminating_not_found(host: ExchangeCmdlets) -> None:
+    events, outcome = run(host, call("Get-Mailbox", Identity="nobody@contoso.com"))
+    assert outcome.terminating is None
+    [error] = events
+    assert isinstance(error, ErrorSpec)
+    assert error.message == (
+        "The operation couldn't be performed because object 'nobody@contoso.com' couldn't be "
+        "found on 'DC01.contoso.com'.")
+    assert error.exception_type.endswith(".ManagementObjectNotFoundException")
+    assert (error.category, error.reason, error.command_name) == (
+        "NotSpecified", "ManagementObjectNotFoundException", "Get-Mailbox")
+    assert re.fullmatch(
+        r"\[Server=EXCH01,RequestId=[0-9a-f-]{36},TimeStamp=\d+/\d+/\d{4} \d+:\d\d:\d\d [AP]M\] "
+        r"\[FailureCategory=Cmdlet-ManagementObjectNotFoundException\] [0-9A-F]{8},"
+        r"Microsoft\.Exchange\.Management\.RecipientTasks\.GetMailbox",
+        error.fully_qualified_error_id)
+
+
+def test_bad_parameters_terminate_with_parameter_binding(host: ExchangeCmdlets) -> None:
+    events, outcome = run(host, call("Get-Mailbox", Foo="x"))
+    assert events == [] and outcome.terminating is not None
+    assert outcome.terminating.message == (
+        "A parameter cannot be found that matches parameter name 'Foo'.")
+    assert outcome.terminating.exception_type.endswith("ParameterBindingException")
+    assert outcome.terminating.fully_qualified_error_id == (
+        "NamedParameterNotFound,Microsoft.Exchange.Management.RecipientTasks.GetMailbox")
+    _, outcome = run(host, call("Get-Mailbox", ResultSize="lots"))
+    assert outcome.terminating is not None and "ResultSize" in outcome.terminating.message
+    # unambiguous prefixes bind, as in PowerShell
+    events, outcome = run(host, call("Get-Mailbox", Res=2))
+    assert outcome.terminating is None and len(objects(events)) == 2
+
+
+def test_filter_eq_like_and(host: ExchangeCmdlets, org: Organisation) -> None:
+    target = next(m for m in org.mailboxes if m["RecipientTypeDetails"] == "UserMailbox")
+    prefix = target["Alias"][:3]
+    text = f"RecipientTypeDetails -eq 'UserMailbox' -and Alias -like '{prefix}*'"
+    events, _ = run(host, call("Get-Mailbox", Filter=text))
+    expected = [m["Guid"] for m in org.mailboxes if m["RecipientTypeDetails"] == "UserMailbox"
+                and m["Alias"].lower().startswith(prefix.lower())]
+    assert [props(e)["Guid"] for e in events] == expected and target["Guid"] in expected
+    _, outcome = run(host, call("Get-Mailbox", Filter="Colour -eq 'red'"))
+    assert outcome.terminating is not None
+    assert '"Colour" is not a recognized filterable property' in outcome.terminating.message
+    _, outcome = run(host, call("Get-Mailbox", Filter="Alias -eq"))
+    assert outcome.terminating is not None
+    assert "Invalid filter syntax" in outcome.terminating.message
+
+
+def test_cas_mailbox_reports_device_partnerships(host: ExchangeCmdlets, org: Organisation) -> None:
+    events, _ = run(host, call("Get-CASMailbox", ResultSize="Unlimited"))
+    with_devices = {d["MailboxIdentity"] for d in org.devices}
+    flags = {props(e)["Identity"]: props(e)["HasActiveSyncDevicePartnership"] for e in events}
+    assert flags == {m["Identity"]: ("true" if m["Identity"] in with_devices else "false")
+                     for m in org.mailboxes}
+    assert type_names(events[0])[0] == "Microsoft.Exchange.Data.Directory.Management.CASMailbox"
+
+
+def test_mobile_device_statistics_per_mailbox(host: ExchangeCmdlets, org: Organisation) -> None:
+    owner = next(d["MailboxIdentity"] for d in org.devices)
+    expected = [d for d in org.devices if d["MailboxIdentity"] == owner]
+    events, outcome = run(host, call("Get-MobileDeviceStatistics", Mailbox=owner))
+    assert outcome.terminating is None
+    assert [props(e)["Identity"] for e in events] == [d["Identity"] for d in expected]
+    assert type_names(events[0]) == [
+        "Microsoft.Exchange.Management.Tasks.MobileDeviceConfiguration", "System.Object"]
+    assert list(props(events[0])) == [k for k in expected[0] if k != "MailboxIdentity"]
+    one = expected[0]["Identity"]
+    events, _ = run(host, call("Get-MobileDeviceStatistics", Identity=one))
+    assert [props(e)["Identity"] for e in events] == [one]
+
+
+def test_never_synced_device_sends_nil(host: ExchangeCmdlets, org: Organisation) -> None:
+    never = next(d for d in org.devices if d["LastSuccessSync"] is None)
+    [event], _ = run(host, call("Get-MobileDeviceStatistics", Identity=never["Identity"]))
+    assert '<Nil N="LastSuccessSync" />' in event.clixml
+    assert props(event)["LastSuccessSync"] is None
+
+
+def test_statistics_for_unknown_mailbox_is_recipient_not_found(host: ExchangeCmdlets) -> None:
+    [error], outcome = run(host, call("Get-MobileDeviceStatistics", Mailbox="ghost"))
+    assert outcome.terminating is None
+    assert isinstance(error, ErrorSpec)
+    assert error.message == "Couldn't find 'ghost' as a recipient."
+    assert error.category == "InvalidArgument"
+    assert error.exception_type == (
+        "Microsoft.Exchange.Management.AirSync.RecipientNotFoundException")
+
+
+def test_pipeline_get_mobile_device_into_statistics(
+    host: ExchangeCmdlets, org: Organisation
+) -> None:
+    events, outcome = run(
+        host,
+        call("Get-MobileDevice", ResultSize="Unlimited"),
+        call("Get-MobileDeviceStatistics"),
+    )
+    assert outcome.terminating is None
+    assert [props(e)["Identity"] for e in events] == [d["Identity"] for d in org.devices]
+    assert all(type_names(e)[0].endswith("MobileDeviceConfiguration") for e in events)
+    events, _ = run(
+        host,
+        call("Get-MobileDevice", ResultSize="Unlimited", Filter="ClientType -eq 'REST'"),
+        call("Get-MobileDeviceStatistics"),
+    )
+    rest = [d["Identity"] for d in org.devices if d["ClientType"] == "REST"]
+    assert rest and [props(e)["Identity"] for e in events] == rest
+
+
+def test_get_mobile_device_shapes_and_switches(host: ExchangeCmdlets, org: Organisation) -> None:
+    events, _ = run(host, call("Get-MobileDevice", ResultSize="Unlimited", RestApi=None))
+    assert {props(e)["ClientType"] for e in events} == {"REST"}
+    first = events[0]
+    assert type_names(first)[0] == (
+        "Microsoft.Exchange.Data.Directory.SystemConfiguration.MobileDevice")
+    assert type_names(first)[-1] == "System.Object"
+    assert "DeviceId" in props(first) and "DeviceID" not in props(first)
+    owner = org.devices[0]["MailboxIdentity"]
+    events, _ = run(host, call("Get-MobileDevice", Mailbox=owner))
+    assert {str(props(e)["Identity"]).rpartition("/ExchangeActiveSyncDevices/")[0]
+            for e in events} == {owner}
+    missing = "contoso.com/x/ExchangeActiveSyncDevices/y"
+    [error], _ = run(host, call("Get-MobileDevice", Identity=missing))
+    assert isinstance(error, ErrorSpec) and "couldn't be found" in error.message
+
+
+def test_commands_and_scripts_the_session_lacks(host: ExchangeCmdlets) -> None:
+    assert host.has_command("get-mailbox") and host.has_command("Get-MobileDeviceStatistics")
+    assert not host.has_command("Remove-Mailbox")
+    _, outcome = run(host, CommandCall("Get-Mailbox | Select Name", is_script=True))
+    assert outcome.terminating is not None
+    assert outcome.terminating.fully_qualified_error_id == "ScriptsNotAllowed"
+    assert outcome.terminating.message.startswith("The syntax is not supported by this runspace.")
+
+
+def test_serialized_objects_are_cached_and_escaped(org: Organisation) -> None:
+    host = ExchangeCmdlets(org)
+    first, _ = run(host, call("Get-Mailbox", ResultSize="Unlimited"))
+    second, _ = run(host, call("Get-Mailbox", ResultSize="Unlimited"))
+    assert all(a.clixml is b.clixml for a, b in zip(first, second, strict=True))
+    names = [props(e)["DisplayName"] for e in first]
+    assert names == [m["DisplayName"] for m in org.mailboxes]
+
+
+def test_advance_is_visible_through_the_cmdlets() -> None:
+    org = Organisation(mailboxes=60, seed=5)
+    host = ExchangeCmdlets(org)
+    before, _ = run(host, call("Get-MobileDevice", ResultSize="Unlimited"),
+                    call("Get-MobileDeviceStatistics"))
+    org.advance(60, seed=3)
+    after, _ = run(host, call("Get-MobileDevice", ResultSize="Unlimited"),
+                   call("Get-MobileDeviceStatistics"))
+    assert [props(e)["Identity"] for e in after] == [d["Identity"] for d in org.devices]
+    assert [props(e)["LastSuccessSync"] for e in after] != [
+        props(e)["LastSuccessSync"] for e in before]
