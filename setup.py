@@ -26,4 +26,5 @@ class BuildPyWithPsScripts(build_py):
             self.copy_file(str(script), str(target / script.name))
 
 
-setup(cmdclass={"build_py": BuildPyWithPsScripts})
+if __name__ == "__main__":  # setuptools runs this file as __main__; tests import the hook
+    setup(cmdclass={"build_py": BuildPyWithPsScripts})

@@ -91,6 +91,12 @@ param(
 Set-StrictMode -Version 3.0
 $ErrorActionPreference = 'Stop'
 
+# pwsh -OutputFormat xml writes objects to stdout in the console's encoding, on Windows the OEM
+# code page, which loses accented and non-Latin names: ask for UTF-8 (a no-op elsewhere).
+if ($Host.Name -eq 'ConsoleHost' -and [Console]::IsOutputRedirected) {
+    [Console]::OutputEncoding = [System.Text.UTF8Encoding]::new($false)
+}
+
 $outlookDeviceModel = 'Outlook for iOS and Android'
 $knownRecipientTypes = @('UserMailbox', 'SharedMailbox', 'RoomMailbox', 'EquipmentMailbox')
 $progressEvery = 25

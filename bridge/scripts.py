@@ -1,0 +1,368 @@
+"""psbridge's own PowerShell (ps_scripts/) and the two ways of running it.
+
+- ``--via pwsh``: a local PowerShell 7 runs ``Get-PsbridgeExoData.ps1`` with
+  ``-OutputFormat xml``; its ``#< CLIXML`` output goes through :mod:`bridge.clixml`.
+- ``--via jumphost``: a Windows host's full-language endpoint (``Microsoft.PowerShell``)
+  runs the same script text through :meth:`bridge.remote.Session.run_script`.
+
+Either way every value travels as a parameter, never pasted into script text, and the
+script's tagged output (``PsbridgeKind``) is sorted into mailboxes, devices, errors and a
+manifest. The scripts ship inside the wheel (``bridge/ps_scripts``, see setup.py) and are
+found from a checkout (``ps_scripts/`` beside ``bridge/``) too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bridge.clixml import iter_records, read_streams
+from bridge.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    InputError,
+    PowerShellNotFound,
+    RemoteCommandError,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bridge.remote import Session
+
+Row = dict[str, object]
+
+EXPORT_SCRIPT = "Export-PsbridgeData.ps1"
+EXO_SCRIPT = "Get-PsbridgeExoData.ps1"
+SCRIPT_NAMES = (EXPORT_SCRIPT, EXO_SCRIPT)
+
+# The environment variable psbridge reads a .pfx password from, and hands on to pwsh
+# under the same name (the script reads it through -CertificatePasswordVariable).
+CERTIFICATE_PASSWORD_VARIABLE = "PSBRIDGE_CERTIFICATE_PASSWORD"
+
+# Every parameter of Get-PsbridgeExoData.ps1 that psbridge may pass (tests check these
+# against the script's param() block). CertificatePassword, a SecureString, is declared
+# too but only for people running the script by hand.
+EXO_SCRIPT_PARAMETERS = frozenset(
+    {
+        "Organization",
+        "AppId",
+        "CertificateThumbprint",
+        "CertificateFilePath",
+        "CertificatePasswordVariable",
+        "RecipientTypeDetails",
+        "OutlookOnly",
+    }
+)
+RECIPIENT_TYPES = ("UserMailbox", "SharedMailbox", "RoomMailbox", "EquipmentMailbox")
+
+PWSH_INSTALL_HINT = (
+    "pwsh (PowerShell 7) was not found on PATH. Install it "
+    "(Windows: winget install Microsoft.PowerShell; macOS: brew install powershell/tap/powershell; "
+    "Linux: https://learn.microsoft.com/powershell/scripting/install/installing-powershell-on-linux),"
+    " then in pwsh: Install-Module ExchangeOnlineManagement -Scope CurrentUser"
+)
+
+_CLIXML_HEADER = b"#< CLIXML"
+_GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+_THUMBPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
+_ORGANIZATION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)+$")
+_AUTH_FAILURE = re.compile(
+    r"AADSTS\d+|unauthorized_client|invalid_client|certificate.*(not found|expired|invalid)"
+    r"|The role assigned to application .* isn't supported",
+    re.IGNORECASE,
+)
+
+
+# --------------------------------------------------------------------------- locating
+
+
+def scripts_dir() -> Path:
+    """The folder holding the .ps1 files: inside the installed package, else the checkout's."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "ps_scripts", package_dir.parent / "ps_scripts"):
+        if (candidate / EXO_SCRIPT).is_file():
+            return candidate
+    raise InputError(
+        f"psbridge's PowerShell scripts were not found (looked in {package_dir / 'ps_scripts'} "
+        f"and {package_dir.parent / 'ps_scripts'}): reinstall psbridge"
+    )
+
+
+def script_path(name: str) -> Path:
+    """The path of one of psbridge's scripts, by file name (e.g. ``Get-PsbridgeExoData.ps1``)."""
+    if name not in SCRIPT_NAMES:
+        raise InputError(f"unknown psbridge script {name!r}: one of {', '.join(SCRIPT_NAMES)}")
+    return scripts_dir() / name
+
+
+def script_text(name: str) -> str:
+    """A script's text, as sent to a jump host (a byte order mark, if any, removed)."""
+    return script_path(name).read_text(encoding="utf-8-sig")
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class ExoApp:
+    """The Exchange Online app registration the script connects as (app-only, certificate).
+
+    Holds no secret: a .pfx password is passed separately and never stored here.
+    """
+
+    organization: str  # the tenant's initial domain, e.g. contoso.onmicrosoft.com
+    app_id: str
+    certificate_thumbprint: str | None = None
+    certificate_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.organization or not _ORGANIZATION.match(self.organization):
+            raise ConfigError(
+                f"--organization {self.organization!r} is not a domain name: use the tenant's "
+                "initial domain, e.g. contoso.onmicrosoft.com"
+            )
+        if not self.app_id or not _GUID.match(self.app_id):
+            raise ConfigError(
+                f"--app-id {self.app_id!r} is not a GUID: use the app registration's "
+                "Application (client) ID"
+            )
+        if (self.certificate_thumbprint is None) == (self.certificate_file is None):
+            raise ConfigError("give exactly one of --certificate-thumbprint and --certificate-file")
+        if self.certificate_thumbprint is not None and not _THUMBPRINT.match(
+            self.certificate_thumbprint
+        ):
+            raise ConfigError(
+                f"--certificate-thumbprint {self.certificate_thumbprint!r} is not 40 hex digits"
+            )
+
+
+def exo_parameters(
+    app: ExoApp,
+    *,
+    recipient_types: Sequence[str] = ("UserMailbox",),
+    all_devices: bool = True,
+    password_variable: str | None = None,
+) -> dict[str, object]:
+    """The parameters for Get-PsbridgeExoData.ps1, by name. A switch is ``True`` when set."""
+    unknown = [kind for kind in recipient_types if kind not in RECIPIENT_TYPES]
+    if unknown or not recipient_types:
+        raise ConfigError(
+            f"unknown recipient type {', '.join(unknown) or '(none)'}: use "
+            f"{', '.join(RECIPIENT_TYPES)}"
+        )
+    parameters: dict[str, object] = {"Organization": app.organization, "AppId": app.app_id}
+    if app.certificate_thumbprint is not None:
+        parameters["CertificateThumbprint"] = app.certificate_thumbprint
+    else:
+        parameters["CertificateFilePath"] = app.certificate_file
+        if password_variable is not None:
+            parameters["CertificatePasswordVariable"] = password_variable
+    parameters["RecipientTypeDetails"] = list(recipient_types)
+    if not all_devices:
+        parameters["OutlookOnly"] = True
+    return parameters
+
+
+def pwsh_arguments(executable: str, script: Path, parameters: Mapping[str, object]) -> list[str]:
+    """The argv for ``pwsh -File``: a switch is ``-Name`` alone; a list is comma-joined (the
+    script splits it: -File hands every argument over as a string)."""
+    argv = [
+        executable,
+        "-NoProfile",
+        "-NonInteractive",
+        "-OutputFormat",
+        "xml",
+        "-File",
+        str(script),
+    ]
+    for name, value in parameters.items():
+        if value is True:
+            argv.append(f"-{name}")
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list | tuple):
+            argv += [f"-{name}", ",".join(str(item) for item in value)]
+        else:
+            argv += [f"-{name}", str(value)]
+    return argv
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class ScriptCollection:
+    """What the script emitted, sorted by its PsbridgeKind tag (same fields as
+    :class:`bridge.exchange.Collection`)."""
+
+    mailboxes: list[Row] = field(default_factory=list)
+    devices: list[Row] = field(default_factory=list)
+    errors: list[Row] = field(default_factory=list)
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def sort_tagged(rows: Iterable[Row], *, source: str) -> ScriptCollection:
+    """Sort the script's output rows by their ``PsbridgeKind`` tag, dropping the tag.
+
+    The script's own error objects become Errors rows as they are; a row without a known
+    tag means the script text and psbridge disagree, which is a bug worth a clear error.
+    """
+    collection = ScriptCollection()
+    for row in rows:
+        kind = row.pop("PsbridgeKind", None)
+        if kind == "Mailbox":
+            collection.mailboxes.append(row)
+        elif kind == "MobileDeviceStatistics":
+            collection.devices.append(row)
+        elif kind == "Error":
+            collection.errors.append(row)
+        elif kind == "Manifest":
+            collection.meta.update(row)
+        else:
+            raise RemoteCommandError(
+                f"{source}: the script wrote an object psbridge does not know "
+                f"(PsbridgeKind={kind!r}); is {EXO_SCRIPT} the one shipped with psbridge?"
+            )
+    collection.meta.setdefault("source", EXO_SCRIPT)
+    return collection
+
+
+def _error_row(source: str, category: str, message: str) -> Row:
+    return {"Command": source, "Category": category, "Message": message, "When": datetime.now(UTC)}
+
+
+def _raise_failure(source: str, message: str) -> None:
+    if _AUTH_FAILURE.search(message):
+        raise AuthenticationFailed(f"{source}: Exchange Online refused the app sign-in: {message}")
+    raise RemoteCommandError(f"{source}: {message}")
+
+
+# --------------------------------------------------------------------------- --via pwsh
+
+
+def find_pwsh(executable: str | None = None) -> str:
+    """The pwsh to run: the one given, else the first ``pwsh`` on PATH."""
+    found = shutil.which(executable or "pwsh")
+    if found is None:
+        raise PowerShellNotFound(PWSH_INSTALL_HINT)
+    return found
+
+
+def _clixml_body(stream: bytes) -> bytes | None:
+    """The CLIXML after pwsh's ``#< CLIXML`` line, or None when the stream has none."""
+    start = stream.find(_CLIXML_HEADER)
+    if start < 0:
+        return None
+    newline = stream.find(b"\n", start)
+    return b"" if newline < 0 else stream[newline + 1 :]
+
+
+def _stderr_errors(stderr: bytes) -> list[tuple[str, str]]:
+    """(category, message) for each error record pwsh wrote to stderr (CLIXML or text)."""
+    body = _clixml_body(stderr)
+    if body is None:
+        text = stderr.decode("utf-8", errors="replace").strip()
+        return [("NotSpecified", text)] if text else []
+    return [
+        (str(record.get("Category") or "NotSpecified"), str(record.get("Message") or ""))
+        for record in read_streams(body).get("error", [])
+    ]
+
+
+def _stdout_rows(stdout: bytes) -> list[Row]:
+    """The objects pwsh wrote to its success stream.
+
+    pwsh marks them ``S="Output"`` (PowerShell/PowerShell#12489 shows the shape); read
+    them as that stream, or as plain output should the reader count them as such.
+    """
+    body = _clixml_body(stdout)
+    if body is None or not body.strip():
+        return []
+    rows = read_streams(body).get("output", [])
+    return rows if rows else list(iter_records(body))
+
+
+def collect_via_pwsh(
+    app: ExoApp,
+    *,
+    recipient_types: Sequence[str] = ("UserMailbox",),
+    all_devices: bool = True,
+    certificate_password: str | None = None,
+    executable: str | None = None,
+) -> ScriptCollection:
+    """Run Get-PsbridgeExoData.ps1 in a local pwsh and sort what it emitted.
+
+    A .pfx password goes to pwsh in its environment, never on its command line. Error
+    records pwsh writes while the script carries on become Errors rows; a script that
+    fails (non-zero exit) raises with the error's message.
+    """
+    pwsh = find_pwsh(executable)
+    env = dict(os.environ)
+    env.pop(CERTIFICATE_PASSWORD_VARIABLE, None)
+    password_variable = None
+    if certificate_password:
+        if app.certificate_file is None:
+            raise ConfigError("a certificate password goes with --certificate-file only")
+        env[CERTIFICATE_PASSWORD_VARIABLE] = certificate_password
+        password_variable = CERTIFICATE_PASSWORD_VARIABLE
+    parameters = exo_parameters(
+        app,
+        recipient_types=recipient_types,
+        all_devices=all_devices,
+        password_variable=password_variable,
+    )
+    argv = pwsh_arguments(pwsh, script_path(EXO_SCRIPT), parameters)
+    source = f"pwsh {EXO_SCRIPT}"
+    try:
+        finished = subprocess.run(argv, capture_output=True, env=env, check=False)
+    except OSError as exc:
+        raise PowerShellNotFound(f"{pwsh} could not be started ({exc}). {PWSH_INSTALL_HINT}") from (
+            exc
+        )
+
+    failures = _stderr_errors(finished.stderr)
+    if finished.returncode != 0:
+        message = "; ".join(text for _, text in failures if text) or (
+            f"pwsh exited with code {finished.returncode} and no error message"
+        )
+        _raise_failure(source, message)
+    collection = sort_tagged(_stdout_rows(finished.stdout), source=source)
+    collection.errors.extend(_error_row(source, category, text) for category, text in failures)
+    collection.meta.setdefault("via", "pwsh")
+    return collection
+
+
+# --------------------------------------------------------------------------- --via jumphost
+
+
+def collect_via_jumphost(
+    session: Session,
+    app: ExoApp,
+    *,
+    recipient_types: Sequence[str] = ("UserMailbox",),
+    all_devices: bool = True,
+) -> ScriptCollection:
+    """Run Get-PsbridgeExoData.ps1 on a Windows jump host (configuration Microsoft.PowerShell).
+
+    The script text comes from ps_scripts/ and every value goes as a parameter.
+    Non-terminating error records become Errors rows; a terminating one raises.
+    """
+    parameters = exo_parameters(app, recipient_types=recipient_types, all_devices=all_devices)
+    source = f"jump host {EXO_SCRIPT}"
+    try:
+        result = session.run_script(script_text(EXO_SCRIPT), parameters)
+    except RemoteCommandError as exc:
+        _raise_failure(source, str(exc).removeprefix("script: "))
+        raise  # pragma: no cover  # _raise_failure always raises
+    collection = sort_tagged(result.rows, source=source)
+    collection.errors.extend(
+        _error_row(source, record.category, record.message) for record in result.errors
+    )
+    collection.meta.setdefault("via", "jumphost")
+    return collection
