@@ -226,6 +226,36 @@ def diff_command(run_a: int, run_b: int, output: Path | None, history_path: Path
     click.echo(f"Wrote {target}")
 
 
+# --- sandbox commands ---
+
+
+@cli.group("sandbox")
+def sandbox_group() -> None:
+    """The built-in emulated Exchange endpoint and its synthetic organisation."""
+
+
+@sandbox_group.command("export")
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--mailboxes", type=click.IntRange(0, 100_000), default=200, show_default=True,
+              help="Size of the sandbox organisation.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of the organisation: the same seed writes the same files.")
+def sandbox_export(folder: Path, mailboxes: int, seed: int) -> None:
+    """Write the files an Exchange admin's Export-Clixml would, for the sandbox organisation.
+
+    DIR gets Mailboxes.xml, MobileDeviceStatistics.xml (UTF-16, Deserialized objects, as
+    from an Exchange Management Shell) and psbridge-manifest.json: input for
+    `psbridge mobile --from-clixml DIR`.
+    """
+    from bridge.sandbox.export import export_organisation
+    from bridge.sandbox.organisation import Organisation
+
+    summary = export_organisation(Organisation(mailboxes=mailboxes, seed=seed), folder)
+    click.echo(f"Wrote {summary.mailboxes} mailboxes and {summary.devices} device "
+               f"partnerships (seed {seed}) to {folder}: "
+               + ", ".join(path.name for path in summary.files))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="psbridge")
