@@ -1,7 +1,7 @@
 """Excel workbooks: the only module that writes .xlsx.
 
-``write_tables`` (convert) and the history sheets use openpyxl's write-only mode; the
-mobile device report (``write_report``) uses XlsxWriter's constant-memory mode, the
+``write_tables`` (convert) uses openpyxl's write-only mode; the mobile device report
+(``write_report``) and its history sheets use XlsxWriter's constant-memory mode, the
 faster of the two for a formatted 100,000-row workbook (benchmarks/report.py).
 
 Excel has no time zones, so zoned datetimes are written as naive UTC with a
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,11 +24,9 @@ import xlsxwriter
 import xlsxwriter.exceptions
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.chart import LineChart, Reference
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
 from xlsxwriter.utility import xl_col_to_name, xl_range
 
 from bridge.errors import OutputError
@@ -155,171 +152,6 @@ def write_tables(path: Path, tables: dict[str, pd.DataFrame]) -> None:
         _write_sheet(workbook.create_sheet(title=name), frame)
     if not tables:
         workbook.create_sheet(title="Sheet")
-    with atomic_write(path) as temp_path:
-        workbook.save(temp_path)
-
-
-# --- history sheets (owner: history) ---
-# "Changes" and "Trend" from a bridge.history.HistoryView; write_report calls
-# write_history_sheets(workbook, history) when history is not None.
-
-_TITLE_FONT = Font(bold=True, size=14)
-_NOTE_FONT = Font(italic=True)
-_TABLE_STYLE = "TableStyleMedium2"
-_CHART_WIDTH_CM = 18
-_CHART_HEIGHT_CM = 8
-
-
-def _title_rows(sheet: WriteOnlyWorksheet, title: str, lines: Iterable[str]) -> int:
-    """A bold title and plain lines under it; returns how many rows were written."""
-    cell = WriteOnlyCell(sheet, value=_text(title))
-    cell.font = _TITLE_FONT
-    sheet.append([cell])
-    written = 1
-    for line in lines:
-        sheet.append([_text(line)])
-        written += 1
-    return written
-
-
-def _note_row(sheet: WriteOnlyWorksheet, text: str) -> None:
-    cell = WriteOnlyCell(sheet, value=_text(text))
-    cell.font = _NOTE_FONT
-    sheet.append([cell])
-
-
-def _table_rows(sheet: WriteOnlyWorksheet, frame: pd.DataFrame, first_row: int,
-                name: str) -> None:
-    """``frame`` as an Excel table (header, banded rows, autofilter) starting at ``first_row``."""
-    headers = [str(column) for column in frame.columns]
-    columns = [_column_values(frame.iloc[:, i]) for i in range(frame.shape[1])]
-    header_cells = []
-    for header in headers:
-        cell = WriteOnlyCell(sheet, value=_text(header))
-        cell.font = _HEADER_FONT
-        header_cells.append(cell)
-    sheet.append(header_cells)
-    for row in zip(*(values for values, _dated in columns), strict=True):
-        sheet.append([_date_cell(sheet, value) for value in row])
-    if len(frame):
-        ref = f"A{first_row}:{get_column_letter(len(headers))}{first_row + len(frame)}"
-        table = Table(displayName=name, ref=ref)
-        # write-only sheets cannot read the header back: name the columns here
-        table.tableColumns = [TableColumn(id=i, name=_text(h)) for i, h in enumerate(headers, 1)]
-        table.tableStyleInfo = TableStyleInfo(name=_TABLE_STYLE, showRowStripes=True)
-        with warnings.catch_warnings():  # "add table columns manually": done above
-            warnings.filterwarnings("ignore", "In write-only mode", UserWarning)
-            sheet.add_table(table)  # type: ignore[misc]  # write-only sheets borrow it
-
-
-def _set_widths(sheet: WriteOnlyWorksheet, frame: pd.DataFrame, first: float = 0) -> None:
-    """Column widths that fit the table (write-only sheets need them before any row)."""
-    sample = frame.head(200)  # _width looks at no more than that
-    for index in range(sample.shape[1]):
-        values, _dated = _column_values(sample.iloc[:, index])
-        width = _width(str(frame.columns[index]), values)
-        if index == 0:
-            width = max(width, first)
-        sheet.column_dimensions[get_column_letter(index + 1)].width = width  # type: ignore[attr-defined]
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def write_changes_sheet(workbook: Workbook, history: HistoryView, title: str = "Changes") -> None:
-    """The Changes sheet: counts by kind, then every change, against the previous run."""
-    sheet = workbook.create_sheet(title=title)
-    current, previous = history.current, history.previous
-    _set_widths(sheet, history.changes if len(history.changes) else pd.DataFrame(
-        columns=["Change", "Devices"]), first=22)
-    if previous is None:
-        _title_rows(sheet, "Changes since the previous run", [
-            f"Organisation: {current.organisation}. "
-            f"Run {current.run_id}, {_when(current.started)}.",
-        ])
-        sheet.append([])
-        _note_row(sheet, "Nothing to compare yet: this is the first recorded run of this "
-                  "organisation. The next run shows new and removed partnerships, protocol "
-                  "switches, devices that went stale and OS upgrades.")
-        return
-    _title_rows(sheet, "Changes since the previous run", [
-        f"Organisation: {current.organisation}.",
-        f"Run {current.run_id} ({_when(current.started)}) compared with run "
-        f"{previous.run_id} ({_when(previous.started)}).",
-    ])
-    sheet.append([])
-    counts = history.change_counts
-    summary = pd.DataFrame({"Change": list(CHANGE_KINDS),
-                            "Devices": [counts.get(kind, 0) for kind in CHANGE_KINDS]})
-    _table_rows(sheet, summary, first_row=5, name="HistoryChangeCounts")
-    sheet.append([])
-    if not len(history.changes):
-        _note_row(sheet, "No changes: the same partnerships, protocols, OS versions and "
-                  "sync states as in the previous run.")
-        return
-    first_row = 5 + len(summary) + 2
-    _table_rows(sheet, history.changes, first_row=first_row, name="HistoryChanges")
-
-
-def write_trend_sheet(workbook: Workbook, history: HistoryView, title: str = "Trend") -> None:
-    """The Trend sheet: one row per run, with line charts by protocol, platform and staleness."""
-    sheet = workbook.create_sheet(title=title)
-    trend = history.trend
-    _set_widths(sheet, trend, first=6)
-    runs = len(trend)
-    lines = [f"Organisation: {history.current.organisation}. {runs} run(s) recorded"
-             + (f", {_when(trend['Started'].iloc[0])} to {_when(trend['Started'].iloc[-1])}."
-                if runs else ".")]
-    written = _title_rows(sheet, "Trend", lines)
-    sheet.append([])
-    first_row = written + 2
-    if runs < 2:
-        _note_row(sheet, "Nothing to compare yet: the trend needs at least two runs of this "
-                  "organisation. Run the report again later.")
-        first_row += 1
-    _table_rows(sheet, trend, first_row=first_row, name="HistoryTrend")
-    if runs < 2:
-        return
-    last_row = first_row + runs
-    columns = {str(name): index for index, name in enumerate(trend.columns, 1)}
-    charts = [
-        ("Devices by sync protocol", history.protocol_columns),
-        ("Devices by platform", history.platform_columns),
-        ("Stale and never-synced devices", ["Stale", "Never synced"]),
-    ]
-    anchor_column = get_column_letter(len(trend.columns) + 2)
-    for number, (chart_title, names) in enumerate(charts):
-        chart = LineChart()
-        chart.title = chart_title
-        chart.y_axis.title = "Devices"
-        chart.x_axis.number_format = "yyyy-mm-dd"
-        # openpyxl 3.1 hides axes unless told otherwise
-        chart.x_axis.delete = False
-        chart.y_axis.delete = False
-        chart.width, chart.height = _CHART_WIDTH_CM, _CHART_HEIGHT_CM
-        for name in names:
-            column = columns[name]
-            data = Reference(sheet, min_col=column, min_row=first_row, max_row=last_row)
-            chart.add_data(data, titles_from_data=True)
-        for series in chart.series:
-            series.smooth = False  # straight lines: a curve would invent values between runs
-        chart.y_axis.scaling.min = 0
-        chart.set_categories(Reference(sheet, min_col=columns["Started"], min_row=first_row + 1,
-                                       max_row=last_row))
-        sheet.add_chart(chart, f"{anchor_column}{1 + number * 16}")
-
-
-def write_history_sheets(workbook: Workbook, history: HistoryView) -> None:
-    """The Changes and Trend sheets, for write_report when history is recorded."""
-    write_changes_sheet(workbook, history)
-    write_trend_sheet(workbook, history)
-
-
-def write_history_workbook(path: Path, history: HistoryView) -> None:
-    """A workbook of just Changes and Trend (``psbridge diff``), written atomically."""
-    workbook = Workbook(write_only=True)
-    write_history_sheets(workbook, history)
     with atomic_write(path) as temp_path:
         workbook.save(temp_path)
 
@@ -808,6 +640,171 @@ def write_report(path: Path | str, report: Report, run_info: RunDetails, *,
             # ``book`` is an XlsxWriter Workbook in constant-memory mode: write each
             # sheet's rows top to bottom (_Grid helps), tables via _add_streamed_table.
             write_history_sheets(book, history)
+        try:
+            book.close()
+        except xlsxwriter.exceptions.FileCreateError as exc:
+            raise OutputError(f"cannot write {target}: {exc.args[0]}") from exc
+
+
+# --- history sheets (owner: history) ---
+# "Changes" and "Trend" from a bridge.history.HistoryView, written with XlsxWriter like the
+# report: write_report calls write_history_sheets(book, history) when history is not None
+# (book in constant-memory mode: each sheet top to bottom); psbridge diff calls
+# write_history_workbook.
+
+_HISTORY_TITLE = "Changes since the previous run"
+_CHART_ROWS = 16  # rows between the Trend sheet's charts
+_TREND_CHARTS = ("Devices by sync protocol", "Devices by platform",
+                 "Stale and never-synced devices")
+
+
+def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
+                   styles: _Styles) -> None:
+    """``frame`` as an Excel table (banded, autofilter) with its header on ``first_row``.
+
+    As _add_streamed_table, but below other rows: the table is added over its header and
+    one row with constant memory briefly off, then widened; cells follow row by row.
+    """
+    headers = [str(column) for column in frame.columns]
+    cells = [_cells(frame.iloc[:, index]) for index in range(frame.shape[1])]
+    formats = [styles.date if kind == "date" else styles.count if kind == "number"
+               else styles.cell for _values, kind in cells]
+    for col, header in enumerate(headers):
+        sheet.set_column(col, col, _fitted_width(header, frame.iloc[:, col], cells[col][1]))
+    last_col = len(headers) - 1
+    columns = [{"header": header, "format": cell_format}
+               for header, cell_format in zip(headers, formats, strict=True)]
+    memory = sheet.constant_memory
+    sheet.constant_memory = False
+    try:
+        sheet.add_table(first_row, 0, first_row + 1, last_col, {
+            "columns": columns, "name": name, "style": _REPORT_TABLE_STYLE,
+            "autofilter": True, "banded_rows": True})
+    finally:
+        sheet.constant_memory = memory
+    table = sheet.tables[-1]
+    full = xl_range(first_row, 0, first_row + max(1, len(frame)), last_col)
+    table["range"] = table["a_range"] = table["autofilter"] = full
+    for col, header in enumerate(headers):
+        sheet.write_string(first_row, col, _text(header), styles.head)
+    for offset, row in enumerate(zip(*(values for values, _kind in cells), strict=True), 1):
+        for col, value in enumerate(row):
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                sheet.write_boolean(first_row + offset, col, value, formats[col])
+            elif isinstance(value, int | float):
+                sheet.write_number(first_row + offset, col, value, formats[col])
+            else:
+                sheet.write_string(first_row + offset, col, str(value), formats[col])
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def write_changes_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
+    """The Changes sheet: counts by kind, then every change, against the previous run."""
+    sheet = book.add_worksheet("Changes")
+    sheet.hide_gridlines(2)
+    current, previous = history.current, history.previous
+    sheet.write_string(0, 0, _HISTORY_TITLE, styles.title)
+    if previous is None:
+        sheet.write_string(1, 0, f"{current.organisation}  ·  run {current.run_id}, "
+                                 f"{_when(current.started)}", styles.subtitle)
+        sheet.write_string(3, 0, "Nothing to compare yet: this is the first recorded run of "
+                                 "this organisation. The next run shows new and removed "
+                                 "partnerships, protocol switches, devices that went stale and "
+                                 "OS upgrades.", styles.note)
+        return
+    sheet.write_string(1, 0, f"{current.organisation}  ·  run {current.run_id} "
+                             f"({_when(current.started)}) compared with run {previous.run_id} "
+                             f"({_when(previous.started)})", styles.subtitle)
+    counts = history.change_counts
+    summary = pd.DataFrame({"Change": list(CHANGE_KINDS),
+                            "Devices": [counts.get(kind, 0) for kind in CHANGE_KINDS]})
+    sheet.write_string(3, 0, "Changes by kind", styles.section)
+    _history_table(sheet, 4, summary, "HistoryChangeCounts", styles)
+    detail_row = 4 + len(summary) + 2
+    if not len(history.changes):
+        sheet.write_string(detail_row, 0, "No changes: the same partnerships, protocols, OS "
+                                          "versions and sync states as in the previous run.",
+                           styles.note)
+        return
+    sheet.write_string(detail_row, 0, "Every change", styles.section)
+    # the widths of the detail table win over the small summary's
+    _history_table(sheet, detail_row + 1, history.changes, "HistoryChanges", styles)
+    sheet.freeze_panes(detail_row + 2, 0)
+
+
+def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
+    """The Trend sheet: one row per run, line charts by protocol, platform and staleness."""
+    sheet = book.add_worksheet("Trend")
+    sheet.hide_gridlines(2)
+    trend = history.trend
+    runs = len(trend)
+    sheet.write_string(0, 0, "Trend", styles.title)
+    span = (f"{runs} runs, {_when(trend['Started'].iloc[0])} to "
+            f"{_when(trend['Started'].iloc[-1])}" if runs > 1 else "1 run")
+    sheet.write_string(1, 0, f"{history.current.organisation}  ·  {span}", styles.subtitle)
+    first_row = 3
+    if runs < 2:
+        sheet.write_string(3, 0, "Nothing to compare yet: the trend needs at least two runs of "
+                                 "this organisation. Run the report again later.", styles.note)
+        first_row = 5
+    _history_table(sheet, first_row, trend, "HistoryTrend", styles)
+    if runs < 2:
+        return
+    column = {str(name): index for index, name in enumerate(trend.columns)}
+    last_row = first_row + runs
+    series_of = (history.protocol_columns, history.platform_columns, ["Stale", "Never synced"])
+    colours = {name: colour for name, colour in zip(
+        history.protocol_columns, _protocol_colors(history.protocol_columns), strict=True)}
+    for number, (title, names) in enumerate(zip(_TREND_CHARTS, series_of, strict=True)):
+        chart = book.add_chart({"type": "line"})
+        for name in names:
+            series: dict[str, Any] = {
+                "name": [sheet.name, first_row, column[name]],
+                "categories": [sheet.name, first_row + 1, column["Started"], last_row,
+                               column["Started"]],
+                "values": [sheet.name, first_row + 1, column[name], last_row, column[name]],
+                "marker": {"type": "circle", "size": 5},
+            }
+            if name in colours and number == 0:
+                series["line"] = {"color": colours[name], "width": 2.25}
+                series["marker"]["fill"] = {"color": colours[name]}
+                series["marker"]["border"] = {"color": colours[name]}
+            chart.add_series(series)
+        chart.set_title({"name": title, "name_font": {"size": 12}})
+        # one point per run, evenly spaced (a date axis would tick every day)
+        chart.set_x_axis({"text_axis": True, "num_format": "yyyy-mm-dd",
+                          "num_font": {"rotation": -45}})
+        chart.set_y_axis({"name": "Devices", "min": 0, "num_format": "#,##0",
+                          "major_gridlines": {"visible": True,
+                                              "line": {"color": "#D9D9D9"}}})
+        chart.set_legend({"position": "right"})
+        chart.set_size({"width": 640, "height": 300})
+        sheet.insert_chart(last_row + 2 + number * _CHART_ROWS, 0, chart)
+
+
+def write_history_sheets(book: Any, history: HistoryView) -> None:
+    """The Changes and Trend sheets in an XlsxWriter workbook (write_report's hook)."""
+    styles = _Styles(book)
+    write_changes_sheet(book, history, styles)
+    write_trend_sheet(book, history, styles)
+
+
+def write_history_workbook(path: Path | str, history: HistoryView) -> None:
+    """A workbook of just Changes and Trend (``psbridge diff``), written atomically."""
+    target = Path(path)
+    with atomic_write(target) as temp_path:
+        book = xlsxwriter.Workbook(str(temp_path), {
+            "constant_memory": True, "strings_to_numbers": False,
+            "strings_to_formulas": False, "strings_to_urls": False,
+            "tmpdir": str(temp_path.parent),
+        })
+        book.set_properties({"title": "psbridge history", "creator": "psbridge"})
+        write_history_sheets(book, history)
         try:
             book.close()
         except xlsxwriter.exceptions.FileCreateError as exc:

@@ -9,6 +9,7 @@ import click
 import openpyxl
 import pytest
 from click.testing import CliRunner
+from openpyxl.utils import get_column_letter
 
 from bridge import history
 from bridge.cli import cli, history_for_run, history_options
@@ -99,21 +100,30 @@ def test_diff_writes_changes_and_trend(db: Path, tmp_path: Path) -> None:
     book = openpyxl.load_workbook(target)
     assert book.sheetnames == ["Changes", "Trend"]
     changes = book["Changes"]
-    assert changes["A3"].value == ("Run 2 (2026-03-02 08:00 UTC) compared with run 1 "
-                                   "(2026-03-01 08:00 UTC).")
+    assert changes["A2"].value == ("Contoso  ·  run 2 (2026-03-02 08:00 UTC) compared with run 1 "
+                                   "(2026-03-01 08:00 UTC)")
     tables = dict(changes.tables.items())
-    assert tables == {"HistoryChangeCounts": "A5:B13", "HistoryChanges": "A15:I17"}
-    rows = list(changes.iter_rows(min_row=15, max_row=17, values_only=True))
+    assert tables == {"HistoryChangeCounts": "A5:B13", "HistoryChanges": "A16:I18"}
+    counts = dict(changes.iter_rows(min_row=6, max_row=13, max_col=2, values_only=True))
+    assert counts == {kind: 1 if kind in (history.REMOVED, history.PROTOCOL) else 0
+                      for kind in history.CHANGE_KINDS}
+    rows = list(changes.iter_rows(min_row=16, max_row=18, values_only=True))
     assert rows[0] == tuple(history.CHANGE_COLUMNS)
     assert [row[0] for row in rows[1:]] == [history.REMOVED, history.PROTOCOL]
-    assert rows[2][6:8] == ("REST (legacy)", "Outlook (native sync)")
+    assert rows[2][4] == "dev0" and rows[2][6:8] == ("REST (legacy)", "Outlook (native sync)")
     trend = book["Trend"]
+    headers = [cell.value for cell in trend[4] if cell.value is not None]
+    assert headers[:5] == ["Run", "Started", "Devices", "Stale", "Never synced"]
+    assert dict(trend.tables.items()) == {
+        "HistoryTrend": f"A4:{get_column_letter(len(headers))}6"}
     assert [row[0] for row in trend.iter_rows(min_row=4, max_row=6, values_only=True)] == [
         "Run", 1, 2]
-    assert trend["B5"].is_date
-    charts = trend._charts
-    assert [chart.title.tx.rich.p[0].r[0].t for chart in charts] == [
-        "Devices by sync protocol", "Devices by platform", "Stale and never-synced devices"]
+    assert trend["B5"].is_date and trend["C6"].value == 5  # Devices in run 2
+    titles = []
+    for chart in trend._charts:
+        titles.append("".join(run.t for p in chart.title.tx.rich.p for run in (p.r or [])))
+    assert titles == ["Devices by sync protocol", "Devices by platform",
+                      "Stale and never-synced devices"]
 
 
 def test_diff_refuses_other_organisations_and_formats(db: Path, tmp_path: Path) -> None:
