@@ -112,3 +112,12 @@ def test_cli_export_into_an_impossible_folder_is_an_output_error(tmp_path: Path)
     assert result.exit_code == 4
     assert result.output == (
         f"Error: cannot create the export folder {blocker / 'sub'}: Not a directory\n")
+
+
+def test_shipped_sample_is_the_seed_1_export(tmp_path: Path) -> None:
+    """samples/exchange-export must be what the generator writes today (regenerate it with
+    `psbridge sandbox export samples/exchange-export --mailboxes 25 --seed 1`)."""
+    sample = Path(__file__).resolve().parent.parent / "samples" / "exchange-export"
+    export_organisation(Organisation(mailboxes=25, seed=1), tmp_path)
+    for name in ("Mailboxes.xml", "MobileDeviceStatistics.xml", "psbridge-manifest.json"):
+        assert (sample / name).read_bytes() == (tmp_path / name).read_bytes(), name

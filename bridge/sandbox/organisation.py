@@ -107,7 +107,7 @@ _LANGUAGES = ("en-GB", "en-US", "fr-FR", "de-DE", "es-ES", "ja-JP", "ar-AE")
 
 # device kinds: (kind, weight)
 _KINDS = (
-    ("outlook_native", 36), ("outlook_rest", 9), ("ios_mail", 28), ("samsung_eas", 11),
+    ("outlook_native", 31), ("outlook_rest", 14), ("ios_mail", 28), ("samsung_eas", 11),
     ("gmail_eas", 5), ("windows_mail", 11),
 )
 
