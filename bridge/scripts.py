@@ -270,9 +270,19 @@ def _stderr_errors(stderr: bytes) -> list[tuple[str, str]]:
         text = stderr.decode("utf-8", errors="replace").strip()
         return [("NotSpecified", text)] if text else []
     return [
-        (str(record.get("Category") or "NotSpecified"), str(record.get("Message") or ""))
+        (_category(record), str(record.get("Message") or ""))
         for record in read_streams(body).get("error", [])
     ]
+
+
+def _category(record: Row) -> str:
+    """The ErrorCategory name: serialized records carry it as a number, and as the text
+    before the colon of CategoryInfo (``NotSpecified: (:) [], ...``)."""
+    category = record.get("Category")
+    if isinstance(category, str) and category:
+        return category
+    info = str(record.get("CategoryInfo") or "")
+    return info.split(":", 1)[0].strip() or "NotSpecified"
 
 
 def _stdout_rows(stdout: bytes) -> list[Row]:

@@ -1,0 +1,416 @@
+"""bridge.scripts: finding ps_scripts, ``--via pwsh`` with a stand-in pwsh, ``--via jumphost``
+against the sandbox's emulated jump host over real WSMan/PSRP."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+from psrpcore.types import serialize
+
+from bridge.errors import AuthenticationFailed, PowerShellNotFound, RemoteCommandError
+from bridge.sandbox import Sandbox
+from bridge.sandbox.contract import ErrorSpec
+from bridge.sandbox.jumphost import ExoTenant, JumpHost, enable_jumphost, exo_script_document
+from bridge.sandbox.organisation import Organisation
+from bridge.sandbox.psrp import error_record
+from bridge.scripts import (
+    CERTIFICATE_PASSWORD_VARIABLE,
+    EXO_SCRIPT,
+    PWSH_INSTALL_HINT,
+    ExoApp,
+    collect_via_jumphost,
+    collect_via_pwsh,
+    exo_parameters,
+    script_path,
+    scripts_dir,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_ID = "5c1a4e2f-3b7d-4c8e-9f01-2a3b4c5d6e7f"
+THUMBPRINT = "0123456789ABCDEF0123456789ABCDEF01234567"
+TENANT = "contoso.onmicrosoft.com"
+TYPES = ["UserMailbox", "SharedMailbox"]
+
+
+# --------------------------------------------------------------------------- locating
+
+
+def test_scripts_are_found_in_the_checkout() -> None:
+    assert scripts_dir() == ROOT / "ps_scripts"
+    assert script_path(EXO_SCRIPT).read_text(encoding="utf-8").startswith("<#")
+
+
+def test_built_package_carries_the_scripts_and_finds_them(tmp_path: Path) -> None:
+    """setup.py's build hook puts ps_scripts/ into bridge/ps_scripts/, where an installed
+    psbridge (and the sandbox) look first."""
+    spec = importlib.util.spec_from_file_location("psbridge_setup", ROOT / "setup.py")
+    assert spec is not None and spec.loader is not None
+    setup_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup_module)
+    from setuptools.dist import Distribution
+
+    build = setup_module.BuildPyWithPsScripts(Distribution({"packages": []}))
+    build.initialize_options()
+    build.build_lib = str(tmp_path)
+    build.finalize_options()
+    build.run()
+    shipped = sorted(p.name for p in (tmp_path / "bridge" / "ps_scripts").iterdir())
+    assert shipped == sorted(p.name for p in (ROOT / "ps_scripts").glob("*.ps1"))
+
+    # an installed layout: the package with its scripts inside, no checkout beside it
+    shutil.copytree(
+        ROOT / "bridge",
+        tmp_path / "bridge",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    probe = (
+        "from bridge.scripts import scripts_dir; from bridge.sandbox import jumphost; "
+        "print(scripts_dir()); print(jumphost.scripts_dir())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    found = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    ).stdout.split()
+    assert found == [str(tmp_path / "bridge" / "ps_scripts")] * 2
+
+
+# --------------------------------------------------------------------------- --via pwsh
+
+STAND_IN = """\
+import json, os, sys
+folder = os.environ["FAKE_PWSH_DIR"]
+with open(os.path.join(folder, "call.json"), "w") as call:
+    json.dump({"argv": sys.argv, "password": os.environ.get("PSBRIDGE_CERTIFICATE_PASSWORD")},
+              call)
+for name, stream in (("stdout.bin", sys.stdout), ("stderr.bin", sys.stderr)):
+    path = os.path.join(folder, name)
+    if os.path.exists(path):
+        with open(path, "rb") as data:
+            stream.buffer.write(data.read())
+sys.exit(int(open(os.path.join(folder, "exitcode")).read()))
+"""
+
+
+@pytest.fixture(scope="module")
+def organisation() -> Organisation:
+    return Organisation(mailboxes=20, seed=3)
+
+
+@pytest.fixture
+def fake_pwsh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A stand-in ``pwsh`` on PATH that records its call and replays prepared streams."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pwsh = bin_dir / "pwsh"
+    pwsh.write_text(f"#!{sys.executable}\n{STAND_IN}", encoding="utf-8")
+    pwsh.chmod(pwsh.stat().st_mode | stat.S_IXUSR)
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    (replay / "exitcode").write_text("0")
+    monkeypatch.setenv("FAKE_PWSH_DIR", str(replay))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    yield replay
+
+
+def _stderr(*records: ErrorSpec, warning: str | None = None) -> bytes:
+    """What pwsh -OutputFormat xml writes to stderr: progress, warnings, error records."""
+    parts = [
+        '<Obj S="progress" RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject'
+        '</T><T>System.Object</T></TN><MS><I64 N="SourceId">1</I64><PR N="Record">'
+        "<AV>psbridge</AV><AI>0</AI><Nil /><PI>-1</PI><PC>50</PC><T>Processing</T><SR>-1</SR>"
+        "<SD>Mobile devices: mailbox 1 of 2</SD></PR></MS></Obj>"
+    ]
+    if warning:
+        parts.append(f'<S S="warning">{warning}</S>')
+    for spec in records:
+        element = serialize(error_record(spec), None)
+        element.attrib["S"] = "Error"
+        parts.append(ElementTree.tostring(element, encoding="unicode"))
+    body = "".join(parts).replace('RefId="0"><TN RefId="0">', 'RefId="90"><TN RefId="90">', 1)
+    return (
+        "#< CLIXML\r\n"
+        '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        f"{body}</Objs>"
+    ).encode()
+
+
+NOT_FOUND = ErrorSpec(
+    message="The operation couldn't be performed because 'Ghost' couldn't be found.",
+    exception_type="Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
+    category="ObjectNotFound",
+    fully_qualified_error_id="[Server=EXO] 6A3D1B4C,Get-EXOMailbox",
+    reason="ManagementObjectNotFoundException",
+)
+
+
+def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as the sandbox's ground truth states them: the generic reader leaves an
+    'Unlimited' size as text (frames turn it into None, knowing the schema)."""
+    return [{k: (None if v == "Unlimited" else v) for k, v in row.items()} for row in rows]
+
+
+def _call(replay: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((replay / "call.json").read_text())
+    return result
+
+
+def test_pwsh_argv_output_and_error_records(fake_pwsh: Path, organisation: Organisation) -> None:
+    app = ExoApp(TENANT, APP_ID, certificate_thumbprint=THUMBPRINT)
+    tenant = ExoTenant(organisation, app_id=APP_ID)
+    parameters = exo_parameters(app, recipient_types=TYPES, all_devices=False)
+    (fake_pwsh / "stdout.bin").write_text(exo_script_document(tenant, parameters), "utf-8")
+    (fake_pwsh / "stderr.bin").write_bytes(_stderr(NOT_FOUND, warning="Micro delay applied."))
+
+    collection = collect_via_pwsh(app, recipient_types=TYPES, all_devices=False)
+
+    assert _call(fake_pwsh) == {
+        "argv": [
+            shutil.which("pwsh"),
+            "-NoProfile",
+            "-NonInteractive",
+            "-OutputFormat",
+            "xml",
+            "-File",
+            str(ROOT / "ps_scripts" / EXO_SCRIPT),
+            "-Organization",
+            TENANT,
+            "-AppId",
+            APP_ID,
+            "-CertificateThumbprint",
+            THUMBPRINT,
+            "-RecipientTypeDetails",
+            "UserMailbox,SharedMailbox",
+            "-OutlookOnly",
+        ],
+        "password": None,
+    }
+    truth = [m for m in organisation.mailboxes if m["RecipientTypeDetails"] in TYPES]
+    assert _plain(collection.mailboxes) == truth
+    wanted = {m["Identity"] for m in truth}
+    devices = [
+        d
+        for d in organisation.devices
+        if d["MailboxIdentity"] in wanted and d["DeviceModel"] == "Outlook for iOS and Android"
+    ]
+    assert devices, "the organisation should hold Outlook devices for this test to mean much"
+    assert [d.pop("QueriedMailbox") for d in collection.devices] == [
+        d["MailboxIdentity"] for d in devices
+    ]
+    assert _plain(collection.devices) == [
+        {k: v for k, v in d.items() if k != "MailboxIdentity"} for d in devices
+    ]
+    # the non-terminating error record becomes an Errors row; warnings and progress do not
+    assert [(e["Command"], e["Category"], e["Message"]) for e in collection.errors] == [
+        (f"pwsh {EXO_SCRIPT}", "ObjectNotFound", NOT_FOUND.message)
+    ]
+    assert collection.meta["mailboxes"] == len(truth)
+    assert collection.meta["devices"] == len(devices)
+    assert collection.meta["via"] == "pwsh"
+
+
+def test_pwsh_certificate_password_travels_in_the_environment_only(
+    fake_pwsh: Path, organisation: Organisation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CERTIFICATE_PASSWORD_VARIABLE, "left-over-from-the-shell")
+    app = ExoApp(TENANT, APP_ID, certificate_file="/secure/app.pfx")
+    secret = "pfx-S3cret!"
+    collection = collect_via_pwsh(app, certificate_password=secret)
+    call = _call(fake_pwsh)
+    assert call["password"] == secret
+    assert secret not in " ".join(call["argv"])
+    assert call["argv"][7:] == [
+        "-Organization",
+        TENANT,
+        "-AppId",
+        APP_ID,
+        "-CertificateFilePath",
+        "/secure/app.pfx",
+        "-CertificatePasswordVariable",
+        CERTIFICATE_PASSWORD_VARIABLE,
+        "-RecipientTypeDetails",
+        "UserMailbox",
+    ]
+    assert collection.mailboxes == [] and collection.errors == []
+
+
+def test_pwsh_without_password_does_not_leak_one_from_the_shell(
+    fake_pwsh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CERTIFICATE_PASSWORD_VARIABLE, "left-over-from-the-shell")
+    collect_via_pwsh(ExoApp(TENANT, APP_ID, certificate_file="app.pfx"))
+    call = _call(fake_pwsh)
+    assert call["password"] is None
+    assert "-CertificatePasswordVariable" not in call["argv"]
+
+
+SIGN_IN = ErrorSpec(
+    message=(
+        "AADSTS700016: Application with identifier '5c1a4e2f-3b7d-4c8e-9f01-2a3b4c5d6e7f' was "
+        "not found in the directory 'contoso.onmicrosoft.com'."
+    ),
+    exception_type="Microsoft.Identity.Client.MsalServiceException",
+    category="NotSpecified",
+    fully_qualified_error_id="Microsoft.Identity.Client.MsalServiceException",
+)
+
+
+def test_pwsh_failed_sign_in_is_an_authentication_error(fake_pwsh: Path) -> None:
+    (fake_pwsh / "stderr.bin").write_bytes(_stderr(SIGN_IN))
+    (fake_pwsh / "exitcode").write_text("1")
+    with pytest.raises(AuthenticationFailed) as failure:
+        collect_via_pwsh(ExoApp(TENANT, APP_ID, certificate_thumbprint=THUMBPRINT))
+    assert str(failure.value) == (
+        f"pwsh {EXO_SCRIPT}: Exchange Online refused the app sign-in: {SIGN_IN.message}"
+    )
+
+
+def test_pwsh_failing_script_is_a_remote_error_with_its_message(fake_pwsh: Path) -> None:
+    (fake_pwsh / "stderr.bin").write_bytes(b"The term 'Connect-ExchangeOnline' is not recognized")
+    (fake_pwsh / "exitcode").write_text("1")
+    with pytest.raises(RemoteCommandError) as failure:
+        collect_via_pwsh(ExoApp(TENANT, APP_ID, certificate_thumbprint=THUMBPRINT))
+    assert str(failure.value) == (
+        f"pwsh {EXO_SCRIPT}: The term 'Connect-ExchangeOnline' is not recognized"
+    )
+
+
+def test_missing_pwsh_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PowerShellNotFound) as failure:
+        collect_via_pwsh(ExoApp(TENANT, APP_ID, certificate_thumbprint=THUMBPRINT))
+    assert str(failure.value) == PWSH_INSTALL_HINT
+    assert failure.value.exit_code == 8
+
+
+# --------------------------------------------------------------------------- --via jumphost
+
+
+@pytest.fixture(scope="module")
+def jumphost() -> Iterator[tuple[Sandbox, JumpHost]]:
+    with Sandbox(mailboxes=20, seed=3) as sandbox:
+        yield sandbox, enable_jumphost(sandbox, app_id=APP_ID)
+        assert sandbox.internal_errors == []
+
+
+def _session(sandbox: Sandbox) -> Any:
+    from bridge.remote import ConnectionSettings, Session
+
+    settings = ConnectionSettings(
+        server=sandbox.host,
+        port=sandbox.port,
+        configuration="Microsoft.PowerShell",
+        username=sandbox.username,
+        auth="ntlm",
+    )
+    return Session(settings, sandbox.password)
+
+
+def test_jumphost_runs_the_script_and_sorts_its_output(
+    jumphost: tuple[Sandbox, JumpHost],
+) -> None:
+    sandbox, host = jumphost
+    failing = sandbox.organisation.mailbox_entries[1].identity
+    host.tenant.failing_mailboxes = {failing}
+    try:
+        with _session(sandbox) as session:
+            collection = collect_via_jumphost(
+                session,
+                ExoApp(TENANT, APP_ID, certificate_thumbprint=THUMBPRINT),
+                recipient_types=TYPES,
+            )
+    finally:
+        host.tenant.failing_mailboxes = set()
+    # the script got its values as parameters, bound against its param() block
+    name, bound = host.runs[-1]
+    assert (name, bound) == (
+        EXO_SCRIPT,
+        {
+            "Organization": TENANT,
+            "AppId": APP_ID,
+            "CertificateThumbprint": THUMBPRINT,
+            "RecipientTypeDetails": TYPES,
+        },
+    )
+    truth = [m for m in sandbox.organisation.mailboxes if m["RecipientTypeDetails"] in TYPES]
+    assert _plain(collection.mailboxes) == truth
+    devices = [
+        d
+        for d in sandbox.organisation.devices
+        if d["MailboxIdentity"] in {m["Identity"] for m in truth}
+        and d["MailboxIdentity"] != failing
+    ]
+    assert [d["Guid"] for d in collection.devices] == [d["Guid"] for d in devices]
+    assert [(e["Mailbox"], e["Category"]) for e in collection.errors] == [(failing, "NotSpecified")]
+    assert collection.meta["errors"] == 1 and collection.meta["via"] == "jumphost"
+
+
+def test_jumphost_wrong_tenant_is_an_authentication_error(
+    jumphost: tuple[Sandbox, JumpHost],
+) -> None:
+    sandbox, _ = jumphost
+    with _session(sandbox) as session, pytest.raises(AuthenticationFailed) as failure:
+        collect_via_jumphost(
+            session, ExoApp("fabrikam.onmicrosoft.com", APP_ID, certificate_thumbprint=THUMBPRINT)
+        )
+    assert str(failure.value) == (
+        f"jump host {EXO_SCRIPT}: Exchange Online refused the app sign-in: AADSTS90002: "
+        "Tenant 'fabrikam.onmicrosoft.com' not found. Check to make sure you have the correct "
+        "tenant ID and are signing into the correct cloud."
+    )
+
+
+def test_jumphost_accepts_only_psbridge_scripts_and_declared_parameters(
+    jumphost: tuple[Sandbox, JumpHost],
+) -> None:
+    sandbox, _ = jumphost
+    script = script_path(EXO_SCRIPT).read_text(encoding="utf-8")
+    with _session(sandbox) as session:
+        with pytest.raises(RemoteCommandError, match="runs only psbridge's own scripts"):
+            session.run_script(script + "\nGet-Process\n", {})
+        with pytest.raises(
+            RemoteCommandError,
+            match="A parameter cannot be found that matches parameter name 'Password'",
+        ):
+            session.run_script(script, {"Organization": TENANT, "Password": "x"})
+        with pytest.raises(RemoteCommandError, match="missing mandatory parameters: AppId"):
+            session.run_script(
+                script, {"Organization": TENANT, "CertificateThumbprint": THUMBPRINT}
+            )
+        with pytest.raises(RemoteCommandError, match="Parameter set cannot be resolved"):
+            session.run_script(
+                script,
+                {
+                    "Organization": TENANT,
+                    "AppId": APP_ID,
+                    "CertificateThumbprint": THUMBPRINT,
+                    "CertificateFilePath": "C:\\app.pfx",
+                },
+            )
+        with pytest.raises(RemoteCommandError, match="does not match the"):
+            session.run_script(
+                script,
+                {
+                    "Organization": TENANT,
+                    "AppId": "not-a-guid",
+                    "CertificateThumbprint": THUMBPRINT,
+                },
+            )
