@@ -14,7 +14,9 @@ import pytest
 
 from bridge import history
 from bridge.errors import ExitCode, HistoryError
+from bridge.frames import ReportOptions, build_report
 from bridge.history import History
+from bridge.sandbox.organisation import Organisation
 
 START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 PROTOCOLS = ("REST (legacy)", "Outlook (native sync)", "Exchange ActiveSync")
@@ -318,3 +320,80 @@ def test_devices_without_a_mailbox_key_are_refused(db: Path) -> None:
                                             "Identity"])
     with History(db) as store, pytest.raises(HistoryError, match="neither their mailbox"):
         record(store, devices)
+
+
+OS_VERSION = re.compile(r"(\d+(?:\.\d+)*)")
+
+
+def _truth(org: Organisation) -> dict[tuple[str, str, str], dict[str, object]]:
+    """Each partnership straight from the sandbox's ground truth (no frames, no history)."""
+    now = org.reference_time
+    truth = {}
+    for device in org.iter_devices():
+        synced = device.last_success
+        version = OS_VERSION.search(device.os or "")
+        truth[(device.mailbox.upn, device.device_type, device.device_id)] = {
+            "protocol": device.client_type,
+            "os": version.group(1) if version else None,
+            "never": synced is None,
+            "stale": synced is not None and (now - synced) // timedelta(days=1) > 30,
+            "user": device.mailbox.display_name,
+        }
+    return truth
+
+
+def _expected_changes(before: dict[tuple[str, str, str], dict[str, object]],
+                      after: dict[tuple[str, str, str], dict[str, object]]
+                      ) -> set[tuple[str, str, str, str]]:
+    expected = {(history.NEW, *key) for key in after.keys() - before.keys()}
+    expected |= {(history.REMOVED, *key) for key in before.keys() - after.keys()}
+    for key in before.keys() & after.keys():
+        old, new = before[key], after[key]
+        if old["protocol"] != new["protocol"]:
+            expected.add((history.PROTOCOL, *key))
+        if new["never"] and not old["never"]:
+            expected.add((history.BECAME_NEVER, *key))
+        elif new["stale"] and not old["stale"]:
+            expected.add((history.BECAME_STALE, *key))
+        elif not new["never"] and not new["stale"] and (old["never"] or old["stale"]):
+            expected.add((history.BACK_IN_SYNC, *key))
+        if old["os"] != new["os"]:
+            older = tuple(int(p) for p in str(old["os"]).split("."))
+            newer = tuple(int(p) for p in str(new["os"]).split("."))
+            expected.add((history.OS_UPGRADE if newer > older else history.OS_CHANGE, *key))
+    return expected
+
+
+def test_sandbox_runs_give_exactly_the_ground_truth_changes(db: Path) -> None:
+    org = Organisation(mailboxes=60, seed=11)
+    options = ReportOptions(all_devices=True,
+                            recipient_types=("UserMailbox", "SharedMailbox", "RoomMailbox"))
+    kinds_seen: set[str] = set()
+    renamed = 0
+    previous = None
+    with History(db) as store:
+        for step in range(4):
+            if step:
+                names = {mb.index: mb.display_name for mb in org.mailbox_entries}
+                org.advance(60, seed=step)
+                renamed += sum(names[mb.index] != mb.display_name for mb in org.mailbox_entries)
+            report = build_report(org.mailboxes, org.devices, options=options,
+                                  run_started=org.reference_time)
+            run_id = store.record(report.devices, organisation=org.organization,
+                                  started=org.reference_time, stale_days=options.stale_after)
+            truth = _truth(org)
+            view = store.view(run_id)
+            assert view.current.devices == len(truth)
+            assert view.current.stale == sum(bool(t["stale"]) for t in truth.values())
+            if previous is not None:
+                got = {(row.Change, row.Mailbox, row.DeviceType, row.DeviceId)
+                       for row in view.changes.itertuples()}
+                assert len(got) == len(view.changes)  # one row per change
+                assert got == _expected_changes(previous, truth)
+                kinds_seen |= {change[0] for change in got}
+            previous = truth
+        assert len(view.trend) == 4
+    # the organisation really did all of this, so each kind of change was checked
+    assert {history.NEW, history.REMOVED, history.PROTOCOL, history.BECAME_STALE,
+            history.OS_UPGRADE} <= kinds_seen
+    assert renamed > 0  # display names changed, and no partnership was new or removed for it
