@@ -11,14 +11,18 @@ CSV/Parquet/JSON writers only render its :class:`Report`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from bridge.errors import InputError
 
 #: DeviceModel of Outlook for iOS and Android: the classic report's device filter.
 OUTLOOK_MOBILE_MODEL = "Outlook for iOS and Android"
@@ -121,7 +125,7 @@ USERS_WITHOUT_DEVICES_COLUMNS = ["User", "PrimarySmtpAddress", "UserPrincipalNam
 ERROR_COLUMNS = ["Mailbox", "Command", "Category", "Message", "When"]
 
 # "<mailbox>/ExchangeActiveSyncDevices/<device>" on-premises, "\" in Exchange Online.
-_DEVICE_CONTAINER = re.compile(r"[\\/]ExchangeActiveSyncDevices[\\/]", re.IGNORECASE)
+_DEVICE_PARENT = re.compile(r"^(.*?)[\\/]ExchangeActiveSyncDevices[\\/]", re.IGNORECASE)
 # "CN=<device>,CN=ExchangeActiveSyncDevices,<mailbox DN>"
 _DEVICE_CONTAINER_DN = re.compile(r"^.*?,CN=ExchangeActiveSyncDevices,", re.IGNORECASE)
 # "iOS 17.5.1 21F90", "Android 14.0", "Windows 10.0.19045": platform, then a version.
@@ -271,10 +275,19 @@ def _datetimes(column: pd.Series) -> pd.Series:
 def typed_frame(rows: Iterable[Mapping[str, object]] | pd.DataFrame,
                 schema: Mapping[str, Kind]) -> pd.DataFrame:
     """Rows -> a frame with exactly ``schema``'s columns typed; absent properties are NA."""
+    # PowerShell property names ignore case: Exchange declares DeviceID, docs say DeviceId.
+    wanted = {name.casefold(): name for name in schema}
     if isinstance(rows, pd.DataFrame):
-        source = rows
+        source = rows.rename(columns={
+            column: wanted[str(column).casefold()] for column in rows.columns
+            if str(column).casefold() in wanted and column not in schema})
     else:
-        source = pd.DataFrame.from_records(list(rows), columns=list(schema))
+        records = rows if isinstance(rows, list) else list(rows)
+        keys: set[str] = set().union(*(record.keys() for record in records))
+        present = {wanted[key.casefold()]: key for key in sorted(keys)
+                   if key.casefold() in wanted}
+        source = pd.DataFrame.from_records(records, columns=list(present.values()))
+        source.columns = pd.Index(list(present))
     columns: dict[str, pd.Series] = {}
     for name, kind in schema.items():
         if name in source.columns:
@@ -393,8 +406,7 @@ def match_devices(mailboxes: pd.DataFrame, devices: pd.DataFrame) -> pd.Series:
     by_any = _mailbox_positions(mailboxes, ["Identity", "DistinguishedName", "ExchangeGuid",
                                             "Guid", "PrimarySmtpAddress", "UserPrincipalName",
                                             "Alias", "Name"])
-    identity = devices["Identity"].str.split(_DEVICE_CONTAINER, n=1, regex=True)
-    parent = identity.str[0].where(identity.map(len, na_action="ignore") == 2)
+    parent = devices["Identity"].str.extract(_DEVICE_PARENT, expand=False)
     position = _key(parent).map(by_identity)
     dn_parent = devices["DistinguishedName"].str.replace(_DEVICE_CONTAINER_DN, "", n=1,
                                                          regex=True)
@@ -421,7 +433,7 @@ def _share_table(values: pd.Series, name: str, order: Sequence[str] | None = Non
 
 def _platform_table(devices: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     """Devices by platform and major OS version ("iOS 17"), the largest first."""
-    major = devices["OSVersion"].str.split(".", n=1).str[0]
+    major = devices["OSVersion"].str.replace(r"\..*$", "", regex=True)
     label = devices["Platform"].where(major.isna(), devices["Platform"] + " " + major)
     table = _share_table(label.fillna(UNKNOWN), "OS")
     if len(table) > top:
@@ -549,3 +561,140 @@ def build_report(
         notes=notes,
     )
 
+
+
+# -- offline exports ------------------------------------------------------------------------
+
+#: The manifest Export-PsbridgeData.ps1 and `psbridge sandbox export` write beside the files.
+MANIFEST_NAME = "psbridge-manifest.json"
+# Type names (most derived first) tell the exports apart, whatever the files are called:
+# Get-Mailbox (and Get-EXOMailbox) vs Get-MobileDeviceStatistics (and its EXO twin).
+_TYPE_NAME = re.compile(rb"<T>(?:Deserialized\.)?([A-Za-z0-9_.`+\[\], =-]+?)</T>")
+_MAILBOX_TYPES = re.compile(r"^Microsoft\.Exchange\.[\w.]*\.(?:Exo)?Mailbox$")
+_DEVICE_TYPES = re.compile(
+    r"^Microsoft\.Exchange\.[\w.]*\.(?:MobileDeviceConfiguration|(?:Exo)?MobileDeviceStatistics)$")
+_HEAD_BYTES = 1 << 16
+
+
+@dataclass
+class OfflineExport:
+    """Rows read from Export-Clixml files, and what their manifest says (if any)."""
+
+    mailboxes: list[dict[str, object]] = field(default_factory=list)
+    devices: list[dict[str, object]] = field(default_factory=list)
+    errors: list[dict[str, object]] = field(default_factory=list)
+    manifest: dict[str, object] = field(default_factory=dict)
+    mailbox_files: list[Path] = field(default_factory=list)
+    device_files: list[Path] = field(default_factory=list)
+
+    @property
+    def created(self) -> datetime | None:
+        """When the export was taken (the manifest's ``created``), for DaysSinceLastSync."""
+        value = self.manifest.get("created")
+        if not isinstance(value, str):
+            return None
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    @property
+    def organisation(self) -> str | None:
+        value = self.manifest.get("organization") or self.manifest.get("organisation")
+        return value if isinstance(value, str) and value.strip() else None
+
+
+def export_kind(path: Path) -> str | None:
+    """"mailboxes", "devices" or None, from the first object's type names in the file."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}.") from exc
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        codec = "utf-16-le" if head.startswith(b"\xff\xfe") else "utf-16-be"
+        head = head[2:len(head) - len(head) % 2].decode(codec, "replace").encode("utf-8")
+    for match in _TYPE_NAME.finditer(head):
+        name = match.group(1).decode("ascii", "replace")
+        if _DEVICE_TYPES.match(name):
+            return "devices"
+        if _MAILBOX_TYPES.match(name):
+            return "mailboxes"
+    return None
+
+
+def _export_files(sources: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            found = sorted(p for p in source.iterdir()
+                           if p.is_file() and p.suffix.lower() in (".xml", ".clixml"))
+            if not found:
+                raise InputError(f"no .xml files in {source}.")
+            files += found
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise InputError(f"{source} does not exist.")
+    return files
+
+
+def _manifest(folders: Iterable[Path]) -> dict[str, object]:
+    for folder in dict.fromkeys(folders):
+        path = folder / MANIFEST_NAME
+        if path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8-sig"))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read {path}: {exc}") from exc
+            return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def load_exports(sources: Sequence[Path]) -> OfflineExport:
+    """Read Get-Mailbox and Get-MobileDeviceStatistics Export-Clixml files (or folders).
+
+    Files are told apart by the type names inside, not by their names; other CLIXML
+    files are an error, so a wrong file is never silently ignored. Error rows and the
+    organisation come from the folder's psbridge-manifest.json when there is one.
+    """
+    from bridge import clixml
+
+    export = OfflineExport()
+    files = _export_files(sources)
+    for path in files:
+        kind = export_kind(path)
+        if kind == "mailboxes":
+            export.mailbox_files.append(path)
+            export.mailboxes += clixml.iter_records(path)
+        elif kind == "devices":
+            export.device_files.append(path)
+            export.devices += clixml.iter_records(path)
+        else:
+            raise InputError(
+                f"{path} is neither a Get-Mailbox nor a Get-MobileDeviceStatistics export "
+                "(no Mailbox or MobileDeviceConfiguration objects in it).")
+    if not export.mailbox_files:
+        raise InputError("no Get-Mailbox export among the files given: export both "
+                         "Get-Mailbox and Get-MobileDeviceStatistics (ps_scripts/"
+                         "Export-PsbridgeData.ps1).")
+    if not export.device_files:
+        raise InputError("no Get-MobileDeviceStatistics export among the files given: export "
+                         "both Get-Mailbox and Get-MobileDeviceStatistics (ps_scripts/"
+                         "Export-PsbridgeData.ps1).")
+    export.manifest = _manifest(path.parent for path in files)
+    errors = export.manifest.get("errors")
+    if isinstance(errors, list):
+        export.errors = [error for error in errors if isinstance(error, dict)]
+    return export
+
+
+def organisation_name(mailboxes: pd.DataFrame, fallback: str) -> str:
+    """The organisation a report is about: the domain its mailbox identities start with."""
+    identities = mailboxes["Identity"].dropna()
+    if len(identities):
+        domain = str(identities.iloc[0]).replace("\\", "/").split("/", 1)[0]
+        if "." in domain and "/" in str(identities.iloc[0]):
+            return domain
+    return fallback

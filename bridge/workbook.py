@@ -169,6 +169,7 @@ _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 _DAY = pd.Timedelta(days=1)
 _DATE_WIDTH = 17.0  # "yyyy-mm-dd hh:mm" plus room: never "#####"
 _MAX_REPORT_WIDTH = 48.0
+_DEVICE_PRINT_COLUMNS = 14
 _SECRET_OPTION = re.compile(r"pass(word)?|secret|token|credential|api[-_]?key|private",
                             re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@", re.IGNORECASE)
@@ -320,7 +321,7 @@ class _Styles:
 
 
 def _add_streamed_table(sheet: Any, rows: int, headers: Sequence[str], name: str,
-                        formats: Sequence[Any]) -> None:
+                        formats: Sequence[Any], header_format: Any = None) -> None:
     """An Excel table (banded, autofilter) over the header row and ``rows`` rows below it.
 
     XlsxWriter refuses add_table in constant-memory mode (it would write cells out of
@@ -339,8 +340,10 @@ def _add_streamed_table(sheet: Any, rows: int, headers: Sequence[str], name: str
         sheet.add_table(0, 0, 1, last_col, options)
     finally:
         sheet.constant_memory = True
-    for col, header in enumerate(headers):  # as in-line strings, as constant memory writes them
-        sheet.write_string(0, col, header)
+    # as in-line strings, as constant memory writes them; the explicit header format
+    # shows the header in viewers that ignore table styles (LibreOffice)
+    for col, header in enumerate(headers):
+        sheet.write_string(0, col, header, header_format)
     table = sheet.tables[-1]
     full = xl_range(0, 0, max(1, rows), last_col)
     table["range"] = table["a_range"] = table["autofilter"] = full
@@ -388,6 +391,10 @@ class _ReportWriter:
         grid.put(1, 0, f"{run.organisation}  ·  server {run.server}  ·  run "
                        f"{run.started.astimezone(UTC):%Y-%m-%d %H:%M} UTC  ·  "
                        f"{', '.join(options.recipient_types)}", styles.subtitle)
+        as_of = report.run_started.astimezone(UTC)
+        if abs((as_of - run.started.astimezone(UTC)).total_seconds()) > 3600:
+            grid.put(2, 0, f"Days since the last sync are counted from {as_of:%Y-%m-%d %H:%M} "
+                           "UTC (when the data was taken).", styles.subtitle)
         grid.put(3, 0, "Key figures", styles.section)
         grid.put(3, 1, None, styles.section)
         grid.put(3, 2, None, styles.section)
@@ -482,7 +489,7 @@ class _ReportWriter:
             bar.set_title({"name": "Devices by platform and OS version",
                            "name_font": {"size": 12, "bold": True, "color": "#1F3864"}})
             bar.set_legend({"none": True})
-            bar.set_y_axis({"reverse": True, "major_tick_mark": "none"})
+            bar.set_y_axis({"reverse": True, "major_tick_mark": "none", "crossing": "max"})
             bar.set_x_axis({"major_gridlines": {"visible": True,
                                                 "line": {"color": "#E7E6E6"}},
                             "num_format": "#,##0"})
@@ -493,7 +500,7 @@ class _ReportWriter:
     # -- table sheets ----------------------------------------------------------------------
 
     def table_sheets(self, names: Sequence[str], frame: pd.DataFrame, table_name: str,
-                     highlight: bool = False) -> None:
+                     highlight: bool = False, print_columns: int = 0) -> None:
         """``frame`` as Excel tables, ``rows_per_sheet`` rows per sheet, one sheet per name."""
         styles = self.styles
         headers = [str(column) for column in frame.columns]
@@ -513,7 +520,10 @@ class _ReportWriter:
             for index, width in enumerate(widths):
                 sheet.set_column(index, index, width, formats[index])
             suffix = "" if part == 0 else str(part + 1)
-            _add_streamed_table(sheet, stop - start, headers, table_name + suffix, formats)
+            _add_streamed_table(sheet, stop - start, headers, table_name + suffix, formats,
+                                styles.head)
+            if print_columns:
+                sheet.print_area(0, 0, max(1, stop - start), min(print_columns, len(headers)) - 1)
             self._rows(sheet, columns, start, stop, never_col)
             if highlight and stop > start:
                 self._highlight(sheet, headers, stop - start)
@@ -626,7 +636,9 @@ def write_report(path: Path | str, report: Report, run_info: RunDetails, *,
                              "comments": f"psbridge {run_info.version}"})
         writer = _ReportWriter(book, report, run_info, rows_per_sheet)
         writer.summary()
-        writer.table_sheets(writer.device_sheets, writer.devices, "Devices", highlight=True)
+        # printed (and rendered to PDF): the columns up to DeviceAccessState
+        writer.table_sheets(writer.device_sheets, writer.devices, "Devices", highlight=True,
+                            print_columns=_DEVICE_PRINT_COLUMNS)
         users = report.users_without_devices
         parts = max(1, -(-len(users) // rows_per_sheet))
         names = ["Users without devices"] + [f"Users without devices ({n})"
