@@ -82,7 +82,19 @@ def _escape_match(match: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """Escape text as PowerShell's serializer does (XML entities, control chars as _xHHHH_)."""
+    if text.isprintable() and not any(char in text for char in "&<>_"):
+        return text  # the common case, without the regex
     return _ESCAPE_RE.sub(_escape_match, text)
+
+
+_ATTRIBUTES: dict[str, str] = {}
+
+
+def _attribute(name: str) -> str:
+    attr = _ATTRIBUTES.get(name)
+    if attr is None:
+        attr = _ATTRIBUTES[name] = f' N="{escape(name)}"'
+    return attr
 
 
 def format_datetime(value: datetime, utc: bool) -> str:
@@ -142,7 +154,7 @@ def _type_lines(
 
 
 def _value_line(name: str, kind: str, value: Any) -> str:
-    attr = f' N="{escape(name)}"'
+    attr = _attribute(name)
     if value is None and kind != "SIZE":
         return f"<Nil{attr} />"
     if kind == "S":
