@@ -272,3 +272,71 @@ def test_advance_is_visible_through_the_cmdlets() -> None:
     assert [props(e)["Identity"] for e in after] == [d["Identity"] for d in org.devices]
     assert [props(e)["LastSuccessSync"] for e in after] != [
         props(e)["LastSuccessSync"] for e in before]
+
+
+# -- end to end: pypsrp against the sandbox endpoint (conftest's 30-mailbox `sandbox`) -----
+
+
+def _pypsrp_pool(sandbox: Any) -> Any:
+    from pypsrp.powershell import RunspacePool
+    from pypsrp.wsman import WSMan
+
+    wsman = WSMan("127.0.0.1", port=sandbox.port, path="PowerShell", ssl=False, auth="ntlm",
+                  username=sandbox.username, password=sandbox.password)
+    return RunspacePool(wsman, configuration_name="Microsoft.Exchange")
+
+
+def _pypsrp_run(pool: Any, *commands: tuple[str, dict[str, Any]]) -> Any:
+    from pypsrp.powershell import PowerShell
+
+    shell = PowerShell(pool)
+    for name, parameters in commands:
+        shell.add_cmdlet(name)
+        for parameter, value in parameters.items():
+            shell.add_parameter(parameter, value)
+    shell.output = shell.invoke()
+    return shell
+
+
+def test_pypsrp_reads_mailboxes_and_device_statistics(sandbox: Any) -> None:
+    from pypsrp.powershell import PSInvocationState
+
+    org = sandbox.organisation
+    with _pypsrp_pool(sandbox) as pool:
+        mailboxes = _pypsrp_run(pool, ("Get-Mailbox", {
+            "RecipientTypeDetails": ["UserMailbox", "SharedMailbox"], "ResultSize": "Unlimited"}))
+        expected = [m for m in org.mailboxes
+                    if m["RecipientTypeDetails"] in ("UserMailbox", "SharedMailbox")]
+        assert mailboxes.state == PSInvocationState.COMPLETED
+        assert [o.adapted_properties["DisplayName"] for o in mailboxes.output] == [
+            m["DisplayName"] for m in expected]
+        assert mailboxes.output[0].types[-1] == "System.Object"
+        devices = _pypsrp_run(pool, ("Get-MobileDevice", {"ResultSize": "Unlimited"}),
+                              ("Get-MobileDeviceStatistics", {}))
+        by_identity = {o.adapted_properties["Identity"]: o.adapted_properties
+                       for o in devices.output}
+        assert list(by_identity) == [d["Identity"] for d in org.devices]
+        never = next(d for d in org.devices if d["LastSuccessSync"] is None)
+        assert by_identity[never["Identity"]]["LastSuccessSync"] is None
+        limited = _pypsrp_run(pool, ("Get-Mailbox", {"ResultSize": 2}))
+        assert len(limited.output) == 2
+        assert [w.message for w in limited.streams.warning] == [WARNING_MORE_RESULTS]
+    assert sandbox.internal_errors == []
+
+
+def test_pypsrp_sees_exchanges_errors(sandbox: Any) -> None:
+    from pypsrp.powershell import PSInvocationState
+
+    with _pypsrp_pool(sandbox) as pool:
+        missing = _pypsrp_run(pool, ("Get-Mailbox", {"Identity": "ghost@contoso.com"}))
+        assert missing.state == PSInvocationState.COMPLETED and missing.output == []
+        [error] = missing.streams.error
+        assert str(error) == ("The operation couldn't be performed because object "
+                              "'ghost@contoso.com' couldn't be found on 'DC01.contoso.com'.")
+        assert error.fq_error.endswith(
+            "C2BA0E4D,Microsoft.Exchange.Management.RecipientTasks.GetMailbox")
+        bad = _pypsrp_run(pool, ("Get-MobileDevice", {"Colour": "red"}))
+        assert bad.state == PSInvocationState.FAILED
+        assert str(bad.streams.error[0]) == (
+            "A parameter cannot be found that matches parameter name 'Colour'.")
+    assert sandbox.internal_errors == []
