@@ -1,0 +1,345 @@
+"""Which Exchange cmdlets to run, and in what order: the two collection strategies.
+
+``bulk`` (default): ``Get-Mailbox`` once and ``Get-MobileDevice -ResultSize Unlimited |
+Get-MobileDeviceStatistics`` once (both at the same time when concurrency allows).
+``per-mailbox``: the classic script: ``Get-Mailbox``, then
+``Get-MobileDeviceStatistics -Mailbox <identity>`` for each mailbox, concurrently.
+Both give the same mailboxes and devices; ``-ResultSize Unlimited`` is never left out
+(without it Exchange silently stops at 1000).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from bridge.checkpoint import Checkpoint
+from bridge.errors import CommandNotFound, ConfigError, RemoteCommandError
+from bridge.remote import Command, CommandResult, ErrorRecord, Session, pipeline_text
+
+Row = dict[str, object]
+
+STRATEGIES = ("bulk", "per-mailbox")
+DEFAULT_RECIPIENT_TYPES = ("UserMailbox",)
+
+#: the separator between a mailbox's identity and its devices (on-prem "/", EXO "\")
+DEVICE_CONTAINERS = ("/ExchangeActiveSyncDevices/", "\\ExchangeActiveSyncDevices\\")
+
+PHASE_MAILBOXES = "mailboxes"
+PHASE_DEVICES = "devices"  # bulk: the one pipeline
+PHASE_MAILBOX_DEVICES = "mailbox-devices"  # per-mailbox: one unit per mailbox
+
+
+class Progress(Protocol):
+    """What collect reports progress to (the CLI's progress bar, or nothing)."""
+
+    def start(self, label: str, total: int | None) -> None: ...
+
+    def advance(self, count: int = 1) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+@dataclass
+class Collection:
+    """Rows as Exchange gave them, plus error rows and facts about the run."""
+
+    mailboxes: list[Row]
+    devices: list[Row]
+    errors: list[Row]
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def mailbox_command(recipient_types: Sequence[str] = DEFAULT_RECIPIENT_TYPES) -> Command:
+    return Command(
+        "Get-Mailbox",
+        {"RecipientTypeDetails": list(recipient_types), "ResultSize": "Unlimited"},
+    )
+
+
+def device_pipeline(device_filter: str | None = None) -> list[Command]:
+    """``Get-MobileDevice -ResultSize Unlimited [-Filter F] | Get-MobileDeviceStatistics``."""
+    parameters: dict[str, object] = {"ResultSize": "Unlimited"}
+    if device_filter:
+        parameters["Filter"] = device_filter
+    return [Command("Get-MobileDevice", parameters), Command("Get-MobileDeviceStatistics")]
+
+
+def mailbox_devices_command(identity: str) -> Command:
+    return Command("Get-MobileDeviceStatistics", {"Mailbox": identity})
+
+
+def mailbox_identity(mailbox: Row) -> str:
+    """The identity a per-mailbox query names the mailbox by (as the classic script)."""
+    for key in ("Identity", "Guid", "PrimarySmtpAddress", "Alias"):
+        value = mailbox.get(key)
+        if value:
+            return str(value)
+    raise RemoteCommandError(f"Get-Mailbox returned a mailbox without identity: {mailbox!r}")
+
+
+def device_parent(device: Row) -> str | None:
+    """The mailbox identity a device sits under (its Identity's parent), if it has one."""
+    identity = device.get("Identity")
+    if not isinstance(identity, str):
+        return None
+    for container in DEVICE_CONTAINERS:
+        at = identity.find(container)
+        if at > 0:
+            return identity[:at]
+    return None
+
+
+def error_row(
+    message: str, category: str, *, mailbox: str | None = None, command: str | None = None
+) -> Row:
+    return {
+        "Mailbox": mailbox,
+        "Command": command,
+        "Category": category,
+        "Message": message,
+        "When": datetime.now(UTC),
+    }
+
+
+def _record_rows(records: Sequence[ErrorRecord], *, mailbox: str | None, command: str) -> list[Row]:
+    return [
+        error_row(record.message, record.kind, mailbox=mailbox, command=command)
+        for record in records
+    ]
+
+
+_RESULT_SIZE_WARNING = "By default, only the first"
+
+
+def run_cmdlet(
+    session: Session, name: str, parameters: dict[str, object]
+) -> tuple[Command, CommandResult]:
+    """Run one cmdlet for ``psbridge run``; never stop at Exchange's default 1000 items.
+
+    When the server warns that it stopped at its default ResultSize and the caller did
+    not choose one, the cmdlet is run again with ``-ResultSize Unlimited``.
+    """
+    command = Command(name, parameters)
+    result = session.run(command)
+    chose_size = any(key.lower() == "resultsize" for key in parameters)
+    if not chose_size and any(w.startswith(_RESULT_SIZE_WARNING) for w in result.warnings):
+        command = Command(name, {**parameters, "ResultSize": "Unlimited"})
+        result = session.run(command)
+    return command, result
+
+
+class _NoProgress:
+    def start(self, label: str, total: int | None) -> None:
+        pass
+
+    def advance(self, count: int = 1) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def collect(
+    session: Session,
+    strategy: str = "bulk",
+    recipient_types: Sequence[str] = DEFAULT_RECIPIENT_TYPES,
+    device_filter: str | None = None,
+    checkpoint: Checkpoint | None = None,
+    progress: Progress | None = None,
+    concurrency: int | None = None,
+) -> Collection:
+    """Collect mailboxes and their mobile-device statistics from ``session``.
+
+    ``device_filter`` is an OPATH filter for Get-MobileDevice (bulk only: the classic
+    per-mailbox query cannot filter on the server, so the report filters afterwards).
+    With a ``checkpoint`` every finished unit is saved at once and skipped on resume.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
+    if not recipient_types:
+        raise ConfigError("at least one recipient type is needed")
+    workers = max(1, concurrency or session.concurrency)
+    if workers > session.concurrency:
+        session.set_concurrency(workers)
+    bar = progress or _NoProgress()
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    commands_before = session.stats.commands
+    warnings: list[str] = []
+    if strategy == "bulk":
+        mailboxes, devices, errors = _bulk(
+            session, recipient_types, device_filter, checkpoint, bar, workers, warnings
+        )
+    else:
+        mailboxes, devices, errors = _per_mailbox(
+            session, recipient_types, checkpoint, bar, workers, warnings
+        )
+    meta: dict[str, object] = {
+        "strategy": strategy,
+        "recipient_types": list(recipient_types),
+        "device_filter": device_filter,
+        "device_filter_applied": bool(device_filter) and strategy == "bulk",
+        "server": session.settings.url,
+        "configuration": session.settings.configuration,
+        "user": session.settings.username,
+        "concurrency": workers,
+        "started": started,
+        "finished": datetime.now(UTC),
+        "seconds": round(time.perf_counter() - clock, 3),
+        "commands": session.stats.commands - commands_before,
+        "retries": session.stats.retries,
+        "reconnects": session.stats.reconnects,
+        "micro_delays": session.stats.micro_delays,
+        "resumed": bool(checkpoint and checkpoint.resumed),
+        "warnings": sorted(set(warnings)),
+    }
+    return Collection(mailboxes=mailboxes, devices=devices, errors=errors, meta=meta)
+
+
+def _run_unit(
+    session: Session,
+    phase: str,
+    commands: Command | list[Command],
+    checkpoint: Checkpoint | None,
+    warnings: list[str],
+) -> tuple[list[Row], list[Row]]:
+    """Run one whole-command unit, or read it back from the checkpoint when it is done."""
+    if checkpoint is not None and checkpoint.is_done(phase):
+        return checkpoint.rows(phase).get("", []), []
+    label = pipeline_text(commands)
+    result = session.run(commands)
+    warnings.extend(result.warnings)
+    errors = _record_rows(result.errors, mailbox=None, command=label)
+    if checkpoint is not None:
+        checkpoint.save(phase, "", result.rows, errors)
+    return result.rows, errors
+
+
+def _bulk(
+    session: Session,
+    recipient_types: Sequence[str],
+    device_filter: str | None,
+    checkpoint: Checkpoint | None,
+    bar: Progress,
+    workers: int,
+    warnings: list[str],
+) -> tuple[list[Row], list[Row], list[Row]]:
+    bar.start("Mailboxes and devices", 2)
+    units: list[tuple[str, Command | list[Command]]] = [
+        (PHASE_MAILBOXES, mailbox_command(recipient_types)),
+        (PHASE_DEVICES, device_pipeline(device_filter)),
+    ]
+    results: dict[str, tuple[list[Row], list[Row]]] = {}
+    if workers >= 2:
+        # The two commands do not depend on each other: run them side by side. The
+        # checkpoint is written from this thread only.
+        unit_warnings: dict[str, list[str]] = {phase: [] for phase, _ in units}
+        with cf.ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {
+                pool.submit(_run_unit, session, phase, commands, None, unit_warnings[phase]): phase
+                for phase, commands in units
+                if not (checkpoint and checkpoint.is_done(phase))
+            }
+            try:
+                for future in cf.as_completed(futures):
+                    phase = futures[future]
+                    rows, errors = future.result()
+                    if checkpoint is not None:
+                        checkpoint.save(phase, "", rows, errors)
+                    results[phase] = (rows, errors)
+                    warnings.extend(unit_warnings[phase])
+                    bar.advance()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        for phase, commands in units:
+            if phase not in results:  # done in an earlier, interrupted run
+                results[phase] = _run_unit(session, phase, commands, checkpoint, warnings)
+                bar.advance()
+    else:
+        for phase, commands in units:
+            results[phase] = _run_unit(session, phase, commands, checkpoint, warnings)
+            bar.advance()
+    bar.finish()
+    mailboxes, mailbox_errors = results[PHASE_MAILBOXES]
+    all_devices, device_errors = results[PHASE_DEVICES]
+    errors = mailbox_errors + device_errors
+    if checkpoint is not None:  # this run's errors and those of earlier, interrupted tries
+        errors = checkpoint.errors()
+    # Get-MobileDevice covers every mailbox; keep the devices of the mailboxes asked for,
+    # joined by identity (never by display name).
+    in_scope = {str(m.get("Identity")) for m in mailboxes}
+    devices = [d for d in all_devices if device_parent(d) in in_scope]
+    return mailboxes, devices, errors
+
+
+def _per_mailbox(
+    session: Session,
+    recipient_types: Sequence[str],
+    checkpoint: Checkpoint | None,
+    bar: Progress,
+    workers: int,
+    warnings: list[str],
+) -> tuple[list[Row], list[Row], list[Row]]:
+    mailboxes, mailbox_errors = _run_unit(
+        session, PHASE_MAILBOXES, mailbox_command(recipient_types), checkpoint, warnings
+    )
+    identities = [mailbox_identity(m) for m in mailboxes]
+    done = checkpoint.done_keys(PHASE_MAILBOX_DEVICES) if checkpoint else set()
+    todo = [identity for identity in dict.fromkeys(identities) if identity not in done]
+    found: dict[str, list[Row]] = {}
+    new_errors: list[Row] = list(mailbox_errors)
+    bar.start("Mailboxes", len(todo))
+
+    def query(identity: str) -> tuple[str, list[Row], list[Row]]:
+        command = mailbox_devices_command(identity)
+        label = pipeline_text(command)
+        try:
+            result: CommandResult = session.run(command)
+        except CommandNotFound:
+            raise  # the cmdlet is missing for every mailbox: stop the run
+        except RemoteCommandError as exc:
+            # a terminating error for this one mailbox: record it, carry on
+            record = exc.record if isinstance(exc.record, ErrorRecord) else None
+            category = record.kind if record else "RemoteCommandError"
+            message = record.message if record and record.message else str(exc)
+            return identity, [], [error_row(message, category, mailbox=identity, command=label)]
+        warnings.extend(result.warnings)
+        rows = [{**row, "QueriedMailbox": identity} for row in result.rows]
+        return identity, rows, _record_rows(result.errors, mailbox=identity, command=label)
+
+    def keep(identity: str, rows: list[Row], errors: list[Row]) -> None:
+        if checkpoint is not None:
+            checkpoint.save(PHASE_MAILBOX_DEVICES, identity, rows, errors)
+        found[identity] = rows
+        new_errors.extend(errors)
+        bar.advance()
+
+    if workers == 1:
+        for identity in todo:
+            keep(*query(identity))
+    else:
+        pool = cf.ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = [pool.submit(query, identity) for identity in todo]
+            for future in cf.as_completed(futures):
+                keep(*future.result())
+        finally:
+            # on Ctrl+C or a fatal error: queued mailboxes are dropped, those in flight
+            # finish their one command; everything kept so far is in the checkpoint
+            pool.shutdown(wait=False, cancel_futures=True)
+    bar.finish()
+    if checkpoint is not None:
+        found = {**checkpoint.rows(PHASE_MAILBOX_DEVICES), **found}
+        errors = checkpoint.errors()
+    else:
+        errors = new_errors
+    # devices in mailbox order, whatever order the answers came in
+    devices = [row for identity in dict.fromkeys(identities) for row in found.get(identity, [])]
+    return mailboxes, devices, errors

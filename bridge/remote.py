@@ -1,0 +1,830 @@
+"""Talking to Exchange PowerShell over WSMan/PSRP: the only module that imports pypsrp.
+
+A :class:`Session` holds up to ``settings.concurrency`` connections, each with its own
+RunspacePool, and runs :class:`Command` pipelines on them (cmdlets and parameters only:
+Exchange's endpoint is NoLanguage). Output objects are read by :mod:`bridge.clixml`, so
+live and Export-Clixml input give identical rows. Every pypsrp/requests failure becomes
+a :class:`bridge.errors.BridgeError` here; transient ones are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import re
+import sys
+import threading
+import time
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import requests
+from pypsrp.complex_objects import PSInvocationState
+from pypsrp.exceptions import (
+    AuthenticationError,
+    FragmentError,
+    InvalidPSRPOperation,
+    SerializationError,
+    WinRMError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+from pypsrp.powershell import PowerShell, RunspacePool, RunspacePoolWarning
+from pypsrp.serializer import Serializer
+from pypsrp.wsman import NAMESPACES, OptionSet, SelectorSet, WSMan, WSManAction
+
+from bridge.clixml import parse_element
+from bridge.errors import (
+    AuthenticationFailed,
+    BridgeError,
+    CommandNotFound,
+    ConfigError,
+    ConnectionFailed,
+    RemoteCommandError,
+)
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, object]
+
+AUTH_METHODS = ("negotiate", "kerberos", "ntlm", "basic", "credssp", "certificate")
+
+#: pypsrp's default; every WinRM/IIS host accepts it (Server 2008 R2 and later).
+MAX_ENVELOPE_SIZE = 153600
+
+#: WSMan fault code for "the operation timed out" (the server had nothing to send yet).
+_WSMAN_OPERATION_TIMEOUT = 2150858793
+
+#: System.Management.Automation.ErrorCategory, by value.
+ERROR_CATEGORIES = (
+    "NotSpecified", "OpenError", "CloseError", "DeviceError", "DeadlockDetected",
+    "InvalidArgument", "InvalidData", "InvalidOperation", "InvalidResult", "InvalidType",
+    "MetadataError", "NotImplemented", "NotInstalled", "ObjectNotFound", "OperationStopped",
+    "OperationTimeout", "SyntaxError", "ParserError", "PermissionDenied", "ResourceBusy",
+    "ResourceExists", "ResourceUnavailable", "ReadError", "WriteError", "FromStdErr",
+    "SecurityError", "ProtocolError", "ConnectionError", "AuthenticationError",
+    "LimitsExceeded", "QuotaExceeded", "NotEnabled",
+)  # fmt: skip
+
+# Exchange's throttling texts (EXCHANGE_OBJECTS.md "Messages, exactly"): a refusal to be
+# retried later, possibly with the server's own wait.
+_THROTTLED = re.compile(
+    r"exceeded the maximum number of connections|exceeded your budget|"
+    r"throttling policy budget|Please close existing runspace",
+    re.IGNORECASE,
+)
+_WAIT_SECONDS = re.compile(r"Please wait for (\d+) seconds", re.IGNORECASE)
+_MICRO_DELAY = re.compile(r"Micro delay applied\. Actual delayed: (\d+) msecs", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter for transient failures."""
+
+    attempts: int = 5  # tries in all, the first included
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    #: the longest wait psbridge accepts when Exchange says "Please wait for N seconds"
+    max_server_wait: float = 300.0
+
+    def delay(self, attempt: int, rng: random.Random, server_wait: float | None = None) -> float:
+        """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 1)."""
+        ceiling = min(self.max_delay, self.base_delay * float(2 ** (attempt - 1)))
+        # "equal jitter": at least half the backoff, so retries never bunch up at zero
+        backoff = ceiling / 2 + rng.uniform(0, ceiling / 2)
+        if server_wait is not None:
+            return max(backoff, min(server_wait, self.max_server_wait))
+        return backoff
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Where and how to connect. Holds no secret: the password is given to :class:`Session`."""
+
+    server: str
+    port: int | None = None  # None: 443 with https, 80 without (Exchange's IIS endpoint)
+    https: bool = False
+    path: str = "PowerShell"
+    configuration: str = "Microsoft.Exchange"
+    auth: str = "negotiate"
+    username: str | None = None  # None: the current Windows/Kerberos identity
+    ca_bundle: str | None = None
+    verify: bool = True
+    connect_timeout: float = 30.0
+    read_timeout: float = 60.0
+    operation_timeout: int = 20  # below read_timeout, or pypsrp gives up first (#182)
+    concurrency: int = 3  # connections (runspaces) at once; Exchange Online allows 3
+    certificate_pem: str | None = None  # auth=certificate
+    certificate_key_pem: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if not self.server:
+            raise ConfigError("no server given: use --server NAME or a profile with server = ...")
+        if self.auth not in AUTH_METHODS:
+            raise ConfigError(
+                f"unknown auth method {self.auth!r}: use one of {', '.join(AUTH_METHODS)}"
+            )
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is not between 1 and 65535")
+        if self.operation_timeout >= self.read_timeout:
+            raise ConfigError(
+                f"operation timeout ({self.operation_timeout} s) must be below the read "
+                f"timeout ({self.read_timeout:g} s)"
+            )
+        if self.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if self.auth in ("basic", "certificate") and not self.https:
+            raise ConfigError(
+                f"{self.auth} authentication needs --https: over HTTP only Kerberos/NTLM "
+                "can encrypt the traffic (and Exchange refuses Basic over HTTP)"
+            )
+        if self.auth == "certificate" and not (self.certificate_pem and self.certificate_key_pem):
+            raise ConfigError("certificate authentication needs certificate_pem and key_pem")
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else (443 if self.https else 80)
+
+    @property
+    def url(self) -> str:
+        """The endpoint, e.g. ``http://mail.contoso.com:80/PowerShell``."""
+        scheme = "https" if self.https else "http"
+        host = f"[{self.server}]" if ":" in self.server else self.server
+        return f"{scheme}://{host}:{self.effective_port}/{self.path.strip('/')}"
+
+    @property
+    def who(self) -> str:
+        """The identity for messages: the user name, or the current Windows/Kerberos one."""
+        return self.username or "the current Windows/Kerberos identity"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Command:
+    """One cmdlet with named parameters; several in a list form one pipeline.
+
+    A parameter whose value is None is a switch (``-ActiveSync``).
+    """
+
+    name: str
+    parameters: Mapping[str, object] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        parts = [self.name]
+        for key, value in self.parameters.items():
+            parts.append(f"-{key}" if value is None else f"-{key} {_display(value)}")
+        return " ".join(parts)
+
+
+def _display(value: object) -> str:
+    if isinstance(value, bool):
+        return "$true" if value else "$false"
+    if isinstance(value, list | tuple):
+        return ",".join(_display(item) for item in value)
+    if isinstance(value, str) and (not value or re.search(r"[\s'\",;]", value)):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)
+
+
+_CMDLET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*-[A-Za-z0-9]+$")
+_INT = re.compile(r"^-?(0|[1-9][0-9]*)$")
+_INT32 = range(-(2**31), 2**31)
+
+
+def is_cmdlet_name(name: str) -> bool:
+    """A plain Verb-Noun name, not script text (the endpoint is NoLanguage anyway)."""
+    return bool(_CMDLET_NAME.match(name))
+
+
+def parameter_value(text: str) -> object:
+    """A command-line parameter value typed as PowerShell would bind it sensibly.
+
+    ``true``/``$false`` -> bool; a 32-bit integer without leading zeros -> int; a comma
+    list -> list of str; ``'quoted'`` or ``"quoted"`` -> the text inside, unsplit;
+    anything else (``Unlimited``, identities, OPATH filters) -> str, which PowerShell's
+    binder converts to the parameter's own type.
+    """
+    stripped = text.strip()
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
+        return stripped[1:-1]
+    lowered = stripped.lower()
+    if lowered in ("true", "$true"):
+        return True
+    if lowered in ("false", "$false"):
+        return False
+    if _INT.match(stripped) and int(stripped) in _INT32:
+        return int(stripped)
+    if "," in stripped:
+        return [part.strip() for part in stripped.split(",") if part.strip()]
+    return text
+
+
+def parse_parameter(spec: str) -> tuple[str, object]:
+    """``Name=Value`` -> (name, typed value); a bare ``Name`` is a switch (None)."""
+    name, equals, value = spec.partition("=")
+    name = name.strip().lstrip("-")
+    if not name or not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name):
+        raise ValueError(f"{spec!r} is not Name=Value (a parameter name is letters and digits)")
+    return name, (parameter_value(value) if equals else None)
+
+
+def pipeline_text(commands: Command | Sequence[Command]) -> str:
+    """How a pipeline reads in PowerShell, for messages and error rows."""
+    items = [commands] if isinstance(commands, Command) else list(commands)
+    return " | ".join(str(command) for command in items)
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """A PowerShell error record as plain text."""
+
+    message: str
+    category: str  # ErrorCategory name, e.g. "ObjectNotFound", "NotSpecified"
+    reason: str  # usually the exception's short type name
+    error_id: str  # FullyQualifiedErrorId
+    target: str = ""
+
+    @property
+    def kind(self) -> str:
+        """The most telling short label: the exception name when known, else the category."""
+        return self.reason or self.category
+
+
+@dataclass
+class CommandResult:
+    """What one pipeline produced: output rows, non-terminating errors and warnings."""
+
+    rows: list[Row]
+    errors: list[ErrorRecord]
+    warnings: list[str]
+
+
+@dataclass
+class SessionStats:
+    """Counters for benchmarks and the Run sheet."""
+
+    commands: int = 0
+    retries: int = 0
+    reconnects: int = 0
+    micro_delays: int = 0
+    http_requests: int = 0
+
+
+# --------------------------------------------------------------------------- fast output
+
+
+class _RawOutput:
+    """The CLIXML of one PIPELINE_OUTPUT message, not yet read."""
+
+    __slots__ = ("xml",)
+
+    def __init__(self, xml: str) -> None:
+        self.xml = xml
+
+
+class _RawOutputSerializer(Serializer):
+    """pypsrp's Serializer, except that pipeline output is left as raw CLIXML.
+
+    Why: about 70% of pypsrp's client CPU goes into building its own objects for every
+    output element (re-serializing each child with ET.tostring on the way). psbridge
+    reads that CLIXML with bridge.clixml instead, the same reader as for files.
+
+    Where: pypsrp.messages.Message.unpack deserializes a PIPELINE_OUTPUT (and
+    PIPELINE_INPUT, which a client never receives) with ``serializer.deserialize(text)``:
+    a str, no metadata, ``clear=True``. Every other message passes an ObjectMeta, and
+    the serializer's own recursive calls pass ``clear=False``, so this test picks exactly
+    the output messages. The pypsrp range is pinned (<0.10) in pyproject.toml, and
+    :func:`_install_fast_output` checks the hooks it relies on exist.
+    """
+
+    def deserialize(self, element: Any, metadata: Any = None, clear: bool = True) -> Any:
+        if metadata is None and clear and isinstance(element, str):
+            return _RawOutput(element)
+        return super().deserialize(element, metadata, clear)
+
+
+def _install_fast_output(pool: RunspacePool) -> None:
+    fragmenter = getattr(pool, "_fragmenter", None)
+    if fragmenter is None or not isinstance(getattr(fragmenter, "serializer", None), Serializer):
+        raise RuntimeError("this pypsrp version lays out RunspacePool differently: pin <0.10")
+    fragmenter.serializer = _RawOutputSerializer()
+
+
+# --------------------------------------------------------------------------- failures
+
+
+class _Transient(Exception):
+    """A failure worth retrying on a new connection (drop, 5xx, throttling, timeout)."""
+
+    def __init__(self, message: str, *, server_wait: float | None = None) -> None:
+        super().__init__(message)
+        self.server_wait = server_wait
+
+
+def _fault_text(exc: WSManFaultError) -> str:
+    text = exc.reason or exc.provider_fault or str(exc)
+    return " ".join(str(text).split())
+
+
+def _server_wait(text: str) -> float | None:
+    match = _WAIT_SECONDS.search(text)
+    return float(match.group(1)) if match else None
+
+
+def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact: bool) -> None:
+    """Raise the BridgeError (fatal) or :class:`_Transient` (retry) that ``exc`` means."""
+    where = settings.url
+    if isinstance(exc, AuthenticationError):
+        raise AuthenticationFailed(
+            f"the server refused the credentials of {settings.who} (auth: {settings.auth}) "
+            f"at {where}. Check the user name (UPN or DOMAIN\\user) and password."
+        ) from exc
+    if isinstance(exc, requests.exceptions.SSLError):
+        raise ConnectionFailed(
+            f"TLS certificate verification failed for {where}. Give the issuing CA with "
+            "--ca-bundle FILE (or, for a test lab only, --no-verify)."
+        ) from exc
+    if isinstance(exc, requests.exceptions.ConnectionError) and first_contact:
+        # A connection that never worked: wrong name, nothing listening, firewall.
+        reason = _socket_reason(exc)
+        raise ConnectionFailed(f"cannot connect to {where}: {reason}.") from exc
+    if isinstance(exc, requests.exceptions.Timeout):
+        if first_contact:
+            raise ConnectionFailed(
+                f"cannot connect to {where}: no answer within {settings.connect_timeout:g} s."
+            ) from exc
+        raise _Transient(f"no answer from {where} within the read timeout") from exc
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        raise _Transient(f"the connection to {where} dropped") from exc
+    if isinstance(exc, WSManFaultError):
+        text = _fault_text(exc)
+        if "session configuration" in text.lower() and "cannot find" in text.lower():
+            raise ConnectionFailed(
+                f"the server has no PowerShell configuration {settings.configuration!r} at "
+                f"{where} (Exchange uses Microsoft.Exchange): check --configuration."
+            ) from exc
+        if _THROTTLED.search(text):
+            raise _Transient(f"throttled by the server: {text}", server_wait=_server_wait(text))
+        raise _Transient(f"the server answered with a fault: {text}") from exc
+    if isinstance(exc, WinRMTransportError):
+        if exc.code == 404:
+            raise ConnectionFailed(
+                f"no PowerShell endpoint at {where} (HTTP 404): check --path and --port."
+            ) from exc
+        if exc.code in (500, 502, 503, 504, 429):
+            text = " ".join(str(exc.response_text or "").split())[:300]
+            raise _Transient(f"HTTP {exc.code} from {where} {text}".strip()) from exc
+        raise ConnectionFailed(f"HTTP {exc.code} from {where}.") from exc
+    if isinstance(exc, InvalidPSRPOperation | FragmentError | SerializationError):
+        text = str(exc)
+        if _THROTTLED.search(text):
+            raise _Transient(f"throttled by the server: {text}", server_wait=_server_wait(text))
+        raise _Transient(f"the PowerShell session broke: {text}") from exc
+    if isinstance(exc, WinRMError):
+        raise _Transient(f"WinRM error: {exc}") from exc
+    if isinstance(exc, ValueError):
+        # pypsrp checks its arguments with ValueError (e.g. an auth without its inputs)
+        raise ConfigError(f"invalid connection settings: {exc}") from exc
+
+
+def _socket_reason(exc: requests.exceptions.ConnectionError) -> str:
+    text = str(exc)
+    if "Name or service not known" in text or "getaddrinfo" in text or "nodename" in text:
+        return "the name does not resolve (check --server)"
+    if "Connection refused" in text or "refused" in text.lower():
+        return "connection refused (is the port right, and is the server up?)"
+    if "timed out" in text:
+        return "the connection timed out"
+    return "the connection failed"
+
+
+_AUTH_PACKAGES = {
+    # auth -> (module, how to get it); checked before connecting, so a missing library
+    # is one clear line instead of an ImportError halfway through the HTTP handshake
+    "kerberos": ("gssapi", 'pip install "pypsrp[kerberos]" (on Windows SSPI needs nothing)'),
+    "credssp": ("requests_credssp", 'pip install "pypsrp[credssp]"'),
+}
+
+
+def _check_auth_support(auth: str) -> None:
+    if auth not in _AUTH_PACKAGES or sys.platform == "win32" and auth == "kerberos":
+        return
+    module, remedy = _AUTH_PACKAGES[auth]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{auth} authentication needs the Python package {module}: {remedy}; or use --auth ntlm"
+        ) from exc
+
+
+def _error_record(record: Any) -> ErrorRecord:
+    """pypsrp's ErrorRecord object -> :class:`ErrorRecord`."""
+    message = str(record) if record is not None else ""
+    exception = getattr(record, "exception", None)
+    adapted = getattr(exception, "adapted_properties", None) or {}
+    if isinstance(adapted, dict) and adapted.get("Message"):
+        message = str(adapted["Message"])
+    category_value = getattr(record, "category", 0)
+    try:
+        category = ERROR_CATEGORIES[int(category_value)]
+    except (TypeError, ValueError, IndexError):
+        category = str(category_value)
+    return ErrorRecord(
+        message=" ".join(message.split()) if message else "",
+        category=category,
+        reason=str(getattr(record, "reason", "") or ""),
+        error_id=str(getattr(record, "fq_error", "") or ""),
+        target=str(getattr(record, "target_name", "") or ""),
+    )
+
+
+def _warning_text(record: Any) -> str:
+    return str(getattr(record, "message", None) or record)
+
+
+# --------------------------------------------------------------------------- channels
+
+
+class _WSMan(WSMan):
+    """pypsrp's WSMan without its own Receive retries.
+
+    pypsrp re-sends a timed-out Receive 5 times on the same connection, sleeping up to
+    62 s in between (wsman.py, ``retries_on_read_timeout=5``), and after a read timeout
+    an NTLM-encrypted connection is unusable anyway (pypsrp #21). Session retries on a
+    new connection instead, with its own bounded backoff.
+    """
+
+    def receive(
+        self,
+        resource_uri: str,
+        resource: ET.Element,
+        option_set: OptionSet | None = None,
+        selector_set: SelectorSet | None = None,
+        timeout: int | None = None,
+    ) -> ET.Element:
+        response = self.invoke(
+            WSManAction.RECEIVE, resource_uri, resource, option_set, selector_set, timeout,
+            retries_on_read_timeout=0,
+        )  # fmt: skip
+        return cast(ET.Element, response.find("s:Body", namespaces=NAMESPACES))
+
+
+class _Channel:
+    """One HTTP connection and the RunspacePool on it; used by one thread at a time."""
+
+    def __init__(self, settings: ConnectionSettings, password: str | None) -> None:
+        verify: bool | str = settings.ca_bundle if settings.ca_bundle else settings.verify
+        extra: dict[str, Any] = {}
+        if settings.auth == "certificate":
+            extra = {
+                "certificate_pem": settings.certificate_pem,
+                "certificate_key_pem": settings.certificate_key_pem,
+            }
+        self.wsman = _WSMan(
+            settings.server,
+            port=settings.effective_port,
+            username=settings.username,
+            password=password,
+            ssl=settings.https,
+            path=settings.path.strip("/"),
+            auth=settings.auth,
+            # pypsrp annotates these as bool/int; requests takes a CA path and float seconds
+            cert_validation=cast(Any, verify),
+            connection_timeout=cast(Any, settings.connect_timeout),
+            read_timeout=cast(Any, settings.read_timeout),
+            operation_timeout=settings.operation_timeout,
+            max_envelope_size=MAX_ENVELOPE_SIZE,
+            **extra,
+        )
+        self.pool = RunspacePool(
+            self.wsman, configuration_name=settings.configuration, min_runspaces=1,
+            max_runspaces=1,
+        )  # fmt: skip
+        _install_fast_output(self.pool)
+
+    def open(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunspacePoolWarning)
+            self.pool.open()
+
+    def close(self) -> None:
+        """Close the pool politely; a broken connection is simply dropped."""
+        try:
+            self.pool.close()
+        except (WinRMError, requests.exceptions.RequestException) as exc:
+            log.debug("closing a runspace pool failed: %s", exc)
+        self.wsman.close()
+
+    def abandon(self, via: _Channel | None) -> None:
+        """Forget a broken connection, deleting its shell through ``via`` if possible.
+
+        After a drop pypsrp cannot reuse the connection (NTLM encryption state is lost,
+        pypsrp #21), but the server still counts the shell against the user's runspace
+        limit until it idles out: delete it over the new, working connection.
+        """
+        shell = self.pool.shell
+        if via is not None and shell.id:
+            try:
+                via.wsman.delete(shell.resource_uri, selector_set=shell._selector_set)
+            except (WinRMError, requests.exceptions.RequestException) as exc:
+                log.debug("could not delete an abandoned shell: %s", exc)
+        self.wsman.close()
+
+
+# --------------------------------------------------------------------------- session
+
+
+class Session:
+    """Connections to one endpoint; :meth:`run` is thread safe and retries transient failures.
+
+    Use as a context manager: entering opens the first connection (so a wrong server or
+    password fails at once), leaving closes every pool. The password lives only here and
+    in pypsrp's transport; it is never in repr(), logs or messages.
+    """
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        password: str | None = None,
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.__password = password
+        self.stats = SessionStats()
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._lock = threading.Condition()
+        self._idle: list[_Channel] = []
+        self._open_count = 0
+        self._limit = settings.concurrency
+        self._ever_connected = False
+        self._closed = False
+        self._pace = 0.0  # seconds to wait before each command (micro delays)
+        self.opened_at: datetime | None = None
+
+    def __repr__(self) -> str:
+        return f"Session({self.settings.url!r}, user={self.settings.who!r})"
+
+    def __enter__(self) -> Session:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---- connections
+
+    def open(self) -> None:
+        """Open the first connection now, so configuration errors surface before any work."""
+        channel = self._acquire()
+        self._release(channel)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._open_count -= len(idle)
+            self._lock.notify_all()
+        for channel in idle:
+            channel.close()
+
+    def set_concurrency(self, connections: int) -> None:
+        """Allow up to ``connections`` connections at once (one runspace each)."""
+        with self._lock:
+            self._limit = max(1, connections)
+            self._lock.notify_all()
+
+    @property
+    def concurrency(self) -> int:
+        return self._limit
+
+    def _new_channel(self) -> _Channel:
+        _check_auth_support(self.settings.auth)
+        try:
+            channel = _Channel(self.settings, self.__password)
+        except ValueError as exc:
+            raise ConfigError(f"invalid connection settings: {exc}") from exc
+        try:
+            channel.open()
+        except (WinRMError, requests.exceptions.RequestException) as exc:
+            channel.wsman.close()
+            _classify(exc, self.settings, first_contact=not self._ever_connected)
+            raise  # _classify always raises; this keeps mypy and readers sure of it
+        self._ever_connected = True
+        if self.opened_at is None:
+            self.opened_at = datetime.now(UTC)
+        return channel
+
+    def _acquire(self) -> _Channel:
+        while True:
+            with self._lock:
+                while True:
+                    if self._closed:
+                        raise RemoteCommandError("the session is closed")
+                    if self._idle:
+                        return self._idle.pop()
+                    if self._open_count < self._limit:
+                        self._open_count += 1
+                        break
+                    self._lock.wait()
+            try:
+                return self._new_channel()
+            except _Transient as exc:
+                with self._lock:
+                    self._open_count -= 1
+                    self._lock.notify_all()
+                    if self._open_count > 0 and _THROTTLED.search(str(exc)):
+                        # The server allows fewer runspaces than asked (Exchange Online: 3;
+                        # or other sessions of this user): go on with those already open.
+                        self._limit = max(1, self._open_count)
+                        log.warning("the server refused another runspace; using %d", self._limit)
+                        continue
+                raise
+            except BaseException:
+                with self._lock:
+                    self._open_count -= 1
+                    self._lock.notify_all()
+                raise
+
+    def _release(self, channel: _Channel) -> None:
+        with self._lock:
+            if self._closed:
+                self._open_count -= 1
+                close = True
+            else:
+                self._idle.append(channel)
+                close = False
+            self._lock.notify()
+        if close:
+            channel.close()
+
+    def _discard(self, channel: _Channel) -> None:
+        with self._lock:
+            self._open_count -= 1
+            self._lock.notify()
+            via = self._idle[-1] if self._idle else None
+        channel.abandon(via)
+        self.stats.reconnects += 1
+
+    # ---- commands
+
+    def run(self, commands: Command | Sequence[Command]) -> CommandResult:
+        """Run one pipeline; retry transient failures on a fresh connection.
+
+        Raises :class:`CommandNotFound` for a cmdlet the endpoint lacks (or RBAC hides),
+        :class:`RemoteCommandError` for a terminating error, :class:`ConnectionFailed` /
+        :class:`AuthenticationFailed` when the server cannot be used.
+        """
+        pipeline = [commands] if isinstance(commands, Command) else list(commands)
+        if not pipeline:
+            raise ValueError("no command to run")
+        return self._with_retries(pipeline_text(pipeline), lambda ps: _add_commands(ps, pipeline))
+
+    def run_script(
+        self, script: str, parameters: Mapping[str, object] | None = None
+    ) -> CommandResult:
+        """Run script text with parameters (full-language endpoints such as a jump host)."""
+
+        def build(ps: PowerShell) -> None:
+            ps.add_script(script)
+            for name, value in (parameters or {}).items():
+                ps.add_parameter(name, value)
+
+        return self._with_retries("script", build)
+
+    def _with_retries(self, label: str, build: Callable[[PowerShell], None]) -> CommandResult:
+        policy = self.settings.retry
+        attempt = 1
+        while True:
+            self._wait_for_pace()
+            channel: _Channel | None = None
+            try:
+                channel = self._acquire()
+                result = self._invoke(channel, label, build)
+            except _Transient as exc:
+                if channel is not None:
+                    self._discard(channel)
+                if attempt >= policy.attempts:
+                    raise ConnectionFailed(
+                        f"{label}: gave up after {attempt} tries: {exc}"
+                    ) from exc
+                delay = policy.delay(attempt, self._rng, exc.server_wait)
+                log.warning("%s: %s; retrying in %.1f s", label, exc, delay)
+                self.stats.retries += 1
+                attempt += 1
+                self._sleep(delay)
+                continue
+            except BridgeError:
+                if channel is not None:  # the server answered: the connection is fine
+                    self._release(channel)
+                raise
+            except BaseException:
+                # Ctrl+C mid-request leaves the connection in an unknown state: drop it
+                if channel is not None:
+                    self._discard(channel)
+                raise
+            self._release(channel)
+            self._note_warnings(result.warnings)
+            return result
+
+    def _invoke(
+        self, channel: _Channel, label: str, build: Callable[[PowerShell], None]
+    ) -> CommandResult:
+        ps = PowerShell(channel.pool)
+        build(ps)
+        raw: list[_RawOutput] = []
+        try:
+            ps.begin_invoke()
+            while ps.state == PSInvocationState.RUNNING:
+                ps.poll_invoke()
+                if ps.output:
+                    raw.extend(ps.output)
+                    ps.output.clear()
+        except (WinRMError, requests.exceptions.RequestException) as exc:
+            _classify(exc, self.settings, first_contact=False)
+            raise
+        self.stats.commands += 1
+        errors = [_error_record(record) for record in ps.streams.error]
+        warning_texts = [_warning_text(record) for record in ps.streams.warning]
+        if ps.state == PSInvocationState.FAILED:
+            terminating = errors.pop() if errors else ErrorRecord("", "NotSpecified", "", "")
+            self._release_pipeline(ps)
+            _raise_terminating(label, terminating, self.settings)
+        self._release_pipeline(ps)
+        rows = [_read_output(item, label) for item in raw]
+        return CommandResult(rows=rows, errors=errors, warnings=warning_texts)
+
+    def _release_pipeline(self, ps: PowerShell) -> None:
+        # Tell the server the command's resources can go (WinRS Signal terminate), as
+        # PowerShell's own client does; otherwise they stay until the shell closes.
+        try:
+            ps.close()
+        except (WinRMError, requests.exceptions.RequestException) as exc:
+            _classify(exc, self.settings, first_contact=False)
+            raise
+
+    def _note_warnings(self, texts: Iterable[str]) -> None:
+        """Exchange Online's micro delays: slow the pace while they come, relax after."""
+        delayed_ms = [int(m.group(1)) for t in texts if (m := _MICRO_DELAY.search(t))]
+        with self._lock:
+            if delayed_ms:
+                self.stats.micro_delays += len(delayed_ms)
+                wanted = max(delayed_ms) / 1000.0
+                self._pace = min(self.settings.retry.max_delay, max(wanted, self._pace * 2, 0.05))
+            else:
+                self._pace = self._pace / 2 if self._pace > 0.01 else 0.0
+
+    def _wait_for_pace(self) -> None:
+        pace = self._pace
+        if pace > 0:
+            self._sleep(pace)
+
+
+def _add_commands(ps: PowerShell, pipeline: Sequence[Command]) -> None:
+    # Values always travel as parameters, never pasted into script text (NoLanguage).
+    for command in pipeline:
+        ps.add_cmdlet(command.name)
+        for name, value in command.parameters.items():
+            ps.add_parameter(name, list(value) if isinstance(value, tuple) else value)
+
+
+def _read_output(item: object, label: str) -> Row:
+    xml = item.xml if isinstance(item, _RawOutput) else None
+    if xml is None:
+        # pypsrp decoded it itself (not expected once the fast path is installed)
+        return {"Value": str(item)}
+    value = parse_element(xml)
+    if isinstance(value, dict):
+        return value
+    # a bare value (Get-Date, a string): keep it as a one-column row
+    return {"Value": value}
+
+
+def _raise_terminating(label: str, record: ErrorRecord, settings: ConnectionSettings) -> None:
+    text = record.message or record.error_id or "the pipeline failed"
+    if record.reason == "CommandNotFoundException" or "CommandNotFound" in record.error_id:
+        raise CommandNotFound(
+            f"{label}: the endpoint has no such cmdlet (or your RBAC roles do not grant it): {text}"
+        )
+    if "ScriptsNotAllowed" in record.error_id or "no-language mode" in text:
+        raise RemoteCommandError(
+            f"{label}: the endpoint {settings.configuration} runs in NoLanguage mode and "
+            "accepts only cmdlets with parameters."
+        )
+    if _THROTTLED.search(text):
+        raise _Transient(f"throttled by the server: {text}", server_wait=_server_wait(text))
+    raise RemoteCommandError(f"{label}: {text}", record=record)

@@ -1,0 +1,146 @@
+"""Profiles (TOML), settings precedence and where the password comes from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import (
+    PASSWORD_VARIABLE,
+    build_settings,
+    config_path,
+    load_profile,
+    resolve_password,
+)
+from bridge.errors import ConfigError
+from bridge.remote import ConnectionSettings
+
+PROFILE = """
+[profiles.onprem]
+server = "mail.contoso.com"
+user = "admin@contoso.com"
+auth = "ntlm"
+concurrency = 6
+read_timeout = 90
+
+[profiles.broken]
+server = 42
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(PROFILE, encoding="utf-8")
+    return path
+
+
+def test_config_location_follows_platform_and_override() -> None:
+    assert config_path({"PSBRIDGE_CONFIG": "/x/p.toml"}) == Path("/x/p.toml")
+    windows = config_path({"APPDATA": r"C:\Users\a\AppData\Roaming"}, platform="win32")
+    assert windows == Path(r"C:\Users\a\AppData\Roaming") / "psbridge" / "config.toml"
+    assert config_path({"HOME": "/home/a"}, platform="linux") == Path(
+        "/home/a/.config/psbridge/config.toml"
+    )
+    assert config_path({"XDG_CONFIG_HOME": "/cfg", "HOME": "/h"}, platform="linux") == Path(
+        "/cfg/psbridge/config.toml"
+    )
+
+
+def test_profile_values_are_read_and_command_line_wins(config_file: Path) -> None:
+    profile = load_profile("onprem", config_file)
+    settings = build_settings({"concurrency": 2, "server": None, "https": None}, profile)
+    assert settings.server == "mail.contoso.com"
+    assert settings.username == "admin@contoso.com"
+    assert settings.auth == "ntlm"
+    assert settings.concurrency == 2  # the command line beats the profile
+    assert settings.read_timeout == 90
+    assert settings.url == "http://mail.contoso.com:80/PowerShell"
+    assert settings.configuration == "Microsoft.Exchange"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("nope", PROFILE, "no profile 'nope' in {file} (profiles: broken, onprem)"),
+        ("broken", PROFILE, "profile 'broken' in {file}: server must be str"),
+        ("p", "[profiles.p]\nserver = 'x'\npassword = 'hunter2'\n", "holds a password"),
+        ("p", "[profiles.p]\nservr = 'x'\n", "unknown key 'servr'"),
+        ("p", "[profiles.p\n", "is not valid TOML"),
+        ("p", "[profiles.p]\nhttps = 'yes'\n", "https must be bool"),
+    ],
+)
+def test_bad_profiles_are_config_errors(tmp_path: Path, name: str, text: str, message: str) -> None:
+    file = tmp_path / "config.toml"
+    file.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_profile(name, file)
+    assert message.format(file=file) in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="there is no config file at .*missing.toml"):
+        load_profile("onprem", tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "no server given"),
+        ({"server": "x", "auth": "basic"}, "basic authentication needs --https"),
+        ({"server": "x", "read_timeout": 10, "operation_timeout": 20}, "must be below"),
+        ({"server": "x", "auth": "magic"}, "unknown auth method 'magic'"),
+    ],
+)
+def test_invalid_settings_are_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_settings(options)
+
+
+def test_retries_become_the_attempt_count() -> None:
+    assert build_settings({"server": "x", "retries": 0}).retry.attempts == 1
+    assert build_settings({"server": "x"}).retry.attempts == 5
+
+
+def test_password_order_environment_then_keyring_then_prompt() -> None:
+    settings = ConnectionSettings(server="x", username="admin@contoso.com")
+    prompts: list[str] = []
+
+    def prompt(text: str) -> str:
+        prompts.append(text)
+        return "typed"
+
+    assert (
+        resolve_password(
+            settings, environ={PASSWORD_VARIABLE: "from-env"}, prompt=prompt,
+            keyring_lookup=lambda user: "from-keyring",
+        )
+        == "from-env"
+    )  # fmt: skip
+    assert (
+        resolve_password(settings, environ={}, prompt=prompt, keyring_lookup=lambda u: "kr") == "kr"
+    )
+    assert resolve_password(settings, environ={}, prompt=prompt, keyring_lookup=lambda u: None) == (
+        "typed"
+    )
+    assert prompts == ["Password for admin@contoso.com at x"]
+
+
+def test_no_password_without_a_terminal_is_a_clear_error() -> None:
+    settings = ConnectionSettings(server="x", username="admin@contoso.com")
+    with pytest.raises(
+        ConfigError, match="no password for admin@contoso.com: set PSBRIDGE_PASSWORD"
+    ):
+        resolve_password(settings, environ={}, prompt=None, keyring_lookup=lambda u: None)
+
+
+def test_no_user_means_the_current_identity_and_no_password() -> None:
+    settings = ConnectionSettings(server="x", auth="kerberos")
+    assert resolve_password(settings, environ={PASSWORD_VARIABLE: "unused"}) is None
+
+
+def test_settings_hold_no_password() -> None:
+    settings = build_settings({"server": "x", "user": "u"})
+    assert "password" not in repr(settings).lower()
