@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bridge import __version__, history, workbook
-from bridge.errors import BridgeError, ExitCode, HistoryError, OutputError
+from bridge.errors import BridgeError, ConfigError, ExitCode, HistoryError, OutputError
 
 if TYPE_CHECKING:
     from bridge import frames
@@ -495,6 +495,164 @@ def run_command(cmdlet: str, parameters: tuple[str, ...], output: Path,
         click.get_current_context().exit(int(ExitCode.PARTIAL))
 
 
+# --- scripts commands ---
+# The other ways in (ps_scripts/): `via_options` adds --via/--tenant/--app-id/
+# --certificate-thumbprint/--certificate-file to `mobile` (a `via: dict` keyword) and
+# `collecting_via(via, connection, collection, ...)` yields the same Collection shape as
+# `collecting`, from Get-PsbridgeExoData.ps1 on a jump host or in a local pwsh.
+# `psbridge scripts` shows (or copies) the scripts, e.g. Export-PsbridgeData.ps1 for a
+# Windows admin to run.
+
+_VIA_CHOICES = ("direct", "jumphost", "pwsh")
+_VIA_KEYS = ("via", "tenant", "app_id", "certificate_thumbprint", "certificate_file")
+
+
+def via_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --via and the Exchange Online app options; the command receives ``via: dict``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["via"] = {key: kwargs.pop(key) for key in _VIA_KEYS}
+        return command(*args, **kwargs)
+
+    options = [
+        click.option("--via", type=click.Choice(_VIA_CHOICES), default="direct",
+                     show_default=True,
+                     help="direct: the Exchange endpoint (/PowerShell); jumphost: a Windows "
+                          "host (the connection options name it; WinRM /wsman, configuration "
+                          "Microsoft.PowerShell) runs ps_scripts' Get-PsbridgeExoData.ps1 "
+                          "against Exchange Online; pwsh: the same script in a local "
+                          "PowerShell 7."),
+        click.option("--tenant", metavar="DOMAIN",
+                     help="Exchange Online organisation for --via jumphost/pwsh: the initial "
+                          "domain, e.g. contoso.onmicrosoft.com."),
+        click.option("--app-id", metavar="GUID",
+                     help="Application (client) ID of the app registration (app-only sign-in)."),
+        click.option("--certificate-thumbprint", metavar="HEX",
+                     help="The app's certificate in the Windows certificate store."),
+        click.option("--certificate-file", metavar="PFX",
+                     help="The app's certificate as a .pfx file (a path where the script runs); "
+                          "its password from PSBRIDGE_CERTIFICATE_PASSWORD, never the command "
+                          "line (--via pwsh)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _jumphost_connection(connection: dict[str, Any]) -> dict[str, Any]:
+    """A jump host's WinRM defaults (/wsman, 5985 or 5986, Microsoft.PowerShell) for what
+    neither the command line nor the profile sets."""
+    from bridge import config
+
+    profile = config.load_profile(connection["profile"]) if connection.get("profile") else {}
+    jump = dict(connection)
+    for key, default in (("configuration", "Microsoft.PowerShell"), ("path", "wsman")):
+        if jump.get(key) is None and key not in profile:
+            jump[key] = default
+    if jump.get("port") is None and "port" not in profile:
+        https = jump.get("https") if jump.get("https") is not None else profile.get("https")
+        jump["port"] = 5986 if https else 5985
+    return jump
+
+
+@contextlib.contextmanager
+def collecting_via(
+    via: dict[str, Any],
+    connection: dict[str, Any],
+    collection: dict[str, Any],
+    *,
+    output: Path,
+    recipient_types: Sequence[str] = ("UserMailbox",),
+    all_devices: bool = False,
+    device_filter: str | None = None,
+) -> Iterator[Any]:
+    """`collecting` for --via direct; otherwise run Get-PsbridgeExoData.ps1 (jump host or
+    local pwsh) and yield its mailboxes, devices, errors and meta."""
+    import os
+
+    from bridge import scripts
+
+    app_values = [via[key] for key in _VIA_KEYS[1:]]
+    if via["via"] == "direct":
+        if any(value is not None for value in app_values):
+            raise click.UsageError("--tenant/--app-id/--certificate-* go with --via jumphost "
+                                   "or --via pwsh.")
+        with collecting(connection, collection, output=output, recipient_types=recipient_types,
+                        device_filter=device_filter) as result:
+            yield result
+        return
+    if collection.get("resume"):
+        raise click.UsageError(f"--resume works with --via direct; --via {via['via']} runs the "
+                               "script in one go.")
+    if not via["tenant"] or not via["app_id"]:
+        raise click.UsageError(f"--via {via['via']} needs --tenant and --app-id (and "
+                               "--certificate-thumbprint or --certificate-file).")
+    app = scripts.ExoApp(via["tenant"], via["app_id"], via["certificate_thumbprint"],
+                         via["certificate_file"])
+    certificate_password = os.environ.get(scripts.CERTIFICATE_PASSWORD_VARIABLE) or None
+    started = datetime.now(UTC)
+    if via["via"] == "pwsh":
+        if connection.get("server") or connection.get("profile"):
+            raise click.UsageError("--via pwsh runs PowerShell on this machine: leave out "
+                                   "--server/--profile.")
+        if not connection.get("quiet"):
+            click.echo(f"Running {scripts.EXO_SCRIPT} in pwsh for {app.organization} ...",
+                       err=True)
+        result = scripts.collect_via_pwsh(app, recipient_types=recipient_types,
+                                          all_devices=all_devices,
+                                          certificate_password=certificate_password)
+        result.meta.update(server="local pwsh", configuration="pwsh -File")
+    else:
+        if certificate_password:
+            raise ConfigError("--via jumphost cannot pass a .pfx password: import the "
+                              "certificate into the jump host's store and use "
+                              "--certificate-thumbprint.")
+        session = session_from_options(_jumphost_connection(connection))
+        if not connection.get("quiet"):
+            click.echo(f"Running {scripts.EXO_SCRIPT} on {session.settings.url} for "
+                       f"{app.organization} ...", err=True)
+        with session:
+            result = scripts.collect_via_jumphost(session, app, recipient_types=recipient_types,
+                                                  all_devices=all_devices)
+        result.meta.update(server=session.settings.url,
+                           configuration=session.settings.configuration,
+                           user=session.settings.username)
+    result.meta.update(strategy=f"script via {via['via']} ({scripts.EXO_SCRIPT})",
+                       seconds=(datetime.now(UTC) - started).total_seconds())
+    yield result
+
+
+@cli.command("scripts")
+@click.option("--copy-to", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Copy the scripts into DIR (created if missing), e.g. to take them to a "
+                   "Windows host.")
+def scripts_command(copy_to: Path | None) -> None:
+    """Show where psbridge's PowerShell scripts are, or copy them.
+
+    Export-PsbridgeData.ps1: run in an Exchange Management Shell (or after
+    Connect-ExchangeOnline) to export the files `psbridge mobile --from-clixml` reads.
+    Get-PsbridgeExoData.ps1: what --via jumphost and --via pwsh run.
+    """
+    import shutil
+
+    from bridge import scripts
+
+    folder = scripts.scripts_dir()
+    if copy_to is None:
+        click.echo(str(folder))
+        for name in scripts.SCRIPT_NAMES:
+            click.echo(f"  {name}")
+        return
+    try:
+        copy_to.mkdir(parents=True, exist_ok=True)
+        for name in scripts.SCRIPT_NAMES:
+            shutil.copyfile(folder / name, copy_to / name)
+    except OSError as exc:
+        raise OutputError(f"cannot copy the scripts to {copy_to}: {exc.strerror or exc}") from exc
+    click.echo(f"Copied {', '.join(scripts.SCRIPT_NAMES)} to {copy_to}")
+
+
 # --- report commands ---
 # `mobile` (live with the connection options, or --from-clixml offline) and `demo` (the
 # sandbox on loopback, collected over real WSMan/NTLM). Both build frames.build_report and
@@ -635,12 +793,13 @@ def _finish(report: frames.Report, output: Path, open_report: bool) -> None:
 @report_options
 @connection_options
 @collection_options
+@via_options
 @history_options
 def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
                    output_format: str | None, open_report: bool,
                    report_options: frames.ReportOptions, connection: dict[str, Any],
-                   collection: dict[str, Any], history_settings: history.HistorySettings
-                   ) -> None:
+                   collection: dict[str, Any], via: dict[str, Any],
+                   history_settings: history.HistorySettings) -> None:
     """The mobile device report: which devices sync each mailbox, with what, how recently.
 
     Live: psbridge mobile --server mail.contoso.com --user admin@contoso.com -o report.xlsx
@@ -654,6 +813,8 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
     if from_clixml:
         if connection.get("server") or connection.get("profile"):
             raise click.UsageError("--from-clixml reads files: leave out --server/--profile.")
+        if via["via"] != "direct":
+            raise click.UsageError("--from-clixml reads files: leave out --via.")
         export = frames.load_exports(list(from_clixml))
         run_started = export.created or started
         report = frames.build_report(export.mailboxes, export.devices, export.errors,
@@ -677,9 +838,10 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
         return
     device_filter = (None if report_options.all_devices
                      else f"DeviceModel -eq '{report_options.device_model}'")
-    with collecting(connection, collection, output=output,
-                    recipient_types=report_options.recipient_types,
-                    device_filter=device_filter) as result:
+    with collecting_via(via, connection, collection, output=output,
+                        recipient_types=report_options.recipient_types,
+                        all_devices=report_options.all_devices,
+                        device_filter=device_filter) as result:
         for text in result.meta.get("warnings") or []:
             click.echo(f"Warning: {text}", err=True)
         report = frames.build_report(result.mailboxes, result.devices, result.errors,

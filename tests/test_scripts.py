@@ -414,3 +414,208 @@ def test_jumphost_accepts_only_psbridge_scripts_and_declared_parameters(
                     "CertificateThumbprint": THUMBPRINT,
                 },
             )
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _psbridge(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    from click.testing import CliRunner
+
+    from bridge.cli import cli
+
+    result = CliRunner(env=env).invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _outlook_user_devices(organisation: Organisation) -> int:
+    users = {
+        m["Identity"] for m in organisation.mailboxes if m["RecipientTypeDetails"] == "UserMailbox"
+    }
+    return sum(
+        1
+        for d in organisation.devices
+        if d["MailboxIdentity"] in users and d["DeviceModel"] == "Outlook for iOS and Android"
+    )
+
+
+def test_cli_mobile_via_pwsh(fake_pwsh: Path, organisation: Organisation, tmp_path: Path) -> None:
+    app = ExoApp(TENANT, APP_ID, certificate_thumbprint=THUMBPRINT)
+    document = exo_script_document(
+        ExoTenant(organisation, app_id=APP_ID), exo_parameters(app, all_devices=False)
+    )
+    (fake_pwsh / "stdout.bin").write_text(document, "utf-8")
+    output = tmp_path / "report.csv"
+    code, stdout, stderr = _psbridge(
+        "mobile",
+        "--via",
+        "pwsh",
+        "--tenant",
+        TENANT,
+        "--app-id",
+        APP_ID,
+        "--certificate-thumbprint",
+        THUMBPRINT,
+        "--no-history",
+        "-o",
+        str(output),
+    )
+    assert (code, stderr) == (0, f"Running {EXO_SCRIPT} in pwsh for {TENANT} ...\n")
+    assert f"Report written to {output.resolve()}" in stdout
+    devices = _outlook_user_devices(organisation)
+    assert f"  Devices                 {devices:>8}" in stdout.splitlines()
+    # the report's defaults travel to the script: user mailboxes, Outlook devices only
+    assert _call(fake_pwsh)["argv"][-3:] == ["-RecipientTypeDetails", "UserMailbox", "-OutlookOnly"]
+    assert len(output.read_text(encoding="utf-8-sig").splitlines()) == devices + 1
+
+
+def test_cli_via_pwsh_without_pwsh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    code, _, stderr = _psbridge(
+        "mobile",
+        "--via",
+        "pwsh",
+        "--tenant",
+        TENANT,
+        "--app-id",
+        APP_ID,
+        "--certificate-thumbprint",
+        THUMBPRINT,
+        "--no-history",
+        "-q",
+        "-o",
+        str(tmp_path / "r.xlsx"),
+    )
+    assert (code, stderr) == (8, f"Error: {PWSH_INSTALL_HINT}\n")
+
+
+def test_cli_via_options_are_checked(tmp_path: Path) -> None:
+    out = str(tmp_path / "r.xlsx")
+    code, _, stderr = _psbridge("mobile", "--server", "mail", "--tenant", TENANT, "-o", out)
+    assert code == 2
+    assert stderr.endswith(
+        "Error: --tenant/--app-id/--certificate-* go with --via jumphost or --via pwsh.\n"
+    )
+    code, _, stderr = _psbridge("mobile", "--via", "pwsh", "--app-id", APP_ID, "-o", out)
+    assert code == 2
+    assert stderr.endswith(
+        "Error: --via pwsh needs --tenant and --app-id (and --certificate-thumbprint or "
+        "--certificate-file).\n"
+    )
+    code, _, stderr = _psbridge(
+        "mobile", "--via", "pwsh", "--tenant", TENANT, "--app-id", "nope", "-o", out
+    )
+    assert (code, stderr) == (
+        8,
+        "Error: --app-id 'nope' is not a GUID: use the app registration's Application "
+        "(client) ID\n",
+    )
+
+
+def test_cli_mobile_via_jumphost(jumphost: tuple[Sandbox, JumpHost], tmp_path: Path) -> None:
+    sandbox, host = jumphost
+    output = tmp_path / "report.xlsx"
+    code, stdout, stderr = _psbridge(
+        "mobile",
+        "--via",
+        "jumphost",
+        "--server",
+        sandbox.host,
+        "--port",
+        str(sandbox.port),
+        "--path",
+        "PowerShell",
+        "--auth",
+        "ntlm",
+        "--user",
+        sandbox.username,
+        "--tenant",
+        TENANT,
+        "--app-id",
+        APP_ID,
+        "--certificate-thumbprint",
+        THUMBPRINT,
+        "--no-history",
+        "-o",
+        str(output),
+        env={"PSBRIDGE_PASSWORD": sandbox.password},
+    )
+    assert code == 0, stderr
+    assert stderr == (
+        f"Running {EXO_SCRIPT} on http://{sandbox.host}:{sandbox.port}/PowerShell for "
+        f"{TENANT} ...\n"
+    )
+    devices = _outlook_user_devices(sandbox.organisation)
+    assert f"  Devices                 {devices:>8}" in stdout.splitlines()
+    assert host.runs[-1][1]["OutlookOnly"] is True
+    assert sandbox.password not in stdout + stderr
+
+
+def test_cli_scripts_shows_and_copies_them(tmp_path: Path) -> None:
+    code, stdout, _ = _psbridge("scripts")
+    assert (code, stdout) == (
+        0,
+        f"{ROOT / 'ps_scripts'}\n  Export-PsbridgeData.ps1\n  Get-PsbridgeExoData.ps1\n",
+    )
+    code, stdout, _ = _psbridge("scripts", "--copy-to", str(tmp_path / "take"))
+    assert code == 0
+    assert (tmp_path / "take" / EXO_SCRIPT).read_bytes() == script_path(EXO_SCRIPT).read_bytes()
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_export_and_script_reports_equal_the_live_report(
+    fake_pwsh: Path, tmp_path: Path
+) -> None:
+    """Sandbox export -> --from-clixml, and the script's output via pwsh, give the very
+    report a live collection of the same organisation gives."""
+    import pandas as pd
+
+    from bridge import exchange, frames
+    from bridge.output import write_frame
+    from bridge.remote import ConnectionSettings, Session
+    from bridge.sandbox.export import export_organisation
+
+    organisation = Organisation(mailboxes=30, seed=5)
+    options = frames.ReportOptions()
+    started = organisation.reference_time
+    with Sandbox(organisation=organisation) as sandbox:
+        settings = ConnectionSettings(
+            server=sandbox.host, port=sandbox.port, auth="ntlm", username=sandbox.username
+        )
+        with Session(settings, sandbox.password) as session:
+            live = exchange.collect(
+                session,
+                recipient_types=options.recipient_types,
+                device_filter=f"DeviceModel -eq '{options.device_model}'",
+            )
+        assert sandbox.internal_errors == []
+    live_report = frames.build_report(
+        live.mailboxes, live.devices, live.errors, options=options, run_started=started
+    )
+    assert len(live_report.devices) > 3
+
+    export = tmp_path / "export"
+    export_organisation(organisation, export)
+    offline_csv, live_csv = tmp_path / "offline.csv", tmp_path / "live.csv"
+    code, _, stderr = _psbridge(
+        "mobile", "--from-clixml", str(export), "--no-history", "-o", str(offline_csv)
+    )
+    assert code == 0, stderr
+    write_frame(live_csv, live_report.devices_sheet())
+    assert offline_csv.read_bytes() == live_csv.read_bytes()
+
+    app = ExoApp(TENANT, APP_ID, certificate_thumbprint=THUMBPRINT)
+    parameters = exo_parameters(app, all_devices=False)
+    document = exo_script_document(ExoTenant(organisation, app_id=APP_ID), parameters)
+    (fake_pwsh / "stdout.bin").write_text(document, "utf-8")
+    script = collect_via_pwsh(app, all_devices=False)
+    script_report = frames.build_report(
+        script.mailboxes, script.devices, script.errors, options=options, run_started=started
+    )
+    pd.testing.assert_frame_equal(script_report.devices_sheet(), live_report.devices_sheet())
+    pd.testing.assert_frame_equal(
+        script_report.users_without_devices, live_report.users_without_devices
+    )
+    assert script_report.figures == live_report.figures
