@@ -731,6 +731,10 @@ def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "stale."),
         click.option("--include-identifiers", is_flag=True,
                      help="Keep DeviceImei and DevicePhoneNumber (left out by default)."),
+        click.option("--as-of", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S",
+                                                      "%Y-%m-%d %H:%M"]),
+                     help="Count days since the last sync from this UTC time (default: now, "
+                          "or when an offline export was taken)."),
         click.option("--open", "open_report", is_flag=True,
                      help="Open the report when it is written."),
     ]  # fmt: skip
@@ -796,7 +800,7 @@ def _finish(report: frames.Report, output: Path, open_report: bool) -> None:
 @via_options
 @history_options
 def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
-                   output_format: str | None, open_report: bool,
+                   output_format: str | None, open_report: bool, as_of: datetime | None,
                    report_options: frames.ReportOptions, connection: dict[str, Any],
                    collection: dict[str, Any], via: dict[str, Any],
                    history_settings: history.HistorySettings) -> None:
@@ -810,13 +814,14 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
 
     output, output_format = _report_output(output, output_format, "mobile-devices")
     started = datetime.now(UTC)
+    as_of = as_of.replace(tzinfo=UTC) if as_of else None
     if from_clixml:
         if connection.get("server") or connection.get("profile"):
             raise click.UsageError("--from-clixml reads files: leave out --server/--profile.")
         if via["via"] != "direct":
             raise click.UsageError("--from-clixml reads files: leave out --via.")
         export = frames.load_exports(list(from_clixml))
-        run_started = export.created or started
+        run_started = as_of or export.created or started
         report = frames.build_report(export.mailboxes, export.devices, export.errors,
                                      options=report_options, run_started=run_started)
         organisation = export.organisation or frames.organisation_name(report.mailboxes,
@@ -845,7 +850,7 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
         for text in result.meta.get("warnings") or []:
             click.echo(f"Warning: {text}", err=True)
         report = frames.build_report(result.mailboxes, result.devices, result.errors,
-                                     options=report_options, run_started=started)
+                                     options=report_options, run_started=as_of or started)
         server = str(result.meta.get("server", ""))
         organisation = frames.organisation_name(report.mailboxes, server)
         run = _live_run_details(result.meta, organisation, started)

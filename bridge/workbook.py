@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -626,11 +627,13 @@ def write_report(path: Path | str, report: Report, run_info: RunDetails, *,
     given. A workbook open in Excel gives an OutputError naming the file.
     """
     target = Path(path)
-    with atomic_write(target) as temp_path:
+    # Row data waits in temporary files beside the output (not in a small /tmp), in a
+    # folder of their own so a failed run leaves nothing behind.
+    with atomic_write(target) as temp_path, tempfile.TemporaryDirectory(
+            prefix=".psbridge-", dir=temp_path.parent, ignore_cleanup_errors=True) as rows_dir:
         book = xlsxwriter.Workbook(str(temp_path), {
             "constant_memory": True, "strings_to_numbers": False,
-            "strings_to_formulas": False, "strings_to_urls": False,
-            "tmpdir": str(temp_path.parent),
+            "strings_to_formulas": False, "strings_to_urls": False, "tmpdir": rows_dir,
         })
         book.set_properties({"title": "Mobile device report", "creator": "psbridge",
                              "comments": f"psbridge {run_info.version}"})

@@ -1,0 +1,74 @@
+"""psbridge demo: the README's main command, end to end over real WSMan/NTLM."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import openpyxl
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli import cli
+from bridge.frames import OUTLOOK_MOBILE_MODEL
+from bridge.sandbox.organisation import Organisation
+
+
+def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["demo"])
+    assert result.exit_code == 0, result.output
+    output = tmp_path / "psbridge-demo.xlsx"
+    org = Organisation(mailboxes=200, seed=1)
+    users = [m for m in org.mailbox_entries if m.kind == "user"]
+    devices = [d for m in users for d in m.devices if d.model == OUTLOOK_MOBILE_MODEL]
+    owners = {d.mailbox.identity for d in devices}
+    native = sum(d.client_type == "Outlook" for d in devices) / len(devices)
+    stale = sum(d.last_success is not None
+                and (org.reference_time - d.last_success).total_seconds() // 86_400 > 30
+                for d in devices)
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"Sandbox: 200 mailboxes \(seed 1\) at http://127\.0\.0\.1:\d+/PowerShell"
+                        r"; connecting over WSMan/PSRP with NTLM \.\.\.", lines[0])
+    assert re.fullmatch(rf"Collected {len(users)} mailboxes and {len(devices)} devices in "
+                        r"\d+\.\d s \(2 commands, bulk strategy\)\.", lines[1])
+    assert lines[2:] == [
+        f"Report written to {output.resolve()}",
+        f"  Mailboxes checked       {len(users):>8,}",
+        f"  Users with devices      {len(owners):>8,}",
+        f"  Users without devices   {len(users) - len(owners):>8,}",
+        f"  Devices                 {len(devices):>8,}",
+        f"  On Outlook native sync  {native:>8.1%}",
+        f"  Still on REST (legacy)  {sum(d.client_type == 'REST' for d in devices):>8,}",
+        f"  Stale (over 30 days)    {stale:>8,}",
+        f"  Never synced            {sum(d.last_success is None for d in devices):>8,}",
+    ]
+    book = openpyxl.load_workbook(output)
+    assert book.sheetnames == ["Summary", "Devices", "Users without devices", "Run"]
+    assert book["Devices"].max_row == len(devices) + 1
+    run = {row[0]: row[1] for row in book["Run"].iter_rows(values_only=True) if row[0]}
+    assert run["Source"] == ("psbridge demo: sandbox organisation (200 mailboxes, seed 1) over "
+                             "WSMan/PSRP")
+    assert run["Organisation"] == "Contoso"
+    # the demo leaves the user's history alone
+    assert "Changes" not in book.sheetnames
+
+
+def test_demo_size_seed_and_output(tmp_path: Path) -> None:
+    output = tmp_path / "small.xlsx"
+    result = CliRunner().invoke(cli, ["demo", "--mailboxes", "20", "--seed", "4", "-o",
+                                      str(output)])
+    assert result.exit_code == 0, result.output
+    org = Organisation(mailboxes=20, seed=4)
+    devices = [d for d in org.iter_devices()
+               if d.mailbox.kind == "user" and d.model == OUTLOOK_MOBILE_MODEL]
+    assert openpyxl.load_workbook(output)["Devices"].max_row == len(devices) + 1
+    assert f"Report written to {output.resolve()}" in result.stdout
+
+
+def test_demo_writes_only_workbooks(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path / "demo.csv")])
+    assert result.exit_code == 4
+    assert result.stderr == (f"Error: cannot write {tmp_path / 'demo.csv'}: the demo writes a "
+                             "workbook; use a name ending in .xlsx.\n")
