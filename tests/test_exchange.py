@@ -1,0 +1,193 @@
+"""Collection strategies against the sandbox: same rows as the ground truth, either way,
+and an interrupted run resumes without re-querying or doubling anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.checkpoint import Checkpoint
+from bridge.errors import CommandNotFound
+from bridge.exchange import collect, device_parent
+from bridge.remote import ConnectionSettings, RetryPolicy, Session
+from bridge.sandbox.cmdlets import ExchangeCmdlets
+from bridge.sandbox.contract import CommandCall, ErrorSpec, PipelineOutcome
+from bridge.sandbox.organisation import Organisation
+from bridge.sandbox.server import Sandbox
+
+FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
+KEY = {"strategy": "per-mailbox"}
+
+
+def settings_for(sb: Sandbox, concurrency: int = 3) -> ConnectionSettings:
+    return ConnectionSettings(
+        server=sb.host, port=sb.port, auth="ntlm", username=sb.username,
+        concurrency=concurrency, retry=FAST_RETRY,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(mailboxes=25, seed=7) as sb:
+        yield sb
+        assert sb.internal_errors == []
+
+
+def truth(sb: Sandbox, types: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Identities of the mailboxes of ``types`` and of their devices, in Exchange's order."""
+    mailboxes = [m for m in sb.organisation.mailboxes if m["RecipientTypeDetails"] in types]
+    names = {m["Identity"] for m in mailboxes}
+    devices = [d["Identity"] for d in sb.organisation.devices if d["MailboxIdentity"] in names]
+    return [str(m["Identity"]) for m in mailboxes], devices
+
+
+def plain(devices: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: v for k, v in d.items() if k != "QueriedMailbox"} for d in devices]
+
+
+@pytest.mark.parametrize("types", [("UserMailbox",), ("UserMailbox", "SharedMailbox")])
+def test_both_strategies_give_the_ground_truth(sandbox: Sandbox, types: tuple[str, ...]) -> None:
+    with Session(settings_for(sandbox), sandbox.password) as session:
+        bulk = collect(session, "bulk", recipient_types=types)
+        classic = collect(session, "per-mailbox", recipient_types=types, concurrency=3)
+    mailbox_ids, device_ids = truth(sandbox, types)
+    assert [m["Identity"] for m in bulk.mailboxes] == mailbox_ids
+    assert [d["Identity"] for d in bulk.devices] == device_ids
+    assert bulk.mailboxes == classic.mailboxes
+    assert plain(classic.devices) == bulk.devices
+    assert all(d["QueriedMailbox"] == device_parent(d) for d in classic.devices)
+    assert bulk.errors == classic.errors == []
+    assert bulk.meta["commands"] == 2
+    assert classic.meta["commands"] == 1 + len(mailbox_ids)
+
+
+def test_a_device_under_two_mailboxes_is_kept_under_both(sandbox: Sandbox) -> None:
+    with Session(settings_for(sandbox), sandbox.password) as session:
+        both = collect(session, "bulk", recipient_types=("UserMailbox", "SharedMailbox"))
+    seen: dict[object, set[object]] = {}
+    for device in both.devices:
+        seen.setdefault(device["DeviceID"], set()).add(device_parent(device))
+    assert any(len(parents) == 2 for parents in seen.values())
+
+
+def test_bulk_filter_is_applied_on_the_server(sandbox: Sandbox) -> None:
+    outlook = "DeviceModel -eq 'Outlook for iOS and Android'"
+    with Session(settings_for(sandbox), sandbox.password) as session:
+        filtered = collect(session, "bulk", device_filter=outlook)
+    _, device_ids = truth(sandbox, ("UserMailbox",))
+    expected = [
+        d["Identity"] for d in sandbox.organisation.devices
+        if d["Identity"] in set(device_ids) and d["DeviceModel"] == "Outlook for iOS and Android"
+    ]  # fmt: skip
+    assert expected and [d["Identity"] for d in filtered.devices] == expected
+    assert filtered.meta["device_filter_applied"] is True
+
+
+class _Interrupt:
+    """A progress reporter that presses Ctrl+C after ``after`` mailboxes."""
+
+    def __init__(self, after: int) -> None:
+        self.after, self.done = after, 0
+
+    def start(self, label: str, total: int | None) -> None:
+        pass
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        if self.done >= self.after:
+            raise KeyboardInterrupt
+
+    def finish(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_interrupted_run_resumes_without_requery_or_duplicates(
+    sandbox: Sandbox, tmp_path: Path, concurrency: int
+) -> None:
+    folder = tmp_path / "run"
+    with Session(settings_for(sandbox), sandbox.password) as session:
+        straight = collect(session, "per-mailbox", concurrency=concurrency)
+        store = Checkpoint.open(folder, KEY, resume=False)
+        with pytest.raises(KeyboardInterrupt):
+            collect(session, "per-mailbox", checkpoint=store, progress=_Interrupt(7),
+                    concurrency=concurrency)  # fmt: skip
+        store.close()
+
+    resumed_store = Checkpoint.open(folder, KEY, resume=True)
+    saved = len(resumed_store.done_keys("mailbox-devices"))
+    assert saved == 7
+    with Session(settings_for(sandbox), sandbox.password) as session:
+        resumed = collect(session, "per-mailbox", checkpoint=resumed_store, concurrency=concurrency)
+    # only the mailboxes not yet saved were queried again (Get-Mailbox was saved too)
+    assert resumed.meta["commands"] == len(straight.mailboxes) - saved
+    assert resumed.meta["resumed"] is True
+    assert resumed.mailboxes == straight.mailboxes
+    assert resumed.devices == straight.devices
+
+
+def test_bulk_resume_skips_finished_commands(sandbox: Sandbox, tmp_path: Path) -> None:
+    with Session(settings_for(sandbox), sandbox.password) as session:
+        first = collect(session, "bulk", checkpoint=Checkpoint.open(tmp_path, KEY, resume=False))
+        again = collect(session, "bulk", checkpoint=Checkpoint.open(tmp_path, KEY, resume=True))
+    assert again.meta["commands"] == 0
+    assert (again.mailboxes, again.devices) == (first.mailboxes, first.devices)
+
+
+class _FailingHost:
+    """The sandbox's Exchange cmdlets, except a terminating error for one mailbox, or
+    Get-MobileDeviceStatistics missing altogether (RBAC)."""
+
+    def __init__(self, organisation: Organisation, bad_identity: str | None) -> None:
+        self.real = ExchangeCmdlets(organisation)
+        self.bad_identity = bad_identity
+
+    def has_command(self, name: str) -> bool:
+        if self.bad_identity is None and name.lower() == "get-mobiledevicestatistics":
+            return False
+        return self.real.has_command(name)
+
+    def invoke(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
+        mailbox = commands[0].parameters.get("Mailbox")
+        if mailbox is not None and mailbox == self.bad_identity:
+            spec = ErrorSpec(
+                message=f"Couldn't find '{mailbox}' as a recipient.",
+                exception_type="Microsoft.Exchange.Management.AirSync.RecipientNotFoundException",
+                category="InvalidArgument",
+                fully_qualified_error_id="RecipientNotFound,GetMobileDeviceStatistics",
+                reason="RecipientNotFoundException",
+            )
+            return PipelineOutcome(events=iter(()), terminating=spec)
+        return self.real.invoke(commands, user)
+
+
+def _sandbox_with(bad_identity: str | None) -> Any:
+    organisation = Organisation(mailboxes=12, seed=3)
+    return Sandbox(organisation=organisation, host=_FailingHost(organisation, bad_identity))
+
+
+def test_one_failing_mailbox_is_an_error_row_not_the_end() -> None:
+    organisation = Organisation(mailboxes=12, seed=3)
+    users = [m for m in organisation.mailboxes if m["RecipientTypeDetails"] == "UserMailbox"]
+    bad = str(users[2]["Identity"])
+    with Sandbox(organisation=organisation, host=_FailingHost(organisation, bad)) as sb:
+        with Session(settings_for(sb), sb.password) as session:
+            result = collect(session, "per-mailbox")
+        assert sb.internal_errors == []
+    [error] = result.errors
+    assert error["Mailbox"] == bad
+    assert error["Category"] == "RecipientNotFoundException"
+    assert error["Message"] == f"Couldn't find '{bad}' as a recipient."
+    assert str(error["Command"]).startswith("Get-MobileDeviceStatistics -Mailbox ")
+    assert {d["QueriedMailbox"] for d in result.devices} <= {m["Identity"] for m in users} - {bad}
+    assert len(result.mailboxes) == len(users)
+
+
+def test_a_cmdlet_missing_for_rbac_stops_the_run() -> None:
+    with _sandbox_with(None) as sb:
+        with Session(settings_for(sb), sb.password) as session:
+            with pytest.raises(CommandNotFound, match="Get-MobileDeviceStatistics -Mailbox"):
+                collect(session, "per-mailbox")
