@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from pypsrp.exceptions import AuthenticationError, WSManFaultError
+from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
 from pypsrp.wsman import WSMan
 
@@ -346,3 +346,158 @@ def test_start_is_fast_and_stop_frees_the_port(tiny: TinyHost) -> None:
         requests.post(f"http://127.0.0.1:{port}/PowerShell", timeout=2)
     assert threading.active_count() < 50
     assert "password" not in repr(sandbox).lower() or sandbox.password not in repr(sandbox)
+
+
+# -- HTTPS --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_sb(tiny: TinyHost) -> Iterator[Sandbox]:
+    with Sandbox(host=tiny, https=True) as sandbox:
+        yield sandbox
+        assert sandbox.internal_errors == []
+
+
+@pytest.mark.parametrize("auth", ["negotiate", "basic"])
+def test_https_with_the_generated_ca_for_negotiate_and_basic(tls_sb: Sandbox, auth: str) -> None:
+    assert tls_sb.url.startswith("https://127.0.0.1:") and tls_sb.ca_file is not None
+    assert tls_sb.ca_file.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    with pool(tls_sb, auth) as runspace:
+        assert len(get_thing(runspace, Count=2).output) == 2
+
+
+def test_https_wrong_basic_password_is_refused(tls_sb: Sandbox) -> None:
+    with pytest.raises(AuthenticationError):
+        pool(tls_sb, "basic", password="wrong").open()
+
+
+def test_https_certificate_is_not_trusted_without_the_ca_file(tls_sb: Sandbox) -> None:
+    with pytest.raises(requests.exceptions.SSLError):
+        pool(tls_sb, cert_validation=True).open()
+
+
+# -- realism knobs ----------------------------------------------------------------------------
+
+
+def test_slow_command_answers_operation_timeout_and_pypsrp_polls_again(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, latency_per_command=1.5) as sandbox:
+        with pool(sandbox, operation_timeout=1, read_timeout=4) as runspace:
+            started = time.perf_counter()
+            before = sandbox.requests_served
+            shell = get_thing(runspace, Count=2)
+            elapsed = time.perf_counter() - started
+            receives = sandbox.requests_served - before - 1
+        assert sandbox.internal_errors == []
+    assert len(shell.output) == 2
+    assert elapsed >= 1.5
+    assert receives >= 2  # at least one Receive answered with fault 2150858793
+
+
+def test_latency_per_object_paces_the_stream(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, latency_per_object=0.02) as sandbox:
+        with pool(sandbox) as runspace:
+            started = time.perf_counter()
+            shell = get_thing(runspace, Count=15)
+            elapsed = time.perf_counter() - started
+    assert len(shell.output) == 15
+    assert elapsed >= 14 * 0.02
+
+
+def test_concurrent_shell_limit_refuses_the_next_pool_with_exchanges_text(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, max_shells_per_user=2) as sandbox:
+        first, second = pool(sandbox), pool(sandbox)
+        first.open()
+        second.open()
+        with pytest.raises(WSManFaultError) as caught:
+            pool(sandbox).open()
+        assert caught.value.code == 2150858819
+        reason = caught.value.reason or ""
+        assert reason.startswith("[AuthZRequestId=")
+        assert (
+            "[FailureCategory=AuthZ-AuthorizationException] Fail to create a runspace because "
+            "you have exceeded the maximum number of connections allowed : 2 for the policy "
+            "party : MaxConcurrency. Please close existing runspace and try again." in reason
+        )
+        first.close()
+        with pool(sandbox) as third:  # a closed pool frees its slot
+            assert len(get_thing(third).output) == 3
+        second.close()
+        assert sandbox.internal_errors == []
+
+
+def test_cmdlet_budget_gives_micro_delays_then_throttling_errors(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, cmdlet_budget=2, budget_window=30, micro_delay=0.01) as sandbox:
+        with pool(sandbox) as runspace:
+            shells = [get_thing(runspace, Count=1) for _ in range(5)]
+        assert sandbox.internal_errors == []
+    assert [len(shell.output) for shell in shells] == [1, 1, 1, 1, 0]
+    delayed = [
+        [w.message for w in shell.streams.warning if w.message.startswith("Micro delay")]
+        for shell in shells
+    ]
+    assert [len(messages) for messages in delayed] == [0, 0, 1, 1, 0]
+    assert delayed[2][0].startswith("Micro delay applied. Actual delayed: 10 msecs, Enforced: True")
+    assert shells[4].state == PSInvocationState.FAILED
+    assert str(shells[4].streams.error[0]).startswith(
+        "Operation aborted because the operation has exceeded your throttling policy budget. "
+        "Please wait for "
+    )
+
+
+def test_dropped_connection_then_old_ntlm_context_fails_until_a_new_pool(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, drop_after_objects=5) as sandbox:
+        runspace = pool(sandbox)
+        runspace.open()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            get_thing(runspace, Count=20)
+        # pypsrp re-authenticates on a new connection but still encrypts with its old
+        # context: the server cannot decrypt and every later message is refused
+        with pytest.raises(WinRMTransportError) as caught:
+            get_thing(runspace, Count=1)
+        assert caught.value.code == 400
+        with pool(sandbox) as fresh:  # a new connection and pool recovers
+            assert len(get_thing(fresh, Count=3).output) == 3
+        assert sandbox.internal_errors == []
+
+
+@pytest.mark.parametrize("status", [503, 500])
+def test_http_errors_reach_the_client_and_polling_again_loses_nothing(
+    tiny: TinyHost, status: int
+) -> None:
+    # requests after authentication: Create, Receive, Command, then this Receive fails
+    with Sandbox(host=tiny, http_error_every=4, http_error_status=status) as sandbox:
+        with pool(sandbox) as runspace:
+            shell = PowerShell(runspace)
+            shell.add_cmdlet("Get-Thing").add_parameter("Count", 4)
+            # an IIS 503 page is not XML: WinRMTransportError with the status; the 500 page
+            # parses as XML, so pypsrp reports an empty WSManFault, as against real IIS
+            expected = WinRMTransportError if status == 503 else WSManFaultError
+            with pytest.raises(expected) as caught:
+                shell.invoke()
+            assert caught.value.code == (503 if status == 503 else None)
+            shell.end_invoke()
+            assert len(shell.output) == 4
+        assert sandbox.internal_errors == []
+
+
+def test_a_stalled_receive_is_resent_by_pypsrp_and_answered_the_same(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, receive_stall=0.6) as sandbox:
+        with pool(sandbox, read_timeout=0.3, reconnection_backoff=0.01) as runspace:
+            shell = get_thing(runspace, Count=5)
+        assert sandbox.internal_errors == []
+    assert [item.adapted_properties["Index"] for item in shell.output] == [0, 1, 2, 3, 4]
+
+
+def test_a_receive_that_keeps_stalling_trips_the_client_read_timeout(tiny: TinyHost) -> None:
+    # longer than all six attempts (read timeout 0.2 s, five resends) together
+    with Sandbox(host=tiny, receive_stall=2.0, receive_stalls=10) as sandbox:
+        runspace = pool(sandbox, read_timeout=0.2, reconnection_backoff=0.01)
+        runspace.open()
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            get_thing(runspace)
+        assert sandbox.internal_errors == []
+
+
+def test_unknown_knob_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="unknown sandbox knob"):
+        Sandbox(host=TinyHost(), latency=1)

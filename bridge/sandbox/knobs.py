@@ -32,9 +32,12 @@ class Knobs:
     # Answer every Nth WSMan request (after authentication) with this HTTP status.
     http_error_every: int | None = None
     http_error_status: int = 503
-    # Hold every Receive this long before answering, ignoring the client's
-    # OperationTimeout, so the client's HTTP read timeout trips.
+    # Hold a Receive of command output this long before answering, ignoring the
+    # client's OperationTimeout, so the client's HTTP read timeout trips; only the first
+    # ``receive_stalls`` Receives of the sandbox stall. pypsrp resends a timed-out
+    # Receive (5 times) on a new connection and gets the same answer, as from WinRM.
     receive_stall: float = 0.0
+    receive_stalls: int = 1
 
     @classmethod
     def names(cls) -> list[str]:

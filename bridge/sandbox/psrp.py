@@ -183,6 +183,9 @@ class ShellSession:
         self.pool_queue: deque[PSRPMessage] = deque()
         self.pipelines: dict[uuid.UUID, PipelineRun] = {}
         self.closed = False
+        # the last Receive answer per command, replayed when pypsrp resends the same
+        # message after a read timeout
+        self.last_receive: dict[str, tuple[str, str]] = {}
 
     # -- incoming ---------------------------------------------------------------------
 

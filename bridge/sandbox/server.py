@@ -197,6 +197,7 @@ class Sandbox:
         self._authenticated_requests = 0
         self._objects_since_drop = 0
         self._drop_pending = False
+        self._stalls_done = 0
         self._cmdlet_times: dict[str, deque[float]] = {}
 
     # -- lifecycle --------------------------------------------------------------------
@@ -455,8 +456,6 @@ class Sandbox:
     # -- WSMan ------------------------------------------------------------------------
 
     def _dispatch(self, request: wsman.Request, user: str) -> bytes:
-        if self.knobs.receive_stall and request.action == wsman.ACTION_RECEIVE:
-            time.sleep(self.knobs.receive_stall)
         action = request.action
         if action == wsman.ACTION_CREATE:
             body = self._create(request, user)
@@ -613,6 +612,14 @@ class Sandbox:
             return wsman.receive_response(base64.b64encode(payload).decode(), None, False)
 
         with shell.lock:
+            replay = shell.last_receive.get(command_id.upper())
+        if replay is not None and replay[0] == request.message_id:
+            # pypsrp resends the very same Receive after a read timeout; WinRM answers it
+            # with the same data, so nothing is lost or repeated
+            return replay[1]
+        if self._take_stall():
+            time.sleep(self.knobs.receive_stall)  # ignoring OperationTimeout, like a hung server
+        with shell.lock:
             run = shell.pipelines.get(uuid.UUID(command_id))
         if run is None:
             raise wsman.WSManFault(
@@ -630,9 +637,19 @@ class Sandbox:
                     run.pipeline.close()
         if not payload and not done:
             raise wsman.WSManFault(wsman.OPERATION_TIMEOUT, wsman.TIMEOUT_MESSAGE, "w:TimedOut")
-        return wsman.receive_response(
+        answer = wsman.receive_response(
             base64.b64encode(payload).decode(), command_id.upper(), done
         )
+        with shell.lock:
+            shell.last_receive[command_id.upper()] = (request.message_id, answer)
+        return answer
+
+    def _take_stall(self) -> bool:
+        with self._lock:
+            if not self.knobs.receive_stall or self._stalls_done >= self.knobs.receive_stalls:
+                return False
+            self._stalls_done += 1
+            return True
 
     def _start(self, shell: ShellSession, run: PipelineRun) -> None:
         """Check the pipeline against the configuration, then hand it to the host."""
