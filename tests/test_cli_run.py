@@ -1,0 +1,187 @@
+"""`psbridge run` and the shared connection options, against the sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner, Result
+from openpyxl import load_workbook
+
+from bridge.cli import cli
+from bridge.sandbox.server import Sandbox
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(mailboxes=15, seed=9) as sb:
+        yield sb
+        assert sb.internal_errors == []
+
+
+def connect_args(sb: Sandbox) -> list[str]:
+    return ["--server", sb.host, "--port", str(sb.port), "--auth", "ntlm", "--user", sb.username]
+
+
+def invoke(sb: Sandbox, args: list[str], password: str | None = None) -> Result:
+    env = {"PSBRIDGE_PASSWORD": sb.password if password is None else password}
+    return CliRunner().invoke(cli, args, env=env)
+
+
+def test_run_writes_csv_with_every_row(sandbox: Sandbox, tmp_path: Path) -> None:
+    out = tmp_path / "users.csv"
+    result = invoke(
+        sandbox,
+        ["run", "Get-Mailbox", "-p", "RecipientTypeDetails=UserMailbox,SharedMailbox",
+         "-p", "ResultSize=Unlimited", "-o", str(out), *connect_args(sandbox)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = [
+        m for m in sandbox.organisation.mailboxes
+        if m["RecipientTypeDetails"] in ("UserMailbox", "SharedMailbox")
+    ]  # fmt: skip
+    assert result.output == (
+        "Get-Mailbox -RecipientTypeDetails UserMailbox,SharedMailbox -ResultSize Unlimited: "
+        f"{len(expected)} row(s) -> {out}\n"
+    )
+    frame = pd.read_csv(out, encoding="utf-8-sig")
+    assert list(frame["Identity"]) == [m["Identity"] for m in expected]
+
+
+def test_run_writes_xlsx_and_warnings_go_to_stderr(sandbox: Sandbox, tmp_path: Path) -> None:
+    out = tmp_path / "two.xlsx"
+    result = invoke(
+        sandbox,
+        ["run", "Get-Mailbox", "-p", "ResultSize=2", "-o", str(out), *connect_args(sandbox)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Warning: There are more results available than are currently displayed." in (
+        result.output
+    )
+    sheet = load_workbook(out, read_only=True)["Get-Mailbox"]
+    rows = list(sheet.iter_rows(values_only=True))
+    assert len(rows) == 3 and "Identity" in rows[0]
+
+
+def test_wrong_password(sandbox: Sandbox, tmp_path: Path) -> None:
+    result = invoke(
+        sandbox, ["run", "Get-Mailbox", "-o", str(tmp_path / "x.csv"), *connect_args(sandbox)],
+        password="not-it",
+    )  # fmt: skip
+    assert result.exit_code == 6
+    assert result.output == (
+        f"Error: the server refused the credentials of {sandbox.username} (auth: ntlm) at "
+        f"{sandbox.url}. Check the user name (UPN or DOMAIN\\user) and password.\n"
+    )
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_unknown_cmdlet_exit_code(sandbox: Sandbox, tmp_path: Path) -> None:
+    result = invoke(
+        sandbox, ["run", "Get-Nothing", "-o", str(tmp_path / "x.csv"), *connect_args(sandbox)]
+    )
+    assert result.exit_code == 7
+    assert result.output.startswith(
+        "Error: Get-Nothing: the endpoint has no such cmdlet (or your RBAC roles do not grant "
+        "it): The term 'Get-Nothing' is not recognized"
+    )
+
+
+def test_server_errors_make_a_partial_result(sandbox: Sandbox, tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    result = invoke(
+        sandbox,
+        ["run", "Get-Mailbox", "-p", "Identity=nobody", "-o", str(out), *connect_args(sandbox)],
+    )
+    assert result.exit_code == 9
+    assert result.output.splitlines()[-1] == (
+        "Error: 1 error record(s) from the server; first: ManagementObjectNotFoundException: "
+        "The operation couldn't be performed because object 'nobody' couldn't be found on "
+        "'DC01.contoso.com'."
+    )
+    assert out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["run", "Get-Mailbox | Format-List", "-o", "x.csv"],
+            "is not a cmdlet name like Get-Mailbox",
+        ),
+        (["run", "Get-Mailbox", "-p", "=5", "-o", "x.csv"], "is not Name=Value"),
+    ],
+)
+def test_usage_errors(sandbox: Sandbox, args: list[str], message: str) -> None:
+    result = invoke(sandbox, [*args, *connect_args(sandbox)])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_unknown_output_type_fails_before_connecting(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["run", "Get-Mailbox", "-o", str(tmp_path / "x.txt"), "--server", "127.0.0.1",
+              "--port", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 4
+    assert result.output == (
+        f"Error: cannot write {tmp_path / 'x.txt'}: unknown output type '.txt'; use .xlsx, "
+        ".csv, .parquet or .json.\n"
+    )
+
+
+def test_no_password_and_no_terminal(sandbox: Sandbox, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["run", "Get-Mailbox", "-o", str(tmp_path / "x.csv"), *connect_args(sandbox)],
+        env={"PSBRIDGE_PASSWORD": ""},
+    )  # fmt: skip
+    assert result.exit_code == 8
+    assert result.output == (
+        f"Error: no password for {sandbox.username}: set PSBRIDGE_PASSWORD, store it with "
+        f"'keyring set psbridge {sandbox.username}', or run interactively\n"
+    )
+
+
+def test_profile_supplies_the_connection(sandbox: Sandbox, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[profiles.lab]\nserver = "{sandbox.host}"\nport = {sandbox.port}\nauth = "ntlm"\n'
+        f'user = "{sandbox.username}"\nconcurrency = 2\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "m.parquet"
+    result = CliRunner().invoke(
+        cli, ["run", "Get-Mailbox", "-p", "ResultSize=3", "-o", str(out), "--profile", "lab"],
+        env={"PSBRIDGE_PASSWORD": sandbox.password, "PSBRIDGE_CONFIG": str(config)},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_parquet(out)) == 3
+
+
+def test_missing_profile(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["run", "Get-Mailbox", "-o", "x.csv", "--profile", "nope"],
+        env={"PSBRIDGE_CONFIG": str(tmp_path / "none.toml")},
+    )  # fmt: skip
+    assert result.exit_code == 8
+    assert result.output == (
+        f"Error: profile 'nope' asked for, but there is no config file at "
+        f"{tmp_path / 'none.toml'} (set PSBRIDGE_CONFIG to use another file)\n"
+    )
+
+
+def test_no_verify_warns_loudly(tmp_path: Path) -> None:
+    with Sandbox(mailboxes=3, seed=1, https=True) as sb:
+        result = CliRunner().invoke(
+            cli,
+            ["run", "Get-Mailbox", "-o", str(tmp_path / "x.csv"), "--https", "--no-verify",
+             *connect_args(sb)],
+            env={"PSBRIDGE_PASSWORD": sb.password},
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        "WARNING: --no-verify: the server's certificate is NOT checked; anyone on the network "
+        "path could read your credentials and data. Use --ca-bundle instead.\n"
+    )
