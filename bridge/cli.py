@@ -314,11 +314,17 @@ def settings_from_options(connection: dict[str, Any]) -> Any:
 
 def session_from_options(connection: dict[str, Any]) -> Any:
     """An unopened remote.Session for the options, with the password resolved safely."""
+    import logging
     import sys
 
     from bridge import config, remote
 
     settings = settings_from_options(connection)
+    ctx = click.get_current_context(silent=True)
+    if not (ctx and ctx.find_root().obj and ctx.find_root().obj.get("debug")):
+        # pypsrp logs every timeout it meets with a full traceback at ERROR; psbridge
+        # retries those and reports what matters itself. --debug shows them.
+        logging.getLogger("pypsrp").setLevel(logging.CRITICAL)
 
     def prompt(text: str) -> str:
         return str(click.prompt(text, hide_input=True, err=True))
