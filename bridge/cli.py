@@ -607,7 +607,8 @@ def collecting_via(
                        err=True)
         result = scripts.collect_via_pwsh(app, recipient_types=recipient_types,
                                           all_devices=all_devices,
-                                          certificate_password=certificate_password)
+                                          certificate_password=certificate_password,
+                                          progress=progress_for(connection.get("quiet", False)))
         result.meta.update(server="local pwsh", configuration="pwsh -File")
     else:
         if certificate_password:

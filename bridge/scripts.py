@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from bridge.errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from bridge.exchange import Progress
     from bridge.remote import Session
 
 Row = dict[str, object]
@@ -69,6 +71,8 @@ PWSH_INSTALL_HINT = (
 )
 
 _CLIXML_HEADER = b"#< CLIXML"
+# the script's Write-Progress status, as pwsh serializes it to stderr (a ProgressRecord's SD)
+_PROGRESS = re.compile(rb"<SD>Mobile devices: mailbox (\d+) of (\d+)</SD>")
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 _THUMBPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
 _ORGANIZATION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)+$")
@@ -298,6 +302,70 @@ def _stdout_rows(stdout: bytes) -> list[Row]:
     return rows if rows else list(iter_records(body))
 
 
+class _ProgressReader:
+    """Follows the script's progress records on pwsh's stderr while it runs."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.chunks: list[bytes] = []
+        self._tail = b""
+        self._done = 0
+        self._started = False
+
+    def feed(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        if self.progress is None:
+            return
+        window = self._tail + chunk
+        last_end = 0
+        for match in _PROGRESS.finditer(window):
+            done, total = int(match.group(1)), int(match.group(2))
+            if not self._started:
+                self.progress.start("Mobile devices", total)
+                self._started = True
+            if done > self._done:
+                self.progress.advance(done - self._done)
+                self._done = done
+            last_end = match.end()
+        # keep enough to complete a record cut between two reads, never a counted one
+        self._tail = window[max(last_end, len(window) - 256) :]
+
+    def finish(self) -> None:
+        if self.progress is not None and self._started:
+            self.progress.finish()
+
+
+def _run_pwsh(
+    argv: list[str], env: dict[str, str], progress: Progress | None
+) -> tuple[int, bytes, bytes]:
+    """Run pwsh, reading stdout and stderr together (no pipe can fill and stall it) and
+    reporting the script's progress as it comes; pwsh is stopped if psbridge is."""
+    reader = _ProgressReader(progress)
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert process.stdout is not None and process.stderr is not None
+    errors = process.stderr.fileno()
+
+    def follow_stderr() -> None:
+        for chunk in iter(lambda: os.read(errors, 1 << 16), b""):
+            reader.feed(chunk)
+
+    thread = threading.Thread(target=follow_stderr, name="psbridge-pwsh-stderr", daemon=True)
+    thread.start()
+    try:
+        stdout = process.stdout.read()
+        thread.join()
+        returncode = process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        reader.finish()
+    return returncode, stdout, b"".join(reader.chunks)
+
+
 def collect_via_pwsh(
     app: ExoApp,
     *,
@@ -305,6 +373,7 @@ def collect_via_pwsh(
     all_devices: bool = True,
     certificate_password: str | None = None,
     executable: str | None = None,
+    progress: Progress | None = None,
 ) -> ScriptCollection:
     """Run Get-PsbridgeExoData.ps1 in a local pwsh and sort what it emitted.
 
@@ -330,19 +399,19 @@ def collect_via_pwsh(
     argv = pwsh_arguments(pwsh, script_path(EXO_SCRIPT), parameters)
     source = f"pwsh {EXO_SCRIPT}"
     try:
-        finished = subprocess.run(argv, capture_output=True, env=env, check=False)
+        returncode, stdout, stderr = _run_pwsh(argv, env, progress)
     except OSError as exc:
         raise PowerShellNotFound(f"{pwsh} could not be started ({exc}). {PWSH_INSTALL_HINT}") from (
             exc
         )
 
-    failures = _stderr_errors(finished.stderr)
-    if finished.returncode != 0:
+    failures = _stderr_errors(stderr)
+    if returncode != 0:
         message = "; ".join(text for _, text in failures if text) or (
-            f"pwsh exited with code {finished.returncode} and no error message"
+            f"pwsh exited with code {returncode} and no error message"
         )
         _raise_failure(source, message)
-    collection = sort_tagged(_stdout_rows(finished.stdout), source=source)
+    collection = sort_tagged(_stdout_rows(stdout), source=source)
     collection.errors.extend(_error_row(source, category, text) for category, text in failures)
     collection.meta.setdefault("via", "pwsh")
     return collection

@@ -166,6 +166,22 @@ def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (None if v == "Unlimited" else v) for k, v in row.items()} for row in rows]
 
 
+class _RecordingProgress:
+    """An exchange.Progress that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def start(self, label: str, total: int | None) -> None:
+        self.calls.append(("start", label, total))
+
+    def advance(self, count: int = 1) -> None:
+        self.calls.append(("advance", count))
+
+    def finish(self) -> None:
+        self.calls.append(("finish",))
+
+
 def _call(replay: Path) -> dict[str, Any]:
     result: dict[str, Any] = json.loads((replay / "call.json").read_text())
     return result
@@ -178,7 +194,8 @@ def test_pwsh_argv_output_and_error_records(fake_pwsh: Path, organisation: Organ
     (fake_pwsh / "stdout.bin").write_text(exo_script_document(tenant, parameters), "utf-8")
     (fake_pwsh / "stderr.bin").write_bytes(_stderr(NOT_FOUND, warning="Micro delay applied."))
 
-    collection = collect_via_pwsh(app, recipient_types=TYPES, all_devices=False)
+    progress = _RecordingProgress()
+    collection = collect_via_pwsh(app, recipient_types=TYPES, all_devices=False, progress=progress)
 
     assert _call(fake_pwsh) == {
         "argv": [
@@ -223,6 +240,8 @@ def test_pwsh_argv_output_and_error_records(fake_pwsh: Path, organisation: Organ
     assert collection.meta["mailboxes"] == len(truth)
     assert collection.meta["devices"] == len(devices)
     assert collection.meta["via"] == "pwsh"
+    # the script's Write-Progress records on stderr drive psbridge's progress bar
+    assert progress.calls == [("start", "Mobile devices", 2), ("advance", 1), ("finish",)]
 
 
 def test_pwsh_certificate_password_travels_in_the_environment_only(
