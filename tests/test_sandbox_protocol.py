@@ -6,9 +6,15 @@ behaviour on their own; tests/test_sandbox_exchange.py covers the cmdlets.
 
 from __future__ import annotations
 
+import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -501,3 +507,60 @@ def test_a_receive_that_keeps_stalling_trips_the_client_read_timeout(tiny: TinyH
 def test_unknown_knob_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="unknown sandbox knob"):
         Sandbox(host=TinyHost(), latency=1)
+
+
+# -- psbridge sandbox serve ---------------------------------------------------------------
+
+
+def test_serve_prints_how_to_connect_serves_exchange_and_stops_on_ctrl_c() -> None:
+    command = [
+        sys.executable, "-m", "bridge.cli", "sandbox", "serve", "--mailboxes", "12",
+        "--seed", "3",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parent,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline().rstrip("\n") for _ in range(5)]
+        assert re.fullmatch(
+            r"Sandbox: 12 mailboxes \(seed 3\) at http://127\.0\.0\.1:\d+/PowerShell", lines[0]
+        )
+        assert lines[1] == "Configuration: Microsoft.Exchange"
+        assert lines[4] == "Press Ctrl+C to stop."
+        port = int(lines[0].rsplit(":", 1)[1].split("/")[0])
+        username = lines[2].removeprefix("User: ")
+        password = lines[3].removeprefix("Password: ")
+        connection = WSMan(
+            "127.0.0.1", port=port, ssl=False, username=username, password=password,
+            path="PowerShell",
+        )
+        with RunspacePool(connection, configuration_name="Microsoft.Exchange") as runspace:
+            shell = PowerShell(runspace)
+            shell.add_cmdlet("Get-Mailbox").add_parameter("ResultSize", "Unlimited")
+            assert len(shell.invoke()) == 12
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert re.fullmatch(r"Stopped after \d+ requests\.\n", out)
+
+
+def test_serve_on_a_port_in_use_is_one_clear_error() -> None:
+    from click.testing import CliRunner
+
+    from bridge.cli import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            cli, ["sandbox", "serve", "--mailboxes", "1", "--port", str(port)]
+        )
+    assert result.exit_code == 8
+    assert result.output == (
+        f"Error: The sandbox cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "choose another port, or 0 for any free one.\n"
+    )

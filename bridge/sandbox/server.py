@@ -28,6 +28,7 @@ from typing import Any
 
 from psrpcore.types import PSInvocationState
 
+from bridge.errors import ConfigError
 from bridge.sandbox import wsman
 from bridge.sandbox.auth import (
     Account,
@@ -243,9 +244,12 @@ class Sandbox:
         try:
             server.server_bind()
             server.server_activate()
-        except OSError:
+        except OSError as exc:
             server.server_close()
-            raise
+            raise ConfigError(
+                f"The sandbox cannot listen on {self.host}:{self.port} ({exc.strerror}); "
+                "choose another port, or 0 for any free one."
+            ) from exc
         if self.https:
             self._tempdir = Path(tempfile.mkdtemp(prefix="psbridge-sandbox-tls-"))
             ca_file, cert_file, key_file = write_certificates(self._tempdir, self.host)
