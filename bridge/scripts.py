@@ -259,12 +259,17 @@ def find_pwsh(executable: str | None = None) -> str:
 
 
 def _clixml_body(stream: bytes) -> bytes | None:
-    """The CLIXML after pwsh's ``#< CLIXML`` line, or None when the stream has none."""
+    """pwsh's CLIXML from its first ``#< CLIXML`` line on, or None when there is none.
+
+    pwsh may start a second ``#< CLIXML`` line and ``<Objs>`` block when the script writes
+    to several streams (PowerShell/PowerShell#12489): later header lines are dropped so
+    the blocks read as one stream (a literal ``#<`` cannot occur inside the XML).
+    """
     start = stream.find(_CLIXML_HEADER)
     if start < 0:
         return None
-    newline = stream.find(b"\n", start)
-    return b"" if newline < 0 else stream[newline + 1 :]
+    rest = start + len(_CLIXML_HEADER)
+    return stream[start:rest] + stream[rest:].replace(_CLIXML_HEADER, b"")
 
 
 def _stderr_errors(stderr: bytes) -> list[tuple[str, str]]:
@@ -290,16 +295,11 @@ def _category(record: Row) -> str:
 
 
 def _stdout_rows(stdout: bytes) -> list[Row]:
-    """The objects pwsh wrote to its success stream.
-
-    pwsh marks them ``S="Output"`` (PowerShell/PowerShell#12489 shows the shape); read
-    them as that stream, or as plain output should the reader count them as such.
-    """
+    """The objects pwsh wrote to its success stream (marked ``S="Output"``)."""
     body = _clixml_body(stdout)
-    if body is None or not body.strip():
+    if body is None or not body[len(_CLIXML_HEADER) :].strip():
         return []
-    rows = read_streams(body).get("output", [])
-    return rows if rows else list(iter_records(body))
+    return list(iter_records(body))
 
 
 class _ProgressReader:

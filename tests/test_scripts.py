@@ -638,3 +638,21 @@ def test_round_trip_export_and_script_reports_equal_the_live_report(
         script_report.users_without_devices, live_report.users_without_devices
     )
     assert script_report.figures == live_report.figures
+
+
+def test_pwsh_stdout_with_a_second_clixml_block_is_read_whole(
+    fake_pwsh: Path, organisation: Organisation
+) -> None:
+    """pwsh can start a second '#< CLIXML' + <Objs> block (PowerShell/PowerShell#12489)."""
+    app = ExoApp(TENANT, APP_ID, certificate_thumbprint=THUMBPRINT)
+    document = exo_script_document(ExoTenant(organisation, app_id=APP_ID), exo_parameters(app))
+    second = (
+        '\r\n#< CLIXML\r\n<Objs Version="1.1.0.1" '
+        'xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        '<S S="verbose">Disconnected.</S></Objs>'
+    )
+    (fake_pwsh / "stdout.bin").write_text(document + second, "utf-8")
+    collection = collect_via_pwsh(app)
+    users = [m for m in organisation.mailboxes if m["RecipientTypeDetails"] == "UserMailbox"]
+    assert [m["Identity"] for m in collection.mailboxes] == [m["Identity"] for m in users]
+    assert collection.meta["mailboxes"] == len(users)
