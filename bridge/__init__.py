@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import (
     AuthenticationFailed,
@@ -16,6 +17,9 @@ from bridge.errors import (
     RemoteCommandError,
     ReportError,
 )
+
+if TYPE_CHECKING:
+    from bridge.clixml import read_clixml
 
 try:
     __version__ = version("psbridge")
@@ -34,4 +38,14 @@ __all__ = [
     "RemoteCommandError",
     "ReportError",
     "__version__",
+    "read_clixml",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # read_clixml loads pandas and lxml: only on first use, so `psbridge --help` stays quick
+    if name == "read_clixml":
+        from bridge.clixml import read_clixml
+
+        return read_clixml
+    raise AttributeError(f"module 'bridge' has no attribute {name!r}")

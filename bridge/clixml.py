@@ -506,7 +506,9 @@ class _Converter:
                 stream = "progress"
         else:
             row = {"Value": self.value(element)}
-        return (stream.lower() if stream is not None else None), row
+        if stream is None or stream.lower() == "output":  # pwsh marks output S="Output"
+            return None, row
+        return stream.lower(), row
 
 
 def _local(tag: object) -> str:
