@@ -16,6 +16,13 @@ names with accents, apostrophes, commas and non-Latin scripts.
 
 Devices sit under their mailbox as in Exchange: Identity
 ``contoso.com/Staff/London/Jane Doe/ExchangeActiveSyncDevices/iPhone§ApplF17XK2...``.
+
+Unverified against a real server (no public capture shows them), chosen to be plausible:
+the object name of Outlook devices on the native sync (``Outlook§Outlook§<id>``; REST ones
+are ``REST§Outlook§<id>`` as seen in Exchange Online), and Windows Mail's DeviceModel
+("Windows Mail"), user agent and ClientType ("UniversalOutlook", after the cmdlets'
+-UniversalOutlook switch; its object name ``Hx§Outlook§<id>`` is as seen online). A
+partnership keeps its object name when its ClientType changes.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from bridge.sandbox.exchange_types import Prop, format_size, to_record
+from bridge.sandbox.exchange_types import Prop, to_record
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -921,8 +928,6 @@ def mobile_device_props(device: DeviceEntry) -> list[Prop]:
     ]
 
 
-PropsBuilder = Callable[[Any], list[Prop]]
-
 __all__ = [
     "DeviceEntry",
     "MailboxEntry",
@@ -930,7 +935,6 @@ __all__ = [
     "REFERENCE_BASE",
     "cas_mailbox_props",
     "device_statistics_props",
-    "format_size",
     "mailbox_props",
     "mobile_device_props",
 ]
