@@ -395,3 +395,23 @@ def test_sandbox_param_reader_agrees_with_the_grammar(path: Path) -> None:
         assert spec.parameter_set == expected[name]["set"], name
         patterns = [a for a in expected[name]["attributes"] if a.startswith("ValidatePattern")]  # type: ignore[union-attr]
         assert len(spec.patterns) == len(patterns), name
+
+
+def test_sandbox_export_manifest_has_the_export_scripts_keys(tmp_path: Path) -> None:
+    """`psbridge sandbox export` stands in for Export-PsbridgeData.ps1: same manifest keys."""
+    import json
+
+    from bridge.sandbox.export import export_organisation
+    from bridge.sandbox.organisation import Organisation
+
+    root = _tree(PS_SCRIPTS / EXPORT_SCRIPT).root_node
+    (manifest,) = [
+        node
+        for node in _walk(root)
+        if node.type == "assignment_expression" and _text(node.children[0]) == "$manifest"
+    ]
+    hashtable = next(n for n in _walk(manifest) if n.type == "hash_literal_body")
+    keys = [_text(entry.children[0]) for entry in hashtable.children if entry.type == "hash_entry"]
+    export_organisation(Organisation(mailboxes=3, seed=1), tmp_path)
+    written = json.loads((tmp_path / "psbridge-manifest.json").read_text(encoding="utf-8"))
+    assert [key for key in written if key != "sandbox"] == keys
