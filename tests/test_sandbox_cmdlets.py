@@ -340,3 +340,13 @@ def test_pypsrp_sees_exchanges_errors(sandbox: Any) -> None:
         assert str(bad.streams.error[0]) == (
             "A parameter cannot be found that matches parameter name 'Colour'.")
     assert sandbox.internal_errors == []
+
+
+def test_filter_compares_dates(host: ExchangeCmdlets, org: Organisation) -> None:
+    cut = org.reference_time.replace(year=org.reference_time.year - 1)
+    for text in (cut.strftime("%Y-%m-%dT%H:%M:%SZ"), cut.strftime("%m/%d/%Y %I:%M:%S %p")):
+        events, outcome = run(host, call(
+            "Get-MobileDevice", ResultSize="Unlimited", Filter=f"FirstSyncTime -gt '{text}'"))
+        assert outcome.terminating is None
+        expected = [d["Identity"] for d in org.devices if d["FirstSyncTime"] > cut]
+        assert expected and [props(e)["Identity"] for e in events] == expected

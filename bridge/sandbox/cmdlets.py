@@ -632,6 +632,8 @@ class _Compare(_Filter):
 
     def matches(self, record: dict[str, Any]) -> bool:
         actual = record.get(self.prop)
+        if self.operator in _ORDERING:
+            return _ordered(actual, self.operator, self.value)
         if self.operator in ("eq", "ne"):
             equal = _equal(actual, self.value)
             return equal if self.operator == "eq" else not equal
@@ -660,6 +662,50 @@ class _Not(_Filter):
         return not self.part.matches(record)
 
 
+_ORDERING = ("lt", "le", "gt", "ge")
+
+
+def _ordered(actual: Any, operator: str, expected: Any) -> bool:
+    """-lt/-le/-gt/-ge on dates (ISO or US "M/d/yyyy [h:mm:ss tt]", UTC) and numbers."""
+    if actual is None or isinstance(actual, bool | list):
+        return False
+    limit: Any
+    if isinstance(actual, datetime):
+        limit = _filter_date(str(expected))
+        if limit is None:
+            return False
+    elif isinstance(actual, int):
+        try:
+            limit = int(str(expected))
+        except ValueError:
+            return False
+    else:
+        actual, limit = str(actual).lower(), str(expected).lower()
+    if operator == "lt":
+        return bool(actual < limit)
+    if operator == "le":
+        return bool(actual <= limit)
+    if operator == "gt":
+        return bool(actual > limit)
+    return bool(actual >= limit)
+
+
+def _filter_date(text: str) -> datetime | None:
+    formats = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y")
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        for layout in formats:
+            try:
+                value = datetime.strptime(text, layout)
+                break
+            except ValueError:
+                continue
+        else:
+            return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "True" if value else "False"
@@ -686,7 +732,8 @@ _TOKEN_RE = re.compile(
 
 
 class _FilterParser:
-    """``A -eq 'x' -and (B -like 'y*' -or -not C -eq $true)``: Exchange's OPATH, the subset."""
+    """``A -eq 'x' -and (B -like 'y*' -or -not C -eq $true)``, ``FirstSyncTime -gt
+    '2025-01-01'``: the subset of Exchange's OPATH that admins type."""
 
     def __init__(self, text: str, properties: dict[str, str]) -> None:
         self.text = text
@@ -762,7 +809,7 @@ class _FilterParser:
                 "the filterable properties see the command help.")
         operator = self._next()
         op = operator[1].lower().lstrip("-") if operator[0] == "op" else ""
-        if op not in ("eq", "ne", "like", "notlike"):
+        if op not in ("eq", "ne", "like", "notlike", *_ORDERING):
             raise self._syntax(operator[2] - 1)
         kind, raw, _ = self._next()
         value: Any
