@@ -656,3 +656,19 @@ def test_pwsh_stdout_with_a_second_clixml_block_is_read_whole(
     users = [m for m in organisation.mailboxes if m["RecipientTypeDetails"] == "UserMailbox"]
     assert [m["Identity"] for m in collection.mailboxes] == [m["Identity"] for m in users]
     assert collection.meta["mailboxes"] == len(users)
+
+
+def test_jumphost_connection_defaults_are_winrms() -> None:
+    from bridge.cli import _jumphost_connection
+
+    given = {"server": "jump01", "port": None, "https": None, "path": None,
+             "configuration": None, "profile": None}  # fmt: skip
+    jump = _jumphost_connection(given)
+    assert (jump["path"], jump["port"], jump["configuration"]) == (
+        "wsman",
+        5985,
+        "Microsoft.PowerShell",
+    )
+    assert _jumphost_connection({**given, "https": True})["port"] == 5986
+    chosen = _jumphost_connection({**given, "path": "PowerShell", "port": 8080})
+    assert (chosen["path"], chosen["port"]) == ("PowerShell", 8080)
