@@ -466,6 +466,19 @@ def test_dropped_connection_then_old_ntlm_context_fails_until_a_new_pool(tiny: T
         assert sandbox.internal_errors == []
 
 
+def test_dropped_connection_with_basic_over_https_can_be_polled_again(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, https=True, drop_after_objects=5) as sandbox:
+        with pool(sandbox, "basic") as runspace:
+            shell = PowerShell(runspace)
+            shell.add_cmdlet("Get-Thing").add_parameter("Count", 8)
+            with pytest.raises(requests.exceptions.ConnectionError):
+                shell.invoke()
+            # no message encryption to lose: the next Receive goes on where it stopped
+            shell.end_invoke()
+        assert sandbox.internal_errors == []
+    assert [item.adapted_properties["Index"] for item in shell.output] == list(range(8))
+
+
 @pytest.mark.parametrize("status", [503, 500])
 def test_http_errors_reach_the_client_and_polling_again_loses_nothing(
     tiny: TinyHost, status: int

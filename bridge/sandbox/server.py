@@ -260,7 +260,7 @@ class Sandbox:
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
             name=f"psbridge-sandbox-{self.port}",
         )
         self._thread.start()
