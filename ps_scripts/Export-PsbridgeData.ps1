@@ -87,8 +87,11 @@ function Test-PsbridgeExoConnection {
     if ($null -eq (Get-Command -Name 'Get-ConnectionInformation' -ErrorAction SilentlyContinue)) {
         return $false
     }
-    $connections = @(Get-ConnectionInformation -ErrorAction SilentlyContinue |
-            Where-Object { $_.State -eq 'Connected' })
+    # Read State defensively: strict mode stops on a property an older module lacks.
+    $connections = @(Get-ConnectionInformation -ErrorAction SilentlyContinue | Where-Object {
+            $state = $_.PSObject.Properties['State']
+            $null -ne $state -and [string] $state.Value -eq 'Connected'
+        })
     return ($connections.Count -gt 0)
 }
 

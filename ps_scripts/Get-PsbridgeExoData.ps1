@@ -127,6 +127,9 @@ $recipientTypes = @(
         }
     }
 )
+if ($recipientTypes.Count -eq 0) {
+    throw ('No recipient type given. Use one of: {0}.' -f ($knownRecipientTypes -join ', '))
+}
 foreach ($recipientType in $recipientTypes) {
     if ($knownRecipientTypes -notcontains $recipientType) {
         throw ("Unknown recipient type '{0}'. Use one of: {1}." -f

@@ -368,6 +368,8 @@ def exo_script_output(
         for part in str(value).split(",")
         if part.strip()
     ]
+    if not recipient_types:
+        raise _thrown(f"No recipient type given. Use one of: {', '.join(KNOWN_RECIPIENT_TYPES)}.")
     for recipient_type in recipient_types:
         if recipient_type not in KNOWN_RECIPIENT_TYPES:
             raise _thrown(
