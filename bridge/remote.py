@@ -508,6 +508,12 @@ class _Channel:
             max_envelope_size=MAX_ENVELOPE_SIZE,
             **extra,
         )
+        # Build the requests session now and stop it re-reading the environment: pypsrp
+        # merges the proxy/CA variables into it at build time, and with trust_env on,
+        # requests scans every proxy variable again on each request (~1 ms each).
+        transport = self.wsman.transport
+        transport.session = transport._build_session()
+        transport.session.trust_env = False
         self.pool = RunspacePool(
             self.wsman, configuration_name=settings.configuration, min_runspaces=1,
             max_runspaces=1,

@@ -251,16 +251,19 @@ def test_http_503_is_retried() -> None:
         assert sb.internal_errors == []
 
 
-def test_stalled_receive_trips_the_read_timeout_then_gives_up() -> None:
-    with Sandbox(mailboxes=3, seed=2, receive_stall=3.0) as sb:
+def test_stalled_receive_trips_the_read_timeout_gives_up_then_recovers() -> None:
+    # two Receives hang past the read timeout: two tries fail and the run gives up;
+    # the next command is served on a fresh connection (pypsrp #21)
+    with Sandbox(mailboxes=3, seed=2, receive_stall=3.0, receive_stalls=2) as sb:
         settings = settings_for(
             sb, read_timeout=1.2, operation_timeout=1,
             retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.01),
         )  # fmt: skip
-        session = Session(settings, sb.password)
-        with pytest.raises(ConnectionFailed, match="gave up after 2 tries: no answer from"):
-            session.run(Command("Get-Mailbox"))
-        session.close()
+        with Session(settings, sb.password) as session:
+            with pytest.raises(ConnectionFailed, match="gave up after 2 tries: no answer from"):
+                session.run(Command("Get-Mailbox"))
+            assert len(session.run(Command("Get-Mailbox")).rows) == 3
+            assert session.stats.reconnects == 2
 
 
 def test_runspace_limit_caps_concurrency_instead_of_failing() -> None:
