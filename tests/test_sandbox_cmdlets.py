@@ -350,3 +350,18 @@ def test_filter_compares_dates(host: ExchangeCmdlets, org: Organisation) -> None
         assert outcome.terminating is None
         expected = [d["Identity"] for d in org.devices if d["FirstSyncTime"] > cut]
         assert expected and [props(e)["Identity"] for e in events] == expected
+
+
+def test_wire_objects_parse_to_the_ground_truth(host: ExchangeCmdlets, org: Organisation) -> None:
+    from bridge.clixml import parse_element
+
+    events, _ = run(host, call("Get-Mailbox", ResultSize="Unlimited"))
+    parsed = [parse_element(e.clixml) for e in events]
+    unlimited = {"Unlimited": None}  # records keep the text; frames make it None
+    assert [{k: unlimited.get(v, v) if isinstance(v, str) else v for k, v in p.items()}
+            for p in parsed] == org.mailboxes
+    events, _ = run(host, call("Get-MobileDevice", ResultSize="Unlimited"),
+                    call("Get-MobileDeviceStatistics"))
+    devices = [parse_element(e.clixml) for e in events]
+    truth = [{k: v for k, v in d.items() if k != "MailboxIdentity"} for d in org.devices]
+    assert devices == truth

@@ -121,3 +121,36 @@ def test_shipped_sample_is_the_seed_1_export(tmp_path: Path) -> None:
     export_organisation(Organisation(mailboxes=25, seed=1), tmp_path)
     for name in ("Mailboxes.xml", "MobileDeviceStatistics.xml", "psbridge-manifest.json"):
         assert (sample / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+MAILBOX_KEYS = ("Identity", "Guid", "ExchangeGuid", "DisplayName", "Alias", "PrimarySmtpAddress",
+                "UserPrincipalName", "RecipientTypeDetails", "DistinguishedName",
+                "ProhibitSendQuota", "IssueWarningQuota", "MaxSendSize", "EmailAddresses",
+                "WhenCreated", "WhenCreatedUTC", "WhenChangedUTC")
+DEVICE_KEYS = ("Identity", "Guid", "DeviceID", "DeviceType", "DeviceModel", "DeviceOS",
+               "DeviceUserAgent", "ClientType", "ClientVersion", "DeviceAccessState",
+               "DeviceAccessStateReason", "FirstSyncTime", "LastSuccessSync",
+               "LastSyncAttemptTime", "LastPingHeartbeat", "NumberOfFoldersSynced",
+               "DeviceFriendlyName", "DeviceImei", "Status")
+
+
+def test_read_clixml_of_the_export_is_the_ground_truth(exported: Path, org: Organisation) -> None:
+    from bridge.clixml import iter_records, read_clixml
+
+    mailboxes = list(iter_records(exported / "Mailboxes.xml"))
+    # a record keeps "Unlimited" as text (the reader cannot know it is a size until the
+    # frame sees the column); the ground truth holds None
+    assert [{k: (None if m[k] == "Unlimited" else m[k]) for k in MAILBOX_KEYS}
+            for m in mailboxes] == [{k: m[k] for k in MAILBOX_KEYS} for m in org.mailboxes]
+    mailbox_frame = read_clixml(exported / "Mailboxes.xml")
+    for column in ("ProhibitSendQuota", "MaxSendSize", "WhenCreated", "Guid"):
+        assert mailbox_frame[column].equals(org.mailbox_frame()[column]), column
+    devices = list(iter_records(exported / "MobileDeviceStatistics.xml"))
+    assert [{k: d[k] for k in DEVICE_KEYS} for d in devices] == [
+        {k: d[k] for k in DEVICE_KEYS} for d in org.devices]
+    assert [d["QueriedMailbox"] for d in devices] == [d["MailboxIdentity"] for d in org.devices]
+    frame = read_clixml(exported / "MobileDeviceStatistics.xml")
+    truth = org.device_frame()
+    assert list(frame["DeviceID"]) == list(truth["DeviceID"])
+    assert frame["LastSuccessSync"].isna().sum() == truth["LastSuccessSync"].isna().sum() > 0
+    assert (frame["LastSuccessSync"].dropna() == truth["LastSuccessSync"].dropna()).all()

@@ -320,16 +320,17 @@ class Organisation:
         return self._records
 
     def mailbox_frame(self) -> pd.DataFrame:
-        """The mailbox records as a DataFrame (one row per mailbox)."""
-        import pandas as pd  # imported late: the protocol side starts without pandas
+        """The mailbox records as a DataFrame (one row per mailbox), typed by the same rule
+        as frames read from CLIXML (dates datetime64[UTC], exact Int64 sizes)."""
+        from bridge.clixml import records_to_frame  # late: pandas is not needed to serve
 
-        return pd.DataFrame.from_records(self.mailboxes)
+        return records_to_frame(self.mailboxes)
 
     def device_frame(self) -> pd.DataFrame:
-        """The device records as a DataFrame (one row per partnership)."""
-        import pandas as pd
+        """The device records as a DataFrame (one row per partnership), typed likewise."""
+        from bridge.clixml import records_to_frame
 
-        return pd.DataFrame.from_records(self.devices)
+        return records_to_frame(self.devices)
 
     # ---- ageing -------------------------------------------------------------------------
 
