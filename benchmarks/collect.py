@@ -18,6 +18,7 @@ than sequential. Round trips are the HTTP requests the sandbox served.
 from __future__ import annotations
 
 import argparse
+import functools
 
 from benchmarks._measure import measure, ratio
 from benchmarks._sandbox_process import SandboxProcess, sandbox_process
@@ -57,7 +58,7 @@ def main() -> None:
         seconds: dict[str, float] = {}
         for label, strategy, concurrency in runs:
             before = sb.requests_served()
-            measured = measure(lambda s=strategy, c=concurrency: _run(sb, s, c))
+            measured = measure(functools.partial(_run, sb, strategy, concurrency))
             trips = sb.requests_served() - before
             seconds[strategy + str(concurrency)] = measured.seconds
             found_mailboxes, found_devices, errors = measured.result
