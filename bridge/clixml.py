@@ -55,6 +55,7 @@ STREAMS = ("error", "warning", "verbose", "debug", "information", "progress")
 _NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _NAMESPACE_DECLARATION = 'xmlns="http://schemas.microsoft.com/powershell/2004/04"'
 _CHUNK = 1 << 16
+_NO_DTD = "a DTD (<!DOCTYPE>) is not allowed in CLIXML; nothing was expanded or fetched"
 _WRAPPER = "_CLIXML"  # same length as "#< CLIXML", so lines and columns stay true
 
 
@@ -345,7 +346,7 @@ class _Converter:
                 if ancestor.get("RefId") == ref_id:  # a cycle: the object refers to itself
                     text = ancestor.findtext("ToString") or ancestor.findtext(_NS + "ToString")
                     return _plain_string(text) if text is not None else None
-            raise _Walk(element, f"<Ref RefId={ref_id!r}> refers to no earlier object")
+            raise _Walk(element, f'<Ref RefId="{ref_id}"> refers to no earlier object')
         return found
 
     def progress(self, element: etree._Element) -> Record:
@@ -440,7 +441,7 @@ class _Converter:
                 ref_id = child.get("RefId") or ""
                 found = self.types.get(ref_id)
                 if found is None:
-                    raise _Walk(child, f"<TNRef RefId={ref_id!r}> refers to no earlier <TN>")
+                    raise _Walk(child, f'<TNRef RefId="{ref_id}"> refers to no earlier <TN>')
                 info = found
             elif part == _PART_TOSTRING:
                 text = child.text or ""
@@ -641,12 +642,10 @@ class _Document:
         bom, codec = _head_codec(head)
         text = head[bom:].decode(codec, "ignore")
         start = text.lstrip()
-        if "<!DOCTYPE" in text[: text.find("<Obj") if "<Obj" in text else len(text)]:
-            line = text[: text.find("<!DOCTYPE")].count("\n") + 1
-            raise self.error(
-                "a DTD (<!DOCTYPE>) is not allowed in CLIXML; nothing was expanded or fetched",
-                line,
-            )
+        doctype = text.find("<!DOCTYPE")
+        if doctype != -1 and ("<Obj" not in text or doctype < text.find("<Obj")):
+            before = text[:doctype]
+            raise self.error(_NO_DTD, before.count("\n") + 1, doctype - before.rfind("\n"))
         if start.startswith("#< CLIXML"):
             marker = "#< CLIXML".encode(codec)
             at = head.find(marker)
@@ -663,16 +662,25 @@ class _Document:
         if self.wrapped:
             yield f"</{_WRAPPER}>".encode(codec)
 
+    def _refuse_dtd(self, element: etree._Element) -> None:
+        docinfo = element.getroottree().docinfo
+        if docinfo.doctype or docinfo.internalDTD is not None:
+            raise self.error(_NO_DTD, None)
+
     def items(self) -> Iterator[tuple[str | None, Record]]:
         parser = etree.XMLPullParser(
             events=("end",), tag=sorted(_OBJ_TAGS | _OBJS_TAGS), **_PARSER_OPTIONS
         )
         top_level = self.converter.top_level
+        checked = False
         try:
             for chunk in self._prepare(self.input.chunks()):
                 parser.feed(chunk)
                 for _event, item in parser.read_events():
                     element = cast(etree._Element, item)
+                    if not checked:  # a DTD the quick look at the head missed
+                        self._refuse_dtd(element)
+                        checked = True
                     parent = element.getparent()
                     if element.tag in _OBJS_TAGS:
                         if parent is not None and parent.tag != _WRAPPER:
@@ -693,9 +701,10 @@ class _Document:
         except etree.XMLSyntaxError as exc:
             line, column = exc.position
             message = str(exc.msg or exc).split(", line ")[0]
-            raise self.error(message, line, column) from exc
+            raise self.error(f"malformed XML: {message}", line, column) from exc
         except _Walk as exc:
             raise self.walk_error(exc) from None
+        self._refuse_dtd(root)
         if root.tag not in _OBJS_TAGS and root.tag != _WRAPPER:
             raise self.error(
                 f"not CLIXML: the root element is <{_local(root.tag)}>, expected <Objs>",
@@ -746,13 +755,15 @@ def _single_root(xml: bytes | str) -> etree._Element:
     parser = etree.XMLParser(**_PARSER_OPTIONS)
     data = xml.encode("utf-8") if isinstance(xml, str) else xml
     if b"<!DOCTYPE" in data[:4096]:
-        raise ClixmlError("<element>: a DTD (<!DOCTYPE>) is not allowed in CLIXML")
+        raise ClixmlError(f"<element>: {_NO_DTD}")
     try:
         return etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
         line, column = exc.position
         message = str(exc.msg or exc).split(", line ")[0]
-        raise ClixmlError(f"<element>: line {line}, column {column}: {message}") from exc
+        raise ClixmlError(
+            f"<element>: line {line}, column {column}: malformed XML: {message}"
+        ) from exc
 
 
 def parse_element(xml: bytes | str) -> Record:
