@@ -403,7 +403,9 @@ class History:
             stale,
             _text_column(devices, ("DeviceAccessState",)),
         ]
-        columns = [column[unique] for column in columns]
+        # in key order, rows append to the (run, partnership) B-tree instead of splitting it
+        order = keys[unique].argsort(kind="stable").to_numpy()
+        columns = [column[unique].iloc[order] for column in columns]
         counts = [("SyncProtocol", str(value), int(n))
                   for value, n in columns[6].value_counts().items()]
         counts += [("Platform", str(value), int(n))

@@ -171,8 +171,9 @@ _DAY = pd.Timedelta(days=1)
 _DATE_WIDTH = 17.0  # "yyyy-mm-dd hh:mm" plus room: never "#####"
 _MAX_REPORT_WIDTH = 48.0
 _DEVICE_PRINT_COLUMNS = 14
-_SECRET_OPTION = re.compile(r"pass(word)?|secret|token|credential|api[-_]?key|private",
-                            re.IGNORECASE)
+_SECRET_OPTION = re.compile(
+    r"pass(word)?|secret|token|credential|api[-_]?key|private", re.IGNORECASE
+)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@", re.IGNORECASE)
 
 
@@ -290,30 +291,71 @@ class _Styles:
         self.date = book.add_format({**base, "num_format": DATE_FORMAT, "align": "left"})
         self.never = book.add_format({**base, "italic": True, "font_color": "#7F7F7F"})
         self.text = book.add_format(base)
-        self.title = book.add_format({**base, "bold": True, "font_size": 18,
-                                      "font_color": "#1F3864"})
+        self.title = book.add_format(
+            {**base, "bold": True, "font_size": 18, "font_color": "#1F3864"}
+        )
         self.subtitle = book.add_format({**base, "font_color": "#595959"})
-        self.section = book.add_format({**base, "bold": True, "font_size": 12,
-                                        "font_color": "#1F3864", "bottom": 2,
-                                        "bottom_color": "#4472C4"})
+        self.section = book.add_format(
+            {
+                **base,
+                "bold": True,
+                "font_size": 12,
+                "font_color": "#1F3864",
+                "bottom": 2,
+                "bottom_color": "#4472C4",
+            }
+        )
         self.figure_label = book.add_format({**base, "bottom": 1, "bottom_color": "#D9D9D9"})
-        self.figure = book.add_format({**base, "bold": True, "font_size": 14, "align": "right",
-                                       "num_format": "#,##0", "bottom": 1,
-                                       "bottom_color": "#D9D9D9"})
-        self.figure_share = book.add_format({**base, "bold": True, "font_size": 14,
-                                             "align": "right", "num_format": "0.0%",
-                                             "bottom": 1, "bottom_color": "#D9D9D9"})
-        self.head = book.add_format({**base, "bold": True, "font_color": "#FFFFFF",
-                                     "bg_color": "#4472C4", "border": 1,
-                                     "border_color": "#4472C4"})
-        self.head_number = book.add_format({**base, "bold": True, "font_color": "#FFFFFF",
-                                            "bg_color": "#4472C4", "align": "right",
-                                            "border": 1, "border_color": "#4472C4"})
+        self.figure = book.add_format(
+            {
+                **base,
+                "bold": True,
+                "font_size": 14,
+                "align": "right",
+                "num_format": "#,##0",
+                "bottom": 1,
+                "bottom_color": "#D9D9D9",
+            }
+        )
+        self.figure_share = book.add_format(
+            {
+                **base,
+                "bold": True,
+                "font_size": 14,
+                "align": "right",
+                "num_format": "0.0%",
+                "bottom": 1,
+                "bottom_color": "#D9D9D9",
+            }
+        )
+        self.head = book.add_format(
+            {
+                **base,
+                "bold": True,
+                "font_color": "#FFFFFF",
+                "bg_color": "#4472C4",
+                "border": 1,
+                "border_color": "#4472C4",
+            }
+        )
+        self.head_number = book.add_format(
+            {
+                **base,
+                "bold": True,
+                "font_color": "#FFFFFF",
+                "bg_color": "#4472C4",
+                "align": "right",
+                "border": 1,
+                "border_color": "#4472C4",
+            }
+        )
         self.cell = book.add_format({**base, "border": 1, "border_color": "#D9D9D9"})
-        self.count = book.add_format({**base, "num_format": "#,##0", "border": 1,
-                                      "border_color": "#D9D9D9"})
-        self.share = book.add_format({**base, "num_format": "0.0%", "border": 1,
-                                      "border_color": "#D9D9D9"})
+        self.count = book.add_format(
+            {**base, "num_format": "#,##0", "border": 1, "border_color": "#D9D9D9"}
+        )
+        self.share = book.add_format(
+            {**base, "num_format": "0.0%", "border": 1, "border_color": "#D9D9D9"}
+        )
         self.note = book.add_format({**base, "italic": True, "font_color": "#595959"})
         self.label = book.add_format({**base, "bold": True, "valign": "top"})
         self.wrap = book.add_format({**base, "text_wrap": True, "valign": "top"})
@@ -321,8 +363,14 @@ class _Styles:
         self.stale_row = book.add_format({"font_color": "#9C0006"})
 
 
-def _add_streamed_table(sheet: Any, rows: int, headers: Sequence[str], name: str,
-                        formats: Sequence[Any], header_format: Any = None) -> None:
+def _add_streamed_table(
+    sheet: Any,
+    rows: int,
+    headers: Sequence[str],
+    name: str,
+    formats: Sequence[Any],
+    header_format: Any = None,
+) -> None:
     """An Excel table (banded, autofilter) over the header row and ``rows`` rows below it.
 
     XlsxWriter refuses add_table in constant-memory mode (it would write cells out of
@@ -332,10 +380,17 @@ def _add_streamed_table(sheet: Any, rows: int, headers: Sequence[str], name: str
     reads the table back, so a change in XlsxWriter that breaks this fails a test.
     """
     last_col = len(headers) - 1
-    columns = [{"header": header, "format": cell_format}
-               for header, cell_format in zip(headers, formats, strict=True)]
-    options = {"columns": columns, "name": name, "style": _REPORT_TABLE_STYLE,
-               "autofilter": True, "banded_rows": True}
+    columns = [
+        {"header": header, "format": cell_format}
+        for header, cell_format in zip(headers, formats, strict=True)
+    ]
+    options = {
+        "columns": columns,
+        "name": name,
+        "style": _REPORT_TABLE_STYLE,
+        "autofilter": True,
+        "banded_rows": True,
+    }
     sheet.constant_memory = False
     try:
         sheet.add_table(0, 0, 1, last_col, options)
@@ -367,7 +422,8 @@ class _ReportWriter:
             self.notes.append(
                 f"The {len(self.devices):,} devices are split over {parts} sheets "
                 f"({', '.join(self.device_sheets)}): an Excel sheet holds "
-                f"{EXCEL_MAX_ROWS:,} rows.")
+                f"{EXCEL_MAX_ROWS:,} rows."
+            )
 
     # -- Summary ---------------------------------------------------------------------------
 
@@ -386,16 +442,25 @@ class _ReportWriter:
         sheet.set_column(4, 12, 9.5)
         grid = _Grid()
         options = report.options
-        what = ("Outlook for iOS and Android" if not options.all_devices
-                else "All mobile devices")
+        what = "Outlook for iOS and Android" if not options.all_devices else "All mobile devices"
         grid.put(0, 0, f"Mobile device report: {what}", styles.title)
-        grid.put(1, 0, f"{run.organisation}  ·  server {run.server}  ·  run "
-                       f"{run.started.astimezone(UTC):%Y-%m-%d %H:%M} UTC  ·  "
-                       f"{', '.join(options.recipient_types)}", styles.subtitle)
+        grid.put(
+            1,
+            0,
+            f"{run.organisation}  ·  server {run.server}  ·  run "
+            f"{run.started.astimezone(UTC):%Y-%m-%d %H:%M} UTC  ·  "
+            f"{', '.join(options.recipient_types)}",
+            styles.subtitle,
+        )
         as_of = report.run_started.astimezone(UTC)
         if abs((as_of - run.started.astimezone(UTC)).total_seconds()) > 3600:
-            grid.put(2, 0, f"Days since the last sync are counted from {as_of:%Y-%m-%d %H:%M} "
-                           "UTC (when the data was taken).", styles.subtitle)
+            grid.put(
+                2,
+                0,
+                f"Days since the last sync are counted from {as_of:%Y-%m-%d %H:%M} "
+                "UTC (when the data was taken).",
+                styles.subtitle,
+            )
         grid.put(3, 0, "Key figures", styles.section)
         grid.put(3, 1, None, styles.section)
         grid.put(3, 2, None, styles.section)
@@ -411,8 +476,9 @@ class _ReportWriter:
             ("Never synced", figures.never_synced, styles.figure),
         ]
         if figures.errors:
-            rows.append(("Mailboxes or commands that failed (see Errors)", figures.errors,
-                         styles.figure))
+            rows.append(
+                ("Mailboxes or commands that failed (see Errors)", figures.errors, styles.figure)
+            )
         row = 4
         for label, value, value_format in rows:
             grid.put(row, 0, label, styles.figure_label)
@@ -452,8 +518,13 @@ class _ReportWriter:
             row += 1
         if self.notes:
             grid.put(notes_row - 1, 0, "Notes", styles.label)
-        grid.put(row + 1, 0, "Devices, users without devices and how this report was made: "
-                 "see the other sheets. All times are UTC.", styles.note)
+        grid.put(
+            row + 1,
+            0,
+            "Devices, users without devices and how this report was made: "
+            "see the other sheets. All times are UTC.",
+            styles.note,
+        )
         grid.write(sheet)
         self._charts(sheet, anchors)
 
@@ -461,16 +532,26 @@ class _ReportWriter:
         first, last = anchors["By sync protocol"]
         if last >= first and self.report.figures.devices:
             pie = self.book.add_chart({"type": "doughnut"})
-            pie.add_series({
-                "name": "Devices by sync protocol",
-                "categories": ["Summary", first, 0, last, 0],
-                "values": ["Summary", first, 1, last, 1],
-                "data_labels": {"percentage": True, "leader_lines": True},
-                "points": [{"fill": {"color": color}} for color in _protocol_colors(
-                    self.report.by_protocol["SyncProtocol"].tolist())],
-            })
-            pie.set_title({"name": "Devices by sync protocol",
-                           "name_font": {"size": 12, "bold": True, "color": "#1F3864"}})
+            pie.add_series(
+                {
+                    "name": "Devices by sync protocol",
+                    "categories": ["Summary", first, 0, last, 0],
+                    "values": ["Summary", first, 1, last, 1],
+                    "data_labels": {"percentage": True, "leader_lines": True},
+                    "points": [
+                        {"fill": {"color": color}}
+                        for color in _protocol_colors(
+                            self.report.by_protocol["SyncProtocol"].tolist()
+                        )
+                    ],
+                }
+            )
+            pie.set_title(
+                {
+                    "name": "Devices by sync protocol",
+                    "name_font": {"size": 12, "bold": True, "color": "#1F3864"},
+                }
+            )
             pie.set_legend({"position": "right", "font": {"size": 10}})
             pie.set_hole_size(50)
             pie.set_size({"width": 620, "height": 300})
@@ -479,35 +560,52 @@ class _ReportWriter:
         first, last = anchors["By platform and OS version"]
         if last >= first and self.report.figures.devices:
             bar = self.book.add_chart({"type": "bar"})
-            bar.add_series({
-                "name": "Devices",
-                "categories": ["Summary", first, 0, last, 0],
-                "values": ["Summary", first, 1, last, 1],
-                "fill": {"color": "#4472C4"},
-                "gap": 60,
-                "data_labels": {"value": True, "num_format": "#,##0"},
-            })
-            bar.set_title({"name": "Devices by platform and OS version",
-                           "name_font": {"size": 12, "bold": True, "color": "#1F3864"}})
+            bar.add_series(
+                {
+                    "name": "Devices",
+                    "categories": ["Summary", first, 0, last, 0],
+                    "values": ["Summary", first, 1, last, 1],
+                    "fill": {"color": "#4472C4"},
+                    "gap": 60,
+                    "data_labels": {"value": True, "num_format": "#,##0"},
+                }
+            )
+            bar.set_title(
+                {
+                    "name": "Devices by platform and OS version",
+                    "name_font": {"size": 12, "bold": True, "color": "#1F3864"},
+                }
+            )
             bar.set_legend({"none": True})
             bar.set_y_axis({"reverse": True, "major_tick_mark": "none", "crossing": "max"})
-            bar.set_x_axis({"major_gridlines": {"visible": True,
-                                                "line": {"color": "#E7E6E6"}},
-                            "num_format": "#,##0"})
+            bar.set_x_axis(
+                {
+                    "major_gridlines": {"visible": True, "line": {"color": "#E7E6E6"}},
+                    "num_format": "#,##0",
+                }
+            )
             bar.set_size({"width": 620, "height": 330})
             bar.set_chartarea({"border": {"none": True}})
             sheet.insert_chart(20, 4, bar, {"x_offset": 5, "y_offset": 0})
 
     # -- table sheets ----------------------------------------------------------------------
 
-    def table_sheets(self, names: Sequence[str], frame: pd.DataFrame, table_name: str,
-                     highlight: bool = False, print_columns: int = 0) -> None:
+    def table_sheets(
+        self,
+        names: Sequence[str],
+        frame: pd.DataFrame,
+        table_name: str,
+        highlight: bool = False,
+        print_columns: int = 0,
+    ) -> None:
         """``frame`` as Excel tables, ``rows_per_sheet`` rows per sheet, one sheet per name."""
         styles = self.styles
         headers = [str(column) for column in frame.columns]
         columns = [_cells(frame[name]) for name in frame.columns]
-        widths = [_fitted_width(header, frame[header], kind)
-                  for header, (_values, kind) in zip(headers, columns, strict=True)]
+        widths = [
+            _fitted_width(header, frame[header], kind)
+            for header, (_values, kind) in zip(headers, columns, strict=True)
+        ]
         formats = [styles.date if kind == "date" else None for _values, kind in columns]
         never_col = headers.index("LastSync") if "LastSync" in headers else -1
         for part, name in enumerate(names):
@@ -521,16 +619,23 @@ class _ReportWriter:
             for index, width in enumerate(widths):
                 sheet.set_column(index, index, width, formats[index])
             suffix = "" if part == 0 else str(part + 1)
-            _add_streamed_table(sheet, stop - start, headers, table_name + suffix, formats,
-                                styles.head)
+            _add_streamed_table(
+                sheet, stop - start, headers, table_name + suffix, formats, styles.head
+            )
             if print_columns:
                 sheet.print_area(0, 0, max(1, stop - start), min(print_columns, len(headers)) - 1)
             self._rows(sheet, columns, start, stop, never_col)
             if highlight and stop > start:
                 self._highlight(sheet, headers, stop - start)
 
-    def _rows(self, sheet: Any, columns: list[tuple[list[object], str]], start: int,
-              stop: int, never_col: int) -> None:
+    def _rows(
+        self,
+        sheet: Any,
+        columns: list[tuple[list[object], str]],
+        start: int,
+        stop: int,
+        never_col: int,
+    ) -> None:
         date_format, never_format = self.styles.date, self.styles.never
         writers = []
         for col, (values, kind) in enumerate(columns):
@@ -556,17 +661,26 @@ class _ReportWriter:
         area = f"A2:{last}{rows + 1}"
         if "SyncProtocol" in headers:
             protocol = xl_col_to_name(headers.index("SyncProtocol"))
-            sheet.conditional_format(area, {
-                "type": "formula", "criteria": f'=${protocol}2="{REST_PROTOCOL}"',
-                "format": self.styles.rest_row})
+            sheet.conditional_format(
+                area,
+                {
+                    "type": "formula",
+                    "criteria": f'=${protocol}2="{REST_PROTOCOL}"',
+                    "format": self.styles.rest_row,
+                },
+            )
         if "LastSync" in headers and "DaysSinceLastSync" in headers:
             last_sync = xl_col_to_name(headers.index("LastSync"))
             days = xl_col_to_name(headers.index("DaysSinceLastSync"))
             stale = self.report.options.stale_after
-            sheet.conditional_format(area, {
-                "type": "formula",
-                "criteria": f'=OR(${last_sync}2="{NEVER}",${days}2>{stale})',
-                "format": self.styles.stale_row})
+            sheet.conditional_format(
+                area,
+                {
+                    "type": "formula",
+                    "criteria": f'=OR(${last_sync}2="{NEVER}",${days}2>{stale})',
+                    "format": self.styles.stale_row,
+                },
+            )
 
     # -- Run -------------------------------------------------------------------------------
 
@@ -586,8 +700,10 @@ class _ReportWriter:
             ("Source", run.source, styles.wrap),
             ("Strategy", run.strategy, styles.wrap),
         ]
-        lines += [(f"Filter: {name}", value, styles.wrap)
-                  for name, value in report.options.describe().items()]
+        lines += [
+            (f"Filter: {name}", value, styles.wrap)
+            for name, value in report.options.describe().items()
+        ]
         lines += [
             ("Started (UTC)", run.started, styles.date),
             ("Finished (UTC)", run.finished, styles.date),
@@ -611,15 +727,24 @@ class _ReportWriter:
 
 def _protocol_colors(protocols: Sequence[str]) -> list[str]:
     """One colour per protocol that means the same thing in every report."""
-    fixed = {NATIVE_PROTOCOL: "#2E75B6", REST_PROTOCOL: "#FFC000",
-             "Exchange ActiveSync": "#A5A5A5", "Unknown": "#D9D9D9"}
+    fixed = {
+        NATIVE_PROTOCOL: "#2E75B6",
+        REST_PROTOCOL: "#FFC000",
+        "Exchange ActiveSync": "#A5A5A5",
+        "Unknown": "#D9D9D9",
+    }
     spare = iter(["#70AD47", "#7030A0", "#ED7D31", "#264478", "#9E480E", "#636363"] * 10)
     return [fixed.get(protocol) or next(spare) for protocol in protocols]
 
 
-def write_report(path: Path | str, report: Report, run_info: RunDetails, *,
-                 history: HistoryView | None = None,
-                 rows_per_sheet: int = EXCEL_MAX_ROWS - 1) -> None:
+def write_report(
+    path: Path | str,
+    report: Report,
+    run_info: RunDetails,
+    *,
+    history: HistoryView | None = None,
+    rows_per_sheet: int = EXCEL_MAX_ROWS - 1,
+) -> None:
     """Write the mobile device report workbook atomically.
 
     Sheets: Summary, Devices (split when over Excel's row limit), Users without
@@ -629,23 +754,44 @@ def write_report(path: Path | str, report: Report, run_info: RunDetails, *,
     target = Path(path)
     # Row data waits in temporary files beside the output (not in a small /tmp), in a
     # folder of their own so a failed run leaves nothing behind.
-    with atomic_write(target) as temp_path, tempfile.TemporaryDirectory(
-            prefix=".psbridge-", dir=temp_path.parent, ignore_cleanup_errors=True) as rows_dir:
-        book = xlsxwriter.Workbook(str(temp_path), {
-            "constant_memory": True, "strings_to_numbers": False,
-            "strings_to_formulas": False, "strings_to_urls": False, "tmpdir": rows_dir,
-        })
-        book.set_properties({"title": "Mobile device report", "creator": "psbridge",
-                             "comments": f"psbridge {run_info.version}"})
+    with (
+        atomic_write(target) as temp_path,
+        tempfile.TemporaryDirectory(
+            prefix=".psbridge-", dir=temp_path.parent, ignore_cleanup_errors=True
+        ) as rows_dir,
+    ):
+        book = xlsxwriter.Workbook(
+            str(temp_path),
+            {
+                "constant_memory": True,
+                "strings_to_numbers": False,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "tmpdir": rows_dir,
+            },
+        )
+        book.set_properties(
+            {
+                "title": "Mobile device report",
+                "creator": "psbridge",
+                "comments": f"psbridge {run_info.version}",
+            }
+        )
         writer = _ReportWriter(book, report, run_info, rows_per_sheet)
         writer.summary()
         # printed (and rendered to PDF): the columns up to DeviceAccessState
-        writer.table_sheets(writer.device_sheets, writer.devices, "Devices", highlight=True,
-                            print_columns=_DEVICE_PRINT_COLUMNS)
+        writer.table_sheets(
+            writer.device_sheets,
+            writer.devices,
+            "Devices",
+            highlight=True,
+            print_columns=_DEVICE_PRINT_COLUMNS,
+        )
         users = report.users_without_devices
         parts = max(1, -(-len(users) // rows_per_sheet))
-        names = ["Users without devices"] + [f"Users without devices ({n})"
-                                             for n in range(2, parts + 1)]
+        names = ["Users without devices"] + [
+            f"Users without devices ({n})" for n in range(2, parts + 1)
+        ]
         writer.table_sheets(names, users, "UsersWithoutDevices")
         if len(report.errors):
             writer.table_sheets(["Errors"], report.errors, "Errors")
@@ -669,8 +815,11 @@ def write_report(path: Path | str, report: Report, run_info: RunDetails, *,
 
 _HISTORY_TITLE = "Changes since the previous run"
 _CHART_ROWS = 16  # rows between the Trend sheet's charts
-_TREND_CHARTS = ("Devices by sync protocol", "Devices by platform",
-                 "Stale and never-synced devices")
+_TREND_CHARTS = (
+    "Devices by sync protocol",
+    "Devices by platform",
+    "Stale and never-synced devices",
+)
 
 
 def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
@@ -678,23 +827,20 @@ def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
     """``frame`` as an Excel table (banded, autofilter) with its header on ``first_row``.
 
     As _add_streamed_table, but below other rows: the table is added over its header and
-    one row with constant memory briefly off, then widened; cells follow row by row.
+    one row with constant memory briefly off, then widened; cells follow row by row, with
+    no per-cell format but dates' (the table style does the rest, as on Devices).
     """
     headers = [str(column) for column in frame.columns]
     cells = [_cells(frame.iloc[:, index]) for index in range(frame.shape[1])]
-    formats = [styles.date if kind == "date" else styles.count if kind == "number"
-               else styles.cell for _values, kind in cells]
     for col, header in enumerate(headers):
         sheet.set_column(col, col, _fitted_width(header, frame.iloc[:, col], cells[col][1]))
     last_col = len(headers) - 1
-    columns = [{"header": header, "format": cell_format}
-               for header, cell_format in zip(headers, formats, strict=True)]
     memory = sheet.constant_memory
     sheet.constant_memory = False
     try:
         sheet.add_table(first_row, 0, first_row + 1, last_col, {
-            "columns": columns, "name": name, "style": _REPORT_TABLE_STYLE,
-            "autofilter": True, "banded_rows": True})
+            "columns": [{"header": header} for header in headers], "name": name,
+            "style": _REPORT_TABLE_STYLE, "autofilter": True, "banded_rows": True})
     finally:
         sheet.constant_memory = memory
     table = sheet.tables[-1]
@@ -702,16 +848,22 @@ def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
     table["range"] = table["a_range"] = table["autofilter"] = full
     for col, header in enumerate(headers):
         sheet.write_string(first_row, col, _text(header), styles.head)
-    for offset, row in enumerate(zip(*(values for values, _kind in cells), strict=True), 1):
-        for col, value in enumerate(row):
-            if value is None:
-                continue
-            if isinstance(value, bool):
-                sheet.write_boolean(first_row + offset, col, value, formats[col])
-            elif isinstance(value, int | float):
-                sheet.write_number(first_row + offset, col, value, formats[col])
-            else:
-                sheet.write_string(first_row + offset, col, str(value), formats[col])
+    writers = []
+    for col, (values, kind) in enumerate(cells):
+        if kind == "date":
+            writers.append((col, values, sheet.write_number, styles.date))
+        elif kind == "number":
+            writers.append((col, values, sheet.write_number, None))
+        elif kind == "bool":
+            writers.append((col, values, sheet.write_boolean, None))
+        else:
+            writers.append((col, values, sheet.write_string, None))
+    for offset in range(len(frame)):
+        row = first_row + 1 + offset
+        for col, values, write, cell_format in writers:
+            value = values[offset]
+            if value is not None:
+                write(row, col, value, cell_format)
 
 
 def _when(moment: datetime) -> str:
@@ -725,26 +877,45 @@ def write_changes_sheet(book: Any, history: HistoryView, styles: _Styles) -> Non
     current, previous = history.current, history.previous
     sheet.write_string(0, 0, _HISTORY_TITLE, styles.title)
     if previous is None:
-        sheet.write_string(1, 0, f"{current.organisation}  ·  run {current.run_id}, "
-                                 f"{_when(current.started)}", styles.subtitle)
-        sheet.write_string(3, 0, "Nothing to compare yet: this is the first recorded run of "
-                                 "this organisation. The next run shows new and removed "
-                                 "partnerships, protocol switches, devices that went stale and "
-                                 "OS upgrades.", styles.note)
+        sheet.write_string(
+            1,
+            0,
+            f"{current.organisation}  ·  run {current.run_id}, {_when(current.started)}",
+            styles.subtitle,
+        )
+        sheet.write_string(
+            3,
+            0,
+            "Nothing to compare yet: this is the first recorded run of "
+            "this organisation. The next run shows new and removed "
+            "partnerships, protocol switches, devices that went stale and "
+            "OS upgrades.",
+            styles.note,
+        )
         return
-    sheet.write_string(1, 0, f"{current.organisation}  ·  run {current.run_id} "
-                             f"({_when(current.started)}) compared with run {previous.run_id} "
-                             f"({_when(previous.started)})", styles.subtitle)
+    sheet.write_string(
+        1,
+        0,
+        f"{current.organisation}  ·  run {current.run_id} "
+        f"({_when(current.started)}) compared with run {previous.run_id} "
+        f"({_when(previous.started)})",
+        styles.subtitle,
+    )
     counts = history.change_counts
-    summary = pd.DataFrame({"Change": list(CHANGE_KINDS),
-                            "Devices": [counts.get(kind, 0) for kind in CHANGE_KINDS]})
+    summary = pd.DataFrame(
+        {"Change": list(CHANGE_KINDS), "Devices": [counts.get(kind, 0) for kind in CHANGE_KINDS]}
+    )
     sheet.write_string(3, 0, "Changes by kind", styles.section)
     _history_table(sheet, 4, summary, "HistoryChangeCounts", styles)
     detail_row = 4 + len(summary) + 2
     if not len(history.changes):
-        sheet.write_string(detail_row, 0, "No changes: the same partnerships, protocols, OS "
-                                          "versions and sync states as in the previous run.",
-                           styles.note)
+        sheet.write_string(
+            detail_row,
+            0,
+            "No changes: the same partnerships, protocols, OS "
+            "versions and sync states as in the previous run.",
+            styles.note,
+        )
         return
     sheet.write_string(detail_row, 0, "Every change", styles.section)
     # the widths of the detail table win over the small summary's
@@ -759,13 +930,21 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
     trend = history.trend
     runs = len(trend)
     sheet.write_string(0, 0, "Trend", styles.title)
-    span = (f"{runs} runs, {_when(trend['Started'].iloc[0])} to "
-            f"{_when(trend['Started'].iloc[-1])}" if runs > 1 else "1 run")
+    span = (
+        f"{runs} runs, {_when(trend['Started'].iloc[0])} to {_when(trend['Started'].iloc[-1])}"
+        if runs > 1
+        else "1 run"
+    )
     sheet.write_string(1, 0, f"{history.current.organisation}  ·  {span}", styles.subtitle)
     first_row = 3
     if runs < 2:
-        sheet.write_string(3, 0, "Nothing to compare yet: the trend needs at least two runs of "
-                                 "this organisation. Run the report again later.", styles.note)
+        sheet.write_string(
+            3,
+            0,
+            "Nothing to compare yet: the trend needs at least two runs of "
+            "this organisation. Run the report again later.",
+            styles.note,
+        )
         first_row = 5
     _history_table(sheet, first_row, trend, "HistoryTrend", styles)
     if runs < 2:
@@ -773,15 +952,24 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
     column = {str(name): index for index, name in enumerate(trend.columns)}
     last_row = first_row + runs
     series_of = (history.protocol_columns, history.platform_columns, ["Stale", "Never synced"])
-    colours = {name: colour for name, colour in zip(
-        history.protocol_columns, _protocol_colors(history.protocol_columns), strict=True)}
+    colours = {
+        name: colour
+        for name, colour in zip(
+            history.protocol_columns, _protocol_colors(history.protocol_columns), strict=True
+        )
+    }
     for number, (title, names) in enumerate(zip(_TREND_CHARTS, series_of, strict=True)):
         chart = book.add_chart({"type": "line"})
         for name in names:
             series: dict[str, Any] = {
                 "name": [sheet.name, first_row, column[name]],
-                "categories": [sheet.name, first_row + 1, column["Started"], last_row,
-                               column["Started"]],
+                "categories": [
+                    sheet.name,
+                    first_row + 1,
+                    column["Started"],
+                    last_row,
+                    column["Started"],
+                ],
                 "values": [sheet.name, first_row + 1, column[name], last_row, column[name]],
                 "marker": {"type": "circle", "size": 5},
             }
@@ -792,11 +980,17 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
             chart.add_series(series)
         chart.set_title({"name": title, "name_font": {"size": 12}})
         # one point per run, evenly spaced (a date axis would tick every day)
-        chart.set_x_axis({"text_axis": True, "num_format": "yyyy-mm-dd",
-                          "num_font": {"rotation": -45}})
-        chart.set_y_axis({"name": "Devices", "min": 0, "num_format": "#,##0",
-                          "major_gridlines": {"visible": True,
-                                              "line": {"color": "#D9D9D9"}}})
+        chart.set_x_axis(
+            {"text_axis": True, "num_format": "yyyy-mm-dd", "num_font": {"rotation": -45}}
+        )
+        chart.set_y_axis(
+            {
+                "name": "Devices",
+                "min": 0,
+                "num_format": "#,##0",
+                "major_gridlines": {"visible": True, "line": {"color": "#D9D9D9"}},
+            }
+        )
         chart.set_legend({"position": "right"})
         chart.set_size({"width": 640, "height": 300})
         sheet.insert_chart(last_row + 2 + number * _CHART_ROWS, 0, chart)
@@ -813,11 +1007,16 @@ def write_history_workbook(path: Path | str, history: HistoryView) -> None:
     """A workbook of just Changes and Trend (``psbridge diff``), written atomically."""
     target = Path(path)
     with atomic_write(target) as temp_path:
-        book = xlsxwriter.Workbook(str(temp_path), {
-            "constant_memory": True, "strings_to_numbers": False,
-            "strings_to_formulas": False, "strings_to_urls": False,
-            "tmpdir": str(temp_path.parent),
-        })
+        book = xlsxwriter.Workbook(
+            str(temp_path),
+            {
+                "constant_memory": True,
+                "strings_to_numbers": False,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "tmpdir": str(temp_path.parent),
+            },
+        )
         book.set_properties({"title": "psbridge history", "creator": "psbridge"})
         write_history_sheets(book, history)
         try:
