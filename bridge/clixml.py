@@ -664,7 +664,7 @@ class _Document:
 
     def _refuse_dtd(self, element: etree._Element) -> None:
         docinfo = element.getroottree().docinfo
-        if docinfo.doctype or docinfo.internalDTD is not None:
+        if docinfo.internalDTD is not None or docinfo.externalDTD is not None:
             raise self.error(_NO_DTD, None)
 
     def items(self) -> Iterator[tuple[str | None, Record]]:

@@ -565,3 +565,16 @@ def test_external_entities_are_never_fetched(tmp_path: Path) -> None:
         server.close()
         listener.join()
     assert hits == []
+
+
+def test_dtd_past_the_head_is_refused_by_the_parser_check(tmp_path: Path) -> None:
+    path = tmp_path / "late-dtd.xml"
+    padding = "x" * 70_000
+    path.write_text(
+        f'<!--{padding}-->\n<!DOCTYPE Objs SYSTEM "http://127.0.0.1:9/x.dtd">\n<Objs><S>x</S></Objs>'
+    )
+    with pytest.raises(ClixmlError) as caught:
+        list(iter_records(path))
+    assert str(caught.value) == (
+        f"{path}: a DTD (<!DOCTYPE>) is not allowed in CLIXML; nothing was expanded or fetched"
+    )
