@@ -164,8 +164,8 @@ class MailboxEntry:
     """One mailbox as the organisation holds it (mutable by :meth:`Organisation.advance`)."""
 
     __slots__ = (
-        "index", "name", "display_name", "alias", "smtp", "upn", "sam", "guid",
-        "exchange_guid", "kind", "ou", "office", "database", "server", "when_created",
+        "index", "name", "display_name", "alias", "smtp", "upn", "sam", "guid_bits",
+        "exchange_guid_bits", "kind", "ou", "office", "database", "server", "when_created",
         "when_changed", "prohibit_send_quota", "max_send_size", "devices", "wire",
     )
     name: str  # the CN (Name); unique in the organisation
@@ -174,8 +174,8 @@ class MailboxEntry:
     smtp: str
     upn: str
     sam: str
-    guid: str
-    exchange_guid: str
+    guid_bits: int  # 128 random bits, formatted on demand (start-up speed)
+    exchange_guid_bits: int
     kind: str  # user | shared | room
     ou: str  # canonical OU path, e.g. contoso.com/Staff/London
     office: str
@@ -197,6 +197,14 @@ class MailboxEntry:
         return f"{self.ou}/{_canonical_escape(self.name)}"
 
     @property
+    def guid(self) -> str:
+        return _format_guid(self.guid_bits)
+
+    @property
+    def exchange_guid(self) -> str:
+        return _format_guid(self.exchange_guid_bits)
+
+    @property
     def distinguished_name(self) -> str:
         parts = self.ou.split("/")[1:]
         ous = ",".join(f"OU={_dn_escape(part)}" for part in reversed(parts))
@@ -214,7 +222,7 @@ class DeviceEntry:
         "mailbox", "kind", "device_id", "device_type", "model", "friendly_name", "os",
         "os_language", "user_agent", "imei", "phone", "operator", "client_type",
         "client_version", "first_sync", "last_success", "last_attempt", "last_policy_update",
-        "heartbeat", "access_state", "access_reason", "status", "guid", "folders",
+        "heartbeat", "access_state", "access_reason", "status", "guid_bits", "folders",
         "name", "when_changed", "wipe_sent", "wipe_requested", "wipe_ack", "wipe_requestor",
         "wire",
     )
@@ -239,7 +247,7 @@ class DeviceEntry:
     access_state: str
     access_reason: str
     status: str
-    guid: str
+    guid_bits: int
     folders: int
     name: str  # the AD object name, e.g. iPhone§Appl..., REST§Outlook§<id>
     when_changed: datetime
@@ -255,6 +263,10 @@ class DeviceEntry:
     @property
     def identity(self) -> str:
         return f"{self.mailbox.identity}/ExchangeActiveSyncDevices/{self.name}"
+
+    @property
+    def guid(self) -> str:
+        return _format_guid(self.guid_bits)
 
     @property
     def distinguished_name(self) -> str:
@@ -451,8 +463,8 @@ class Organisation:
             mailbox = MailboxEntry(index)
             mailbox.kind = kind
             self._name_mailbox(rng, mailbox, used_names, used_aliases)
-            mailbox.guid = _guid(rng)
-            mailbox.exchange_guid = _guid(rng)
+            mailbox.guid_bits = rng.getrandbits(128)
+            mailbox.exchange_guid_bits = rng.getrandbits(128)
             mailbox.database = _DATABASES[_rr(rng, len(_DATABASES))]
             mailbox.server = SERVERS[_rr(rng, len(SERVERS))]
             age_days = _rr(rng, 30, 3650)
@@ -552,7 +564,7 @@ class Organisation:
         if kind is None:
             kind = _pick(rng, *_KIND_TABLE)
         device.kind = kind
-        device.guid = _guid(rng)
+        device.guid_bits = rng.getrandbits(128)
         device.os_language = _LANGUAGES[_rr(rng, len(_LANGUAGES))]
         device.imei = None
         device.phone = None
@@ -709,8 +721,8 @@ def _android_os(rng: random.Random) -> str:
     return f"Android {_pick(rng, *_ANDROID_TABLE)}"
 
 
-def _guid(rng: random.Random) -> str:
-    value = f"{rng.getrandbits(128):032x}"
+def _format_guid(bits: int) -> str:
+    value = f"{bits:032x}"
     # a version-4 shaped Guid, as New-Guid would give
     value = value[:12] + "4" + value[13:16] + "89ab"[int(value[16], 16) % 4] + value[17:]
     return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
