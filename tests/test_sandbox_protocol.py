@@ -499,8 +499,18 @@ def test_http_errors_reach_the_client_and_polling_again_loses_nothing(
         assert sandbox.internal_errors == []
 
 
-def test_a_stalled_receive_is_resent_by_pypsrp_and_answered_the_same(tiny: TinyHost) -> None:
-    with Sandbox(host=tiny, receive_stall=0.6) as sandbox:
+def test_a_stalled_receive_is_resent_by_pypsrp_and_nothing_is_lost(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, receive_stall=0.6, receive_stalls=1) as sandbox:
+        with pool(sandbox, read_timeout=0.3, reconnection_backoff=0.01) as runspace:
+            shell = get_thing(runspace, Count=5)
+        assert sandbox.internal_errors == []
+    assert [item.adapted_properties["Index"] for item in shell.output] == [0, 1, 2, 3, 4]
+
+
+def test_an_answer_the_client_timed_out_on_is_replayed_to_its_resend(tiny: TinyHost) -> None:
+    # the server answers after 0.5 s, the client gave up at 0.3 s and resends the same
+    # message: it must get that same answer, not the next one
+    with Sandbox(host=tiny, latency_per_command=0.5) as sandbox:
         with pool(sandbox, read_timeout=0.3, reconnection_backoff=0.01) as runspace:
             shell = get_thing(runspace, Count=5)
         assert sandbox.internal_errors == []
@@ -508,8 +518,7 @@ def test_a_stalled_receive_is_resent_by_pypsrp_and_answered_the_same(tiny: TinyH
 
 
 def test_a_receive_that_keeps_stalling_trips_the_client_read_timeout(tiny: TinyHost) -> None:
-    # longer than all six attempts (read timeout 0.2 s, five resends) together
-    with Sandbox(host=tiny, receive_stall=2.0, receive_stalls=10) as sandbox:
+    with Sandbox(host=tiny, receive_stall=0.4) as sandbox:  # every Receive stalls
         runspace = pool(sandbox, read_timeout=0.2, reconnection_backoff=0.01)
         runspace.open()
         with pytest.raises(requests.exceptions.ReadTimeout):

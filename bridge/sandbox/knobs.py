@@ -32,12 +32,12 @@ class Knobs:
     # Answer every Nth WSMan request (after authentication) with this HTTP status.
     http_error_every: int | None = None
     http_error_status: int = 503
-    # Hold a Receive of command output this long before answering, ignoring the
-    # client's OperationTimeout, so the client's HTTP read timeout trips; only the first
-    # ``receive_stalls`` Receives of the sandbox stall. pypsrp resends a timed-out
-    # Receive (5 times) on a new connection and gets the same answer, as from WinRM.
+    # Hold a Receive of command output this long, ignoring the client's OperationTimeout,
+    # so the client's HTTP read timeout trips (a hung server); no data is taken by a
+    # stalled Receive. ``receive_stalls`` limits how many Receives stall (None: all), so
+    # 1 is a blip that pypsrp's own resend (5 times, on a new connection) gets over.
     receive_stall: float = 0.0
-    receive_stalls: int = 1
+    receive_stalls: int | None = None
 
     @classmethod
     def names(cls) -> list[str]:

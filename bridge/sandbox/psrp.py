@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,7 @@ from bridge.sandbox.contract import (
 )
 
 FRAGMENT_HEADER = 21
+REPLAY_COMMANDS = 16  # commands per shell whose last Receive answer is kept for a resend
 
 NO_LANGUAGE_MESSAGE = (
     "The syntax is not supported by this runspace. This can occur if the runspace is in "
@@ -183,9 +184,23 @@ class ShellSession:
         self.pool_queue: deque[PSRPMessage] = deque()
         self.pipelines: dict[uuid.UUID, PipelineRun] = {}
         self.closed = False
-        # the last Receive answer per command, replayed when pypsrp resends the same
-        # message after a read timeout
-        self.last_receive: dict[str, tuple[str, str]] = {}
+        # the last Receive answer of the most recent commands, replayed when pypsrp
+        # resends the same message after a read timeout; one Receive per command at a time
+        self.last_receive: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._receive_locks: dict[str, threading.Lock] = {}
+
+    def receive_lock(self, command_id: str) -> threading.Lock:
+        with self.lock:
+            return self._receive_locks.setdefault(command_id, threading.Lock())
+
+    def remember_receive(self, command_id: str, message_id: str, answer: str) -> None:
+        with self.lock:
+            self.last_receive[command_id] = (message_id, answer)
+            self.last_receive.move_to_end(command_id)
+            while len(self.last_receive) > REPLAY_COMMANDS:
+                evicted, _ = self.last_receive.popitem(last=False)
+                if evicted not in self.pipelines:
+                    self._receive_locks.pop(evicted, None)
 
     # -- incoming ---------------------------------------------------------------------
 

@@ -615,20 +615,36 @@ class Sandbox:
                 raise wsman.WSManFault(wsman.OPERATION_TIMEOUT, wsman.TIMEOUT_MESSAGE, "w:TimedOut")
             return wsman.receive_response(base64.b64encode(payload).decode(), None, False)
 
-        with shell.lock:
-            replay = shell.last_receive.get(command_id.upper())
+        key = command_id.upper()
+        receiving = shell.receive_lock(key)
+        # one Receive per command at a time: pypsrp resends a Receive that timed out on
+        # its side while the first may still be running here
+        if not receiving.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise wsman.WSManFault(wsman.OPERATION_TIMEOUT, wsman.TIMEOUT_MESSAGE, "w:TimedOut")
+        try:
+            return self._receive_output(shell, request, key, amount, deadline)
+        finally:
+            receiving.release()
+
+    def _receive_output(
+        self, shell: ShellSession, request: wsman.Request, key: str, amount: int, deadline: float
+    ) -> str:
+        replay = shell.last_receive.get(key)
         if replay is not None and replay[0] == request.message_id:
-            # pypsrp resends the very same Receive after a read timeout; WinRM answers it
-            # with the same data, so nothing is lost or repeated
+            # the resent Receive gets the answer the first one got (and the client never
+            # read), as from WinRM: nothing is lost or repeated
             return replay[1]
         if self._take_stall():
-            time.sleep(self.knobs.receive_stall)  # ignoring OperationTimeout, like a hung server
+            # a hung server: no answer within the client's read timeout, and no data taken
+            # from the pipeline (the client has given up on this request by now)
+            time.sleep(self.knobs.receive_stall)
+            raise wsman.WSManFault(wsman.OPERATION_TIMEOUT, wsman.TIMEOUT_MESSAGE, "w:TimedOut")
         with shell.lock:
-            run = shell.pipelines.get(uuid.UUID(command_id))
+            run = shell.pipelines.get(uuid.UUID(key))
         if run is None:
             raise wsman.WSManFault(
                 wsman.INVALID_SELECTORS,
-                f"The command with CommandId {command_id.upper()} was not found.",
+                f"The command with CommandId {key} was not found.",
                 "w:InvalidSelectors",
             )
         self._pump(shell, run, amount, deadline)
@@ -641,16 +657,14 @@ class Sandbox:
                     run.pipeline.close()
         if not payload and not done:
             raise wsman.WSManFault(wsman.OPERATION_TIMEOUT, wsman.TIMEOUT_MESSAGE, "w:TimedOut")
-        answer = wsman.receive_response(
-            base64.b64encode(payload).decode(), command_id.upper(), done
-        )
-        with shell.lock:
-            shell.last_receive[command_id.upper()] = (request.message_id, answer)
+        answer = wsman.receive_response(base64.b64encode(payload).decode(), key, done)
+        shell.remember_receive(key, request.message_id, answer)
         return answer
 
     def _take_stall(self) -> bool:
         with self._lock:
-            if not self.knobs.receive_stall or self._stalls_done >= self.knobs.receive_stalls:
+            limit = self.knobs.receive_stalls
+            if not self.knobs.receive_stall or (limit is not None and self._stalls_done >= limit):
                 return False
             self._stalls_done += 1
             return True
