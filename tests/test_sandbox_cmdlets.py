@@ -365,3 +365,20 @@ def test_wire_objects_parse_to_the_ground_truth(host: ExchangeCmdlets, org: Orga
     devices = [parse_element(e.clixml) for e in events]
     truth = [{k: v for k, v in d.items() if k != "MailboxIdentity"} for d in org.devices]
     assert devices == truth
+
+
+def test_wildcard_identity_and_boolean_filters(host: ExchangeCmdlets, org: Organisation) -> None:
+    rooms = [m["Guid"] for m in org.mailboxes if m["Alias"].startswith("room.")]
+    events, _ = run(host, call("Get-Mailbox", Identity="ROOM.*"))
+    assert rooms and [props(e)["Guid"] for e in events] == rooms
+    events, outcome = run(host, call(
+        "Get-CASMailbox", ResultSize="Unlimited",
+        Filter="HasActiveSyncDevicePartnership -eq $true -and -not (DisplayName -like 'A*')"))
+    owners = {d["MailboxIdentity"] for d in org.devices}
+    expected = [m["Identity"] for m in org.mailboxes
+                if m["Identity"] in owners and not m["DisplayName"].lower().startswith("a")]
+    assert outcome.terminating is None and [props(e)["Identity"] for e in events] == expected
+    events, _ = run(host, call(
+        "Get-Mailbox", Filter="RecipientTypeDetails -ne 'UserMailbox' -or Alias -eq 'nobody'"))
+    assert [props(e)["Guid"] for e in events] == [
+        m["Guid"] for m in org.mailboxes if m["RecipientTypeDetails"] != "UserMailbox"]
