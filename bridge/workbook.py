@@ -64,7 +64,7 @@ def sheet_names(names: Iterable[str]) -> list[str]:
 
 def _excel_value(value: object) -> object:
     """One plain value as something Excel shows faithfully."""
-    if value is None or value is pd.NaT:
+    if value is None or value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, datetime):
         if value.tzinfo is not None:
