@@ -318,6 +318,14 @@ def test_concurrent_pipelines_on_one_pool_keep_their_own_output(sb: Sandbox) -> 
     assert len(first.output) == 50 and len(second.output) == 7
 
 
+def test_runspace_pool_settings_are_answered(sb: Sandbox) -> None:
+    with pool(sb) as runspace:
+        runspace.max_runspaces = 3
+        runspace.min_runspaces = 2
+        assert runspace.get_available_runspaces() == 3
+        assert len(get_thing(runspace, Count=1).output) == 1
+
+
 def test_pools_close_and_release_their_shell(sb: Sandbox) -> None:
     with pool(sb) as runspace:
         get_thing(runspace)

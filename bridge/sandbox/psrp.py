@@ -144,6 +144,29 @@ def set_pipeline_state(
     pipeline._change_state(state, error, emit=state != PSInvocationState.Running)
 
 
+def call_id(event: Any) -> int:
+    """An event's ``ci``; pypsrp names it ``CI`` and PowerShell reads properties
+    case-insensitively, psrpcore does not."""
+    try:
+        return int(event.ci)
+    except AttributeError:
+        return int(event._ps_object.CI)
+
+
+class _ServerPool(ServerRunspacePool):
+    """psrpcore's server pool, reading pypsrp's ``CI`` in SetMax/MinRunspaces."""
+
+    def _process_SetMaxRunspaces(self, event: Any) -> None:  # noqa: N802 - psrpcore's name
+        ci = call_id(event)
+        self._ci_events[ci] = event
+        self._ci_handlers[ci] = lambda _: setattr(self, "_max_runspaces", event.count)
+
+    def _process_SetMinRunspaces(self, event: Any) -> None:  # noqa: N802
+        ci = call_id(event)
+        self._ci_events[ci] = event
+        self._ci_handlers[ci] = lambda _: setattr(self, "_min_runspaces", event.count)
+
+
 @dataclass(frozen=True)
 class SessionConfiguration:
     """A PowerShell session configuration the endpoint serves (``configuration_name``)."""
@@ -179,7 +202,7 @@ class ShellSession:
         self.user = user
         self.configuration = configuration
         self.resource_uri = resource_uri
-        self.pool = ServerRunspacePool()
+        self.pool = _ServerPool()
         self.lock = threading.RLock()
         self.pool_queue: deque[PSRPMessage] = deque()
         self.pipelines: dict[uuid.UUID, PipelineRun] = {}
@@ -227,9 +250,23 @@ class ShellSession:
         self.feed(data, pipeline_id)
 
     def _on_event(self, event: Any) -> None:
-        from psrpcore import CreatePipelineEvent, EndOfPipelineInputEvent
+        from psrpcore import (
+            CreatePipelineEvent,
+            EndOfPipelineInputEvent,
+            GetAvailableRunspacesEvent,
+            ResetRunspaceStateEvent,
+            SetMaxRunspacesEvent,
+            SetMinRunspacesEvent,
+        )
 
-        if isinstance(event, CreatePipelineEvent):
+        if isinstance(event, SetMaxRunspacesEvent | SetMinRunspacesEvent | ResetRunspaceStateEvent):
+            self.pool.runspace_availability_response(call_id(event), True)
+        elif isinstance(event, GetAvailableRunspacesEvent):
+            busy = sum(1 for run in self.pipelines.values() if not run.finished)
+            self.pool.runspace_availability_response(
+                call_id(event), max(0, max(1, self.pool.max_runspaces) - busy)
+            )
+        elif isinstance(event, CreatePipelineEvent):
             run = self.pipelines[event.pipeline_id]
             metadata = event.pipeline
             statements: list[list[CommandCall]] = [[]]
