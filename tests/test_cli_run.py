@@ -185,3 +185,14 @@ def test_no_verify_warns_loudly(tmp_path: Path) -> None:
         "WARNING: --no-verify: the server's certificate is NOT checked; anyone on the network "
         "path could read your credentials and data. Use --ca-bundle instead.\n"
     )
+
+
+def test_default_result_size_never_cuts_the_output(tmp_path: Path) -> None:
+    # Exchange stops at 1000 items without -ResultSize: psbridge asks again for all
+    with Sandbox(mailboxes=1010, seed=3) as sb:
+        out = tmp_path / "cas.csv"
+        result = invoke(sb, ["run", "Get-CASMailbox", "-o", str(out), *connect_args(sb)])
+        assert sb.internal_errors == []
+    assert result.exit_code == 0, result.output
+    assert result.output == f"Get-CASMailbox -ResultSize Unlimited: 1010 row(s) -> {out}\n"
+    assert len(pd.read_csv(out, encoding="utf-8-sig")) == 1010
