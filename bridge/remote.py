@@ -327,9 +327,14 @@ def _install_fast_output(pool: RunspacePool) -> None:
 class _Transient(Exception):
     """A failure worth retrying on a new connection (drop, 5xx, throttling, timeout)."""
 
-    def __init__(self, message: str, *, server_wait: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, server_wait: float | None = None, keep_connection: bool = False
+    ) -> None:
         super().__init__(message)
         self.server_wait = server_wait
+        # True when the server answered normally (a throttled command): the connection
+        # is fine, and a new one would spend Exchange's runspace budget for nothing
+        self.keep_connection = keep_connection
 
 
 def _fault_text(exc: WSManFaultError) -> str:
@@ -481,39 +486,45 @@ class _WSMan(WSMan):
         return cast(ET.Element, response.find("s:Body", namespaces=NAMESPACES))
 
 
+def _connect(settings: ConnectionSettings, password: str | None) -> _WSMan:
+    """A pypsrp WSMan transport for ``settings`` (no request sent yet)."""
+    verify: bool | str = settings.ca_bundle if settings.ca_bundle else settings.verify
+    extra: dict[str, Any] = {}
+    if settings.auth == "certificate":
+        extra = {
+            "certificate_pem": settings.certificate_pem,
+            "certificate_key_pem": settings.certificate_key_pem,
+        }
+    wsman = _WSMan(
+        settings.server,
+        port=settings.effective_port,
+        username=settings.username,
+        password=password,
+        ssl=settings.https,
+        path=settings.path.strip("/"),
+        auth=settings.auth,
+        # pypsrp annotates these as bool/int; requests takes a CA path and float seconds
+        cert_validation=cast(Any, verify),
+        connection_timeout=cast(Any, settings.connect_timeout),
+        read_timeout=cast(Any, settings.read_timeout),
+        operation_timeout=settings.operation_timeout,
+        max_envelope_size=MAX_ENVELOPE_SIZE,
+        **extra,
+    )
+    # Build the requests session now and stop it re-reading the environment: pypsrp
+    # merges the proxy/CA variables into it at build time, and with trust_env on,
+    # requests scans every proxy variable again on each request (~1 ms each).
+    transport = wsman.transport
+    transport.session = transport._build_session()
+    transport.session.trust_env = False
+    return wsman
+
+
 class _Channel:
     """One HTTP connection and the RunspacePool on it; used by one thread at a time."""
 
     def __init__(self, settings: ConnectionSettings, password: str | None) -> None:
-        verify: bool | str = settings.ca_bundle if settings.ca_bundle else settings.verify
-        extra: dict[str, Any] = {}
-        if settings.auth == "certificate":
-            extra = {
-                "certificate_pem": settings.certificate_pem,
-                "certificate_key_pem": settings.certificate_key_pem,
-            }
-        self.wsman = _WSMan(
-            settings.server,
-            port=settings.effective_port,
-            username=settings.username,
-            password=password,
-            ssl=settings.https,
-            path=settings.path.strip("/"),
-            auth=settings.auth,
-            # pypsrp annotates these as bool/int; requests takes a CA path and float seconds
-            cert_validation=cast(Any, verify),
-            connection_timeout=cast(Any, settings.connect_timeout),
-            read_timeout=cast(Any, settings.read_timeout),
-            operation_timeout=settings.operation_timeout,
-            max_envelope_size=MAX_ENVELOPE_SIZE,
-            **extra,
-        )
-        # Build the requests session now and stop it re-reading the environment: pypsrp
-        # merges the proxy/CA variables into it at build time, and with trust_env on,
-        # requests scans every proxy variable again on each request (~1 ms each).
-        transport = self.wsman.transport
-        transport.session = transport._build_session()
-        transport.session.trust_env = False
+        self.wsman = _connect(settings, password)
         self.pool = RunspacePool(
             self.wsman, configuration_name=settings.configuration, min_runspaces=1,
             max_runspaces=1,
@@ -533,20 +544,24 @@ class _Channel:
             log.debug("closing a runspace pool failed: %s", exc)
         self.wsman.close()
 
-    def abandon(self, via: _Channel | None) -> None:
-        """Forget a broken connection, deleting its shell through ``via`` if possible.
+    def abandon(self, settings: ConnectionSettings, password: str | None) -> None:
+        """Forget a broken connection and delete its shell over a fresh one.
 
-        After a drop pypsrp cannot reuse the connection (NTLM encryption state is lost,
-        pypsrp #21), but the server still counts the shell against the user's runspace
-        limit until it idles out: delete it over the new, working connection.
+        After a drop or timeout pypsrp cannot reuse the connection (its NTLM encryption
+        state is lost, pypsrp #21), but the server still counts the shell against the
+        user's runspace limit (Exchange Online: 3) until it idles out.
         """
-        shell = self.pool.shell
-        if via is not None and shell.id:
-            try:
-                via.wsman.delete(shell.resource_uri, selector_set=shell._selector_set)
-            except (WinRMError, requests.exceptions.RequestException) as exc:
-                log.debug("could not delete an abandoned shell: %s", exc)
         self.wsman.close()
+        shell = self.pool.shell
+        if not shell.id:
+            return
+        fresh = _connect(settings, password)
+        try:
+            fresh.delete(shell.resource_uri, selector_set=shell._selector_set)
+        except (WinRMError, requests.exceptions.RequestException) as exc:
+            log.debug("could not delete an abandoned shell: %s", exc)
+        finally:
+            fresh.close()
 
 
 # --------------------------------------------------------------------------- session
@@ -679,12 +694,11 @@ class Session:
             channel.close()
 
     def _discard(self, channel: _Channel) -> None:
+        channel.abandon(self.settings, self.__password)
         with self._lock:
             self._open_count -= 1
+            self.stats.reconnects += 1
             self._lock.notify()
-            via = self._idle[-1] if self._idle else None
-        channel.abandon(via)
-        self.stats.reconnects += 1
 
     # ---- commands
 
@@ -722,7 +736,9 @@ class Session:
                 channel = self._acquire()
                 result = self._invoke(channel, label, build)
             except _Transient as exc:
-                if channel is not None:
+                if channel is not None and exc.keep_connection:
+                    self._release(channel)
+                elif channel is not None:
                     self._discard(channel)
                 if attempt >= policy.attempts:
                     raise ConnectionFailed(
@@ -730,7 +746,8 @@ class Session:
                     ) from exc
                 delay = policy.delay(attempt, self._rng, exc.server_wait)
                 log.warning("%s: %s; retrying in %.1f s", label, exc, delay)
-                self.stats.retries += 1
+                with self._lock:
+                    self.stats.retries += 1
                 attempt += 1
                 self._sleep(delay)
                 continue
@@ -763,7 +780,8 @@ class Session:
         except (WinRMError, requests.exceptions.RequestException) as exc:
             _classify(exc, self.settings, first_contact=False)
             raise
-        self.stats.commands += 1
+        with self._lock:
+            self.stats.commands += 1
         errors = [_error_record(record) for record in ps.streams.error]
         warning_texts = [_warning_text(record) for record in ps.streams.warning]
         if ps.state == PSInvocationState.FAILED:
@@ -832,5 +850,7 @@ def _raise_terminating(label: str, record: ErrorRecord, settings: ConnectionSett
             "accepts only cmdlets with parameters."
         )
     if _THROTTLED.search(text):
-        raise _Transient(f"throttled by the server: {text}", server_wait=_server_wait(text))
+        raise _Transient(
+            f"throttled by the server: {text}", server_wait=_server_wait(text), keep_connection=True
+        )
     raise RemoteCommandError(f"{label}: {text}", record=record)

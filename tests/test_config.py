@@ -92,6 +92,9 @@ def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
         ({"server": "x", "auth": "basic"}, "basic authentication needs --https"),
         ({"server": "x", "read_timeout": 10, "operation_timeout": 20}, "must be below"),
         ({"server": "x", "auth": "magic"}, "unknown auth method 'magic'"),
+        ({"server": "x", "auth": "certificate"}, "certificate authentication needs --https"),
+        ({"server": "x", "auth": "certificate", "https": True}, "needs certificate_pem"),
+        ({"server": "x", "port": 0}, "port 0 is not between 1 and 65535"),
     ],
 )
 def test_invalid_settings_are_refused(options: dict[str, object], message: str) -> None:

@@ -238,12 +238,14 @@ def test_dropped_connection_reconnects_and_loses_nothing() -> None:
             first = session.run(Command("Get-Mailbox", {"ResultSize": "Unlimited"})).rows
             second = session.run(Command("Get-Mailbox", {"ResultSize": "Unlimited"})).rows
             assert session.stats.reconnects == 1
+            assert sb.open_shells() == 1  # the broken connection's shell was deleted
         assert first == second == as_on_the_wire(sb.organisation.mailboxes)
         assert sb.internal_errors == []
 
 
-def test_http_503_is_retried() -> None:
-    with Sandbox(mailboxes=5, seed=2, http_error_every=9, http_error_status=503) as sb:
+@pytest.mark.parametrize("status", [500, 503])
+def test_http_server_errors_are_retried(status: int) -> None:
+    with Sandbox(mailboxes=5, seed=2, http_error_every=9, http_error_status=status) as sb:
         with Session(settings_for(sb), sb.password) as session:
             for _ in range(4):
                 assert len(session.run(Command("Get-Mailbox")).rows) == 5
@@ -294,6 +296,7 @@ def test_budget_micro_delays_slow_down_and_throttling_is_waited_out() -> None:
                 assert len(session.run(Command("Get-Mailbox")).rows) == 3
             assert session.stats.micro_delays >= 1
             assert session.stats.retries >= 1  # over twice the budget: refused, waited, retried
+            assert session.stats.reconnects == 0  # on the same runspace: it was not broken
         assert any(s >= 0.5 for s in sleeps)  # the server's "Please wait for N seconds"
         assert sb.internal_errors == []
 
