@@ -343,6 +343,7 @@ class _ProgressBar:
         self._done = 0
 
     def start(self, label: str, total: int | None) -> None:
+        import sys
         import time
 
         self.finish()
@@ -353,7 +354,7 @@ class _ProgressBar:
             return f"{self._done / seconds:.1f}/s" if seconds > 0 and self._done else ""
 
         self._bar = click.progressbar(
-            length=total or 1, label=label, file=click.get_text_stream("stderr"),
+            length=total or 1, label=label, file=sys.stderr,
             show_pos=True, show_eta=True, item_show_func=rate,
         )  # fmt: skip
         self._bar.__enter__()
@@ -371,7 +372,9 @@ class _ProgressBar:
 
 def progress_for(quiet: bool) -> Any:
     """A progress reporter for exchange.collect, or None (quiet, or stderr not a terminal)."""
-    if quiet or not click.get_text_stream("stderr").isatty():
+    import sys
+
+    if quiet or not sys.stderr.isatty():
         return None
     return _ProgressBar()
 

@@ -196,3 +196,42 @@ def test_default_result_size_never_cuts_the_output(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output == f"Get-CASMailbox -ResultSize Unlimited: 1010 row(s) -> {out}\n"
     assert len(pd.read_csv(out, encoding="utf-8-sig")) == 1010
+
+
+def test_a_failed_run_keeps_its_progress_and_resume_finishes_it(tmp_path: Path) -> None:
+    # the connection drops after every 40 objects: without retries the first run stops,
+    # the resumed one (with retries) finishes; nothing is asked twice or lost
+    with Sandbox(mailboxes=40, seed=5, drop_after_objects=40) as sb:
+        out = tmp_path / "devices.csv"
+        base = ["mobile", "--all-devices", "--format", "csv", "-o", str(out),
+                "--strategy", "per-mailbox", "--concurrency", "1", *connect_args(sb)]  # fmt: skip
+        failed = invoke(sb, [*base, "--retries", "0"])
+        assert failed.exit_code == 5, failed.output
+        lines = failed.output.splitlines()
+        assert lines[-2] == (
+            f"Progress is saved in {out}.psbridge-run; run the same command with --resume to "
+            "continue."
+        )
+        assert lines[-1].startswith("Error: Get-MobileDeviceStatistics -Mailbox ")
+        assert "gave up after 1 tries: the connection to" in lines[-1]
+        assert not out.exists()
+
+        rerun = invoke(sb, base)
+        assert rerun.exit_code == 8
+        assert "add --resume to continue it" in rerun.output
+
+        resumed = invoke(sb, [*base, "--resume", "--retries", "3"])
+        assert resumed.exit_code == 0, resumed.output
+        assert not (tmp_path / "devices.csv.psbridge-run").exists()
+        upn = {
+            m["Identity"]: m["UserPrincipalName"] for m in sb.organisation.mailboxes
+            if m["RecipientTypeDetails"] == "UserMailbox"
+        }  # fmt: skip
+        expected = sorted(
+            (str(upn[d["MailboxIdentity"]]), str(d["DeviceID"]))
+            for d in sb.organisation.devices
+            if d["MailboxIdentity"] in upn
+        )
+        assert sb.internal_errors == []
+    frame = pd.read_csv(out, encoding="utf-8-sig", dtype=str)
+    assert sorted(zip(frame["UserPrincipalName"], frame["DeviceId"], strict=True)) == expected
