@@ -176,3 +176,11 @@ def test_advance_produces_every_kind_of_change() -> None:
     renamed = [m for m in org.mailboxes if before_names[m["Guid"]] != m["DisplayName"]]
     assert renamed
     assert all(m["Identity"].endswith(m["Name"]) for m in renamed)
+
+
+def test_no_partnership_predates_its_mailbox() -> None:
+    org = Organisation(mailboxes=500, seed=6)
+    for mailbox in org.mailbox_entries:
+        for device in mailbox.devices:
+            assert device.first_sync >= mailbox.when_created
+        assert mailbox.when_changed >= mailbox.when_created

@@ -502,6 +502,15 @@ class Organisation:
                     setattr(twin, attr, getattr(device, attr))
                 twin.name = f"{twin.device_type}§{twin.device_id}"
                 target.devices.append(twin)
+        # a partnership cannot predate its mailbox: such mailboxes were created earlier
+        # (adjusted after the draws, so every other value stays as drawn)
+        for mailbox in self._mailboxes:
+            if mailbox.devices:
+                earliest = min(device.first_sync for device in mailbox.devices)
+                if mailbox.when_created > earliest:
+                    mailbox.when_created = (
+                        earliest - timedelta(days=1 + mailbox.index % 45, hours=mailbox.index % 9)
+                    ).replace(microsecond=0)
 
     def _name_mailbox(
         self,
