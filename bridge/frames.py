@@ -11,6 +11,7 @@ CSV/Parquet/JSON writers only render its :class:`Report`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -125,9 +126,9 @@ USERS_WITHOUT_DEVICES_COLUMNS = ["User", "PrimarySmtpAddress", "UserPrincipalNam
 ERROR_COLUMNS = ["Mailbox", "Command", "Category", "Message", "When"]
 
 # "<mailbox>/ExchangeActiveSyncDevices/<device>" on-premises, "\" in Exchange Online.
-_DEVICE_PARENT = re.compile(r"^(.*?)[\\/]ExchangeActiveSyncDevices[\\/]", re.IGNORECASE)
+_DEVICE_PARENT_TAIL = r"(?i)[\\/]ExchangeActiveSyncDevices[\\/].*$"
 # "CN=<device>,CN=ExchangeActiveSyncDevices,<mailbox DN>"
-_DEVICE_CONTAINER_DN = re.compile(r"^.*?,CN=ExchangeActiveSyncDevices,", re.IGNORECASE)
+_DEVICE_CONTAINER_DN = r"(?i)^.*?,CN=ExchangeActiveSyncDevices,"
 # "iOS 17.5.1 21F90", "Android 14.0", "Windows 10.0.19045": platform, then a version.
 _OS_PATTERN = r"^\s*(?P<platform>.*?)\s*(?P<version>\d+(?:\.\d+)*)?(?:\s+\S+)*\s*$"
 _PLATFORM_NAMES = {"ios": "iOS", "ipados": "iPadOS", "android": "Android",
@@ -283,7 +284,7 @@ def typed_frame(rows: Iterable[Mapping[str, object]] | pd.DataFrame,
             if str(column).casefold() in wanted and column not in schema})
     else:
         records = rows if isinstance(rows, list) else list(rows)
-        keys: set[str] = set().union(*(record.keys() for record in records))
+        keys: set[str] = set(itertools.chain.from_iterable(records))
         present = {wanted[key.casefold()]: key for key in sorted(keys)
                    if key.casefold() in wanted}
         source = pd.DataFrame.from_records(records, columns=list(present.values()))
@@ -338,12 +339,18 @@ def error_frame(rows: Iterable[Mapping[str, object]] | pd.DataFrame) -> pd.DataF
 
 def split_os(device_os: pd.Series) -> tuple[pd.Series, pd.Series]:
     """DeviceOS ("iOS 17.5.1 21F90", "Android 14.0") -> Platform ("iOS") and OSVersion."""
-    parts = _text(device_os).str.extract(_OS_PATTERN)
+    # Few distinct values: parse each once and spread the result by code.
+    codes, uniques = pd.factorize(_text(device_os).to_numpy(dtype=object))
+    parts = pd.Series(np.asarray(uniques, dtype=object), dtype="str").str.extract(_OS_PATTERN)
     platform = parts["platform"].str.strip()
     platform = platform.where(platform != "")
     known = platform.str.casefold().map(_PLATFORM_NAMES)
-    platform = known.where(known.notna(), platform).fillna(UNKNOWN).astype("str")
-    return platform, parts["version"].astype("str")
+    platform = known.where(known.notna(), platform)
+    platforms = np.append(platform.to_numpy(dtype=object, na_value=UNKNOWN), UNKNOWN)
+    versions = np.array([*parts["version"].astype(object).where(parts["version"].notna()),
+                         None], dtype=object)
+    return (pd.Series(platforms[codes], index=device_os.index, dtype="str"),
+            pd.Series(versions[codes], index=device_os.index, dtype="str"))
 
 
 def sync_protocol(client_type: pd.Series) -> pd.Series:
@@ -380,18 +387,28 @@ def stale_buckets(days: pd.Series, thresholds: Sequence[int]) -> pd.Series:
 
 def _key(column: pd.Series) -> pd.Series:
     """Join keys compare the way Active Directory does: without regard to case."""
-    return column.str.strip().str.casefold()
+    return column.str.strip().str.lower()
 
 
-def _mailbox_positions(mailboxes: pd.DataFrame, names: Sequence[str]) -> dict[str, int]:
+def _mailbox_lookup(mailboxes: pd.DataFrame, names: Sequence[str]) -> pd.Series:
     """Key -> mailbox row position, from the first of ``names`` that holds the key."""
-    lookup: dict[str, int] = {}
+    parts = []
     for name in names:
         keys = _key(mailboxes[name])
-        for position, key in zip(range(len(keys)), keys.tolist(), strict=True):
-            if isinstance(key, str) and key and key not in lookup:
-                lookup[key] = position
-    return lookup
+        parts.append(pd.Series(np.arange(len(keys)), index=keys.to_numpy(dtype=object)))
+    lookup = pd.concat(parts) if parts else pd.Series(dtype="int64")
+    valid = lookup.index.notna() & (lookup.index != "")
+    lookup = lookup[valid]
+    return lookup[~lookup.index.duplicated(keep="first")]
+
+
+def _positions(keys: pd.Series, lookup: pd.Series) -> np.ndarray:
+    """Positions of ``keys`` in ``lookup`` (-1 where absent), vectorised."""
+    found = lookup.index.get_indexer(pd.Index(keys.to_numpy(dtype=object)))
+    result = np.full(len(keys), -1, dtype="int64")
+    hit = found >= 0
+    result[hit] = lookup.to_numpy()[found[hit]]
+    return result
 
 
 def match_devices(mailboxes: pd.DataFrame, devices: pd.DataFrame) -> pd.Series:
@@ -401,19 +418,28 @@ def match_devices(mailboxes: pd.DataFrame, devices: pd.DataFrame) -> pd.Series:
     sits under its mailbox), then the parent of its DistinguishedName, then the mailbox
     it was queried for. Never the display name.
     """
-    by_identity = _mailbox_positions(mailboxes, ["Identity"])
-    by_dn = _mailbox_positions(mailboxes, ["DistinguishedName"])
-    by_any = _mailbox_positions(mailboxes, ["Identity", "DistinguishedName", "ExchangeGuid",
-                                            "Guid", "PrimarySmtpAddress", "UserPrincipalName",
-                                            "Alias", "Name"])
-    parent = devices["Identity"].str.extract(_DEVICE_PARENT, expand=False)
-    position = _key(parent).map(by_identity)
-    dn_parent = devices["DistinguishedName"].str.replace(_DEVICE_CONTAINER_DN, "", n=1,
-                                                         regex=True)
-    dn_parent = dn_parent.where(dn_parent != devices["DistinguishedName"])
-    position = position.fillna(_key(dn_parent).map(by_dn))
-    position = position.fillna(_key(devices["QueriedMailbox"]).map(by_any))
-    return position.astype("Int64")
+    position = np.full(len(devices), -1, dtype="int64")
+    identity = devices["Identity"]
+    parent = identity.str.replace(_DEVICE_PARENT_TAIL, "", regex=True)
+    parent = parent.where(parent != identity)
+    if parent.notna().any():
+        position = _positions(_key(parent), _mailbox_lookup(mailboxes, ["Identity"]))
+    missing = position < 0
+    dn = devices["DistinguishedName"]
+    if missing.any() and dn.notna().any():
+        dn_parent = dn.str.replace(_DEVICE_CONTAINER_DN, "", n=1, regex=True)
+        dn_parent = dn_parent.where(dn_parent != dn)
+        by_dn = _positions(_key(dn_parent), _mailbox_lookup(mailboxes, ["DistinguishedName"]))
+        position = np.where(missing, by_dn, position)
+    missing = position < 0
+    queried = devices["QueriedMailbox"]
+    if missing.any() and queried.notna().any():
+        by_any = _positions(_key(queried), _mailbox_lookup(mailboxes, [
+            "Identity", "DistinguishedName", "ExchangeGuid", "Guid", "PrimarySmtpAddress",
+            "UserPrincipalName", "Alias", "Name"]))
+        position = np.where(missing, by_any, position)
+    result = pd.Series(position, index=devices.index, dtype="Int64")
+    return result.where(result >= 0)
 
 
 # -- the report -----------------------------------------------------------------------------
@@ -465,24 +491,29 @@ def build_report(
 
     # Mailboxes in scope: the recipient types asked for.
     if all_mailboxes["RecipientTypeDetails"].notna().any():
-        wanted = {kind.casefold() for kind in options.recipient_types}
-        in_scope = all_mailboxes["RecipientTypeDetails"].str.casefold().isin(wanted)
-        scoped = all_mailboxes[in_scope.to_numpy(dtype=bool)].reset_index(drop=True)
+        wanted = {kind.lower() for kind in options.recipient_types}
+        in_scope = all_mailboxes["RecipientTypeDetails"].str.lower().isin(wanted).to_numpy(
+            dtype=bool, na_value=False)
     else:
-        scoped = all_mailboxes
+        in_scope = np.ones(len(all_mailboxes), dtype=bool)
         if len(all_mailboxes):
             notes.append("The mailbox rows carry no RecipientTypeDetails: all were included.")
+    scoped = all_mailboxes[in_scope].reset_index(drop=True)
 
-    position = match_devices(scoped, all_devices)
-    matched_any = match_devices(all_mailboxes, all_devices).notna()
-    unmatched = int((~matched_any).sum())
+    # Match against every mailbox once, then renumber to the mailboxes in scope.
+    matched = match_devices(all_mailboxes, all_devices)
+    scoped_number = np.where(in_scope, np.cumsum(in_scope) - 1, -1)
+    found = matched.to_numpy(dtype="int64", na_value=-1)
+    in_scope_position = np.where(found >= 0, scoped_number[np.maximum(found, 0)], -1)
+    position = pd.Series(in_scope_position, dtype="Int64").where(in_scope_position >= 0)
+    unmatched = int(matched.isna().sum())
     if unmatched:
         notes.append(f"{unmatched} device(s) belong to no mailbox in the export and were left "
                      "out.")
     keep = position.notna().to_numpy(dtype=bool).copy()
     if not options.all_devices:
-        model = all_devices["DeviceModel"].str.strip().str.casefold()
-        wanted_model = (model == options.device_model.casefold())
+        model = all_devices["DeviceModel"].str.strip().str.lower()
+        wanted_model = (model == options.device_model.lower())
         keep = keep & wanted_model.to_numpy(dtype=bool, na_value=False)
     joined = all_devices[keep].reset_index(drop=True)
     owner = position[keep].to_numpy(dtype="int64")
@@ -517,7 +548,7 @@ def build_report(
         "PrimarySmtpAddress": lonely["PrimarySmtpAddress"],
         "UserPrincipalName": lonely["UserPrincipalName"],
         "RecipientTypeDetails": lonely["RecipientTypeDetails"],
-    }).sort_values("User", key=lambda s: s.str.casefold(), na_position="last",
+    }).sort_values("User", key=lambda s: s.str.lower(), na_position="last",
                    kind="stable").reset_index(drop=True)
 
     if options.stale_days is not None:
@@ -527,7 +558,7 @@ def build_report(
 
     order = np.lexsort((
         joined["DeviceId"].fillna("").to_numpy(dtype=object),
-        joined["User"].fillna("").str.casefold().to_numpy(dtype=object),
+        joined["User"].fillna("").str.lower().to_numpy(dtype=object),
     ))
     joined = joined.iloc[order].reset_index(drop=True)
 

@@ -14,7 +14,8 @@ import json
 import re
 import shlex
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -405,6 +406,112 @@ def _add_streamed_table(
     table["range"] = table["a_range"] = table["autofilter"] = full
 
 
+_ROWS_PER_CHUNK = 5_000
+_EXCEL_ESCAPE = re.compile(r"_(x[0-9A-Fa-f]{4}_)")  # Excel reads "_x0041_" as "A"
+_DIMENSION = re.compile(r'<dimension ref="[^"]*"/>')
+
+
+def _kind(column: pd.Series) -> str:
+    """How a column's cells are written: "date", "int", "number", "bool" or "text"."""
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        return "date"
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(column.dtype):
+        return "int"
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return "number"
+    return "text"
+
+
+def _inline_string(value: object, style: str = "") -> str:
+    """The rest of a ``<c r="..."`` element holding ``value`` as an in-line string."""
+    text = _text(str(value))
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if "_x" in escaped:
+        escaped = _EXCEL_ESCAPE.sub(r"_x005F_\1", escaped)
+    space = ' xml:space="preserve"' if text != text.strip() else ""
+    return f'{style} t="inlineStr"><is><t{space}>{escaped}</t></is></c>'
+
+
+class _SheetRows:
+    """A table sheet's data rows as SpreadsheetML, made chunk by chunk.
+
+    Formatting XlsxWriter's way costs about 10 microseconds a cell (every string escaped
+    and checked one by one); here each distinct value of a chunk is rendered once and
+    rows are joined from those pieces, so 100,000 devices stream in seconds with only
+    one chunk in memory. The XML is what XlsxWriter writes in constant-memory mode.
+    """
+
+    def __init__(self, frame: pd.DataFrame, kinds: Sequence[str], never_col: int,
+                 date_xf: int, never_xf: int) -> None:
+        self.frame = frame
+        self.kinds = list(kinds)
+        self.never_col = never_col
+        self.date_style = f' s="{date_xf}"'
+        self.never = _inline_string(NEVER, f' s="{never_xf}"')
+        self.letters = [xl_col_to_name(index) for index in range(frame.shape[1])]
+
+    def dimension(self) -> str:
+        return f'<dimension ref="A1:{self.letters[-1]}{len(self.frame) + 1}"/>'
+
+    def _bodies(self, column: pd.Series, kind: str, never: bool) -> list[str | None]:
+        if kind == "date":
+            serials = _serials(column)
+            date_style = self.date_style
+            missing = self.never if never else None
+            return [missing if value is None else f"{date_style}><v>{value!r}</v></c>"
+                    for value in serials]
+        codes, uniques = pd.factorize(column.astype(object).where(column.notna(), None))
+        if kind == "int":
+            rendered = [f"><v>{int(value)}</v></c>" for value in uniques]
+        elif kind == "number":
+            rendered = [f"><v>{float(value)!r}</v></c>" for value in uniques]
+        elif kind == "bool":
+            rendered = [f' t="b"><v>{int(bool(value))}</v></c>' for value in uniques]
+        else:
+            rendered = [_inline_string(value) for value in uniques]
+        pieces: list[str | None] = [*rendered, None]  # code -1 (missing) -> None
+        return [pieces[code] for code in codes.tolist()]
+
+    def chunks(self) -> Iterator[str]:
+        """The ``<row>`` elements from row 2 on, a chunk of rows per string."""
+        frame, letters = self.frame, self.letters
+        for start in range(0, len(frame), _ROWS_PER_CHUNK):
+            block = frame.iloc[start:start + _ROWS_PER_CHUNK]
+            bodies = [self._bodies(block.iloc[:, index], kind, index == self.never_col)
+                      for index, kind in enumerate(self.kinds)]
+            rows = []
+            for offset, cells in enumerate(zip(*bodies, strict=True)):
+                number = start + offset + 2
+                row = "".join([f'<c r="{letter}{number}"{body}'
+                               for letter, body in zip(letters, cells, strict=True)
+                               if body is not None])
+                rows.append(f'<row r="{number}">{row}</row>')
+            yield "".join(rows)
+
+
+def _stream_rows_into(package: Path, target: Path, streams: dict[str, _SheetRows]) -> None:
+    """Copy the XlsxWriter ``package`` to ``target`` with each streamed sheet's rows added."""
+    with zipfile.ZipFile(package) as source, zipfile.ZipFile(
+            target, "w", compression=zipfile.ZIP_DEFLATED) as result:
+        for info in source.infolist():
+            data = source.read(info)
+            rows = streams.get(info.filename)
+            if rows is None:
+                result.writestr(info, data)
+                continue
+            head, tail = data.decode("utf-8").split("</sheetData>", 1)
+            head = _DIMENSION.sub(rows.dimension(), head, count=1)
+            entry = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            with result.open(entry, "w", force_zip64=True) as stream:
+                stream.write(head.encode("utf-8"))
+                for chunk in rows.chunks():
+                    stream.write(chunk.encode("utf-8"))
+                stream.write(f"</sheetData>{tail}".encode())
+
+
 class _ReportWriter:
     """Writes one report workbook; sheets in the order leadership reads them."""
 
@@ -418,6 +525,7 @@ class _ReportWriter:
         parts = max(1, -(-len(self.devices) // rows_per_sheet))
         self.device_sheets = ["Devices"] + [f"Devices ({n})" for n in range(2, parts + 1)]
         self.notes = list(report.notes)
+        self.streams: dict[str, _SheetRows] = {}
         if parts > 1:
             self.notes.append(
                 f"The {len(self.devices):,} devices are split over {parts} sheets "
@@ -598,15 +706,19 @@ class _ReportWriter:
         highlight: bool = False,
         print_columns: int = 0,
     ) -> None:
-        """``frame`` as Excel tables, ``rows_per_sheet`` rows per sheet, one sheet per name."""
+        """``frame`` as Excel tables, ``rows_per_sheet`` rows per sheet, one sheet per name.
+
+        XlsxWriter writes each sheet with its header row, table, widths and formats; the
+        data rows are streamed into the package afterwards (see :class:`_SheetRows`).
+        """
         styles = self.styles
         headers = [str(column) for column in frame.columns]
-        columns = [_cells(frame[name]) for name in frame.columns]
+        kinds = [_kind(frame[name]) for name in frame.columns]
         widths = [
             _fitted_width(header, frame[header], kind)
-            for header, (_values, kind) in zip(headers, columns, strict=True)
+            for header, kind in zip(headers, kinds, strict=True)
         ]
-        formats = [styles.date if kind == "date" else None for _values, kind in columns]
+        formats = [styles.date if kind == "date" else None for kind in kinds]
         never_col = headers.index("LastSync") if "LastSync" in headers else -1
         for part, name in enumerate(names):
             start = part * self.rows_per_sheet
@@ -624,36 +736,14 @@ class _ReportWriter:
             )
             if print_columns:
                 sheet.print_area(0, 0, max(1, stop - start), min(print_columns, len(headers)) - 1)
-            self._rows(sheet, columns, start, stop, never_col)
+            if stop > start:
+                # XlsxWriter names worksheet parts sheet1.xml, sheet2.xml, ... in order
+                part_name = f"xl/worksheets/sheet{len(self.book.worksheets())}.xml"
+                self.streams[part_name] = _SheetRows(
+                    frame.iloc[start:stop], kinds, never_col,
+                    styles.date._get_xf_index(), styles.never._get_xf_index())
             if highlight and stop > start:
                 self._highlight(sheet, headers, stop - start)
-
-    def _rows(
-        self,
-        sheet: Any,
-        columns: list[tuple[list[object], str]],
-        start: int,
-        stop: int,
-        never_col: int,
-    ) -> None:
-        date_format, never_format = self.styles.date, self.styles.never
-        writers = []
-        for col, (values, kind) in enumerate(columns):
-            if kind == "date":
-                writers.append((col, values, sheet.write_number, date_format))
-            elif kind == "number":
-                writers.append((col, values, sheet.write_number, None))
-            elif kind == "bool":
-                writers.append((col, values, sheet.write_boolean, None))
-            else:
-                writers.append((col, values, sheet.write_string, None))
-        for offset, index in enumerate(range(start, stop), 1):
-            for col, values, write, cell_format in writers:
-                value = values[index]
-                if value is not None:
-                    write(offset, col, value, cell_format)
-                elif col == never_col:
-                    sheet.write_string(offset, col, NEVER, never_format)
 
     def _highlight(self, sheet: Any, headers: list[str], rows: int) -> None:
         """REST rows on amber, stale and never-synced rows in dark red."""
@@ -760,8 +850,9 @@ def write_report(
             prefix=".psbridge-", dir=temp_path.parent, ignore_cleanup_errors=True
         ) as rows_dir,
     ):
+        package = Path(rows_dir) / "package.xlsx"
         book = xlsxwriter.Workbook(
-            str(temp_path),
+            str(package),
             {
                 "constant_memory": True,
                 "strings_to_numbers": False,
@@ -805,6 +896,10 @@ def write_report(
             book.close()
         except xlsxwriter.exceptions.FileCreateError as exc:
             raise OutputError(f"cannot write {target}: {exc.args[0]}") from exc
+        try:
+            _stream_rows_into(package, temp_path, writer.streams)
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}.") from exc
 
 
 # --- history sheets (owner: history) ---

@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bridge.cli import cli
+from bridge.frames import OUTLOOK_MOBILE_MODEL
 from bridge.sandbox import Sandbox
+from bridge.sandbox.organisation import Organisation
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 EXPORT = SAMPLES / "exchange-export"
@@ -25,16 +27,33 @@ CORPUS_MAILBOX_SERVER = (
     / "microsoft__CSS-Exchange__Diagnostics__HealthChecker__Tests__DataCollection__E19__"
       "Exchange__GetMailboxServer.xml")
 
-FIGURES = """\
-  Mailboxes checked             22
-  Users with devices            10
-  Users without devices         12
-  Devices                       14
-  On Outlook native sync     85.7%
-  Still on REST (legacy)         2
-  Stale (over 30 days)           3
-  Never synced                   3
-"""
+ORG = Organisation(mailboxes=25, seed=1)  # what samples/exchange-export was made from
+USERS = [m for m in ORG.mailbox_entries if m.kind == "user"]
+OUTLOOK_DEVICES = [d for m in USERS for d in m.devices if d.model == OUTLOOK_MOBILE_MODEL]
+DEVICES = len(OUTLOOK_DEVICES)
+
+
+def _figures_text() -> str:
+    """The key figures the report must print for the sample's organisation (ground truth)."""
+    org, users, devices = ORG, USERS, OUTLOOK_DEVICES
+    owners = {d.mailbox.identity for d in devices}
+    stale = sum(d.last_success is not None
+                and (org.reference_time - d.last_success).total_seconds() // 86_400 > 30
+                for d in devices)
+    native = sum(d.client_type == "Outlook" for d in devices) / len(devices)
+    return "".join(f"{line}\n" for line in [
+        f"  Mailboxes checked       {len(users):>8,}",
+        f"  Users with devices      {len(owners):>8,}",
+        f"  Users without devices   {len(users) - len(owners):>8,}",
+        f"  Devices                 {len(devices):>8,}",
+        f"  On Outlook native sync  {native:>8.1%}",
+        f"  Still on REST (legacy)  {sum(d.client_type == 'REST' for d in devices):>8,}",
+        f"  Stale (over 30 days)    {stale:>8,}",
+        f"  Never synced            {sum(d.last_success is None for d in devices):>8,}",
+    ])
+
+
+FIGURES = _figures_text()
 
 
 def _mobile(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -94,7 +113,7 @@ def test_live_and_offline_give_identical_devices_sheets(endpoint: Sandbox,
     assert _mobile("--from-clixml", str(EXPORT), "-o", str(offline), "--no-history"
                    ).exit_code == 0
     assert _devices(live) == _devices(offline)
-    assert len(_devices(live)) == 15
+    assert len(_devices(live)) == DEVICES + 1
     run = {row[0]: row[1] for row in
            openpyxl.load_workbook(live)["Run"].iter_rows(values_only=True) if row[0]}
     assert run["Strategy"] == "bulk" and run["Server"] == "127.0.0.1"
@@ -137,7 +156,7 @@ def test_devices_table_for_power_bi(tmp_path: Path, output_format: str, reader: 
     assert result.exit_code == 0, result.output
     frame = reader(output)
     assert list(frame.columns[:5]) == ["User", "Device", "OS", "SyncType", "LastSync"]
-    assert len(frame) == 14
+    assert len(frame) == DEVICES
     assert "DeviceImei" not in frame.columns
 
 
