@@ -382,3 +382,14 @@ def test_wildcard_identity_and_boolean_filters(host: ExchangeCmdlets, org: Organ
         "Get-Mailbox", Filter="RecipientTypeDetails -ne 'UserMailbox' -or Alias -eq 'nobody'"))
     assert [props(e)["Guid"] for e in events] == [
         m["Guid"] for m in org.mailboxes if m["RecipientTypeDetails"] != "UserMailbox"]
+
+
+def test_statistics_without_identity_or_input_is_a_missing_mandatory_parameter(
+    host: ExchangeCmdlets,
+) -> None:
+    events, outcome = run(host, call("Get-MobileDeviceStatistics"))
+    assert events == [] and outcome.terminating is not None
+    assert outcome.terminating.message == (
+        "Cannot process command because of one or more missing mandatory parameters: Identity.")
+    assert outcome.terminating.fully_qualified_error_id == (
+        "MissingMandatoryParameter,Microsoft.Exchange.Management.Tasks.GetMobileDeviceStatistics")

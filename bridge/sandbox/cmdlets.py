@@ -206,6 +206,13 @@ class ExchangeCmdlets:
             return PipelineOutcome(events=iter(()))
         try:
             bound = [self._bind(command) for command in commands]
+            first, params = bound[0]
+            if first.name == "Get-MobileDeviceStatistics" and not (
+                "Identity" in params or "Mailbox" in params
+            ):  # nothing piped in to bind Identity from
+                raise self._binding_error(
+                    first, "Cannot process command because of one or more missing mandatory "
+                    "parameters: Identity.", "MissingMandatoryParameter")
         except TerminatingError as exc:
             return PipelineOutcome(events=iter(()), terminating=exc.spec)
         outcome = PipelineOutcome(events=iter(()))
@@ -552,13 +559,8 @@ class ExchangeCmdlets:
                 for event in upstream
             )
             events = self._devices_of(iter(events))
-        else:
-            raise TerminatingError(ErrorSpec(
-                message="Parameter set cannot be resolved using the specified named parameters.",
-                exception_type=_BINDING_TYPE, category="InvalidArgument",
-                fully_qualified_error_id=f"AmbiguousParameterSet,{_CLASS[cmdlet]}",
-                command_name=cmdlet, reason="ParameterBindingException",
-            ))
+        else:  # invoke() refused this at binding time
+            return
         for event in events:
             if isinstance(event, DeviceEntry):
                 if not client_types or event.client_type in client_types:
