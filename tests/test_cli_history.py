@@ -14,7 +14,9 @@ from openpyxl.utils import get_column_letter
 from bridge import history
 from bridge.cli import cli, history_for_run, history_options
 from bridge.history import History
-from tests.test_history import START, make_devices, record
+from bridge.sandbox.export import export_organisation
+from bridge.sandbox.organisation import Organisation
+from tests.test_history import START, _expected_changes, _truth, make_devices, record
 
 
 @pytest.fixture
@@ -182,3 +184,58 @@ def test_history_for_run_warns_and_goes_on(tmp_path: Path,
     fresh = history.HistorySettings(path=tmp_path / "fresh.sqlite")
     view = history_for_run(fresh, report, organisation="Contoso", source="offline")
     assert view is not None and view.previous is None and view.current.devices == 0
+
+
+def _change_rows(path: Path) -> set[tuple[str, str, str, str]]:
+    sheet = openpyxl.load_workbook(path)["Changes"]
+    ref = dict(sheet.tables.items()).get("HistoryChanges")
+    if ref is None:
+        return set()
+    rows = list(sheet[ref])
+    header = [cell.value for cell in rows[0]]
+    at = {name: header.index(name) for name in ("Change", "Mailbox", "DeviceType", "DeviceId")}
+    return {(row[at["Change"]].value, row[at["Mailbox"]].value, row[at["DeviceType"]].value,
+             row[at["DeviceId"]].value) for row in rows[1:]}
+
+
+def test_mobile_runs_record_history(tmp_path: Path) -> None:
+    """Two offline runs a month apart: the second workbook's Changes sheet holds exactly the
+    changes of the sandbox's ground truth; a damaged history only warns."""
+    org = Organisation(mailboxes=40, seed=11)
+    store = tmp_path / "history.sqlite"
+    export_organisation(org, tmp_path / "june")
+    before = _truth(org, classic=True)
+    code, _out, err = run("mobile", "--from-clixml", str(tmp_path / "june"), "-o",
+                          str(tmp_path / "june.xlsx"), "--history", str(store))
+    assert (code, err) == (0, "")
+    first = openpyxl.load_workbook(tmp_path / "june.xlsx")
+    assert first.sheetnames[-2:] == ["Changes", "Trend"]
+    assert first["Changes"]["A4"].value.startswith("Nothing to compare yet")
+
+    org.advance(60, seed=1)
+    export_organisation(org, tmp_path / "august")
+    code, _out, err = run("mobile", "--from-clixml", str(tmp_path / "august"), "-o",
+                          str(tmp_path / "august.xlsx"), "--history", str(store))
+    assert (code, err) == (0, "")
+    expected = _expected_changes(before, _truth(org, classic=True))
+    assert expected and _change_rows(tmp_path / "august.xlsx") == expected
+    trend = openpyxl.load_workbook(tmp_path / "august.xlsx")["Trend"]
+    assert [row[0] for row in trend.iter_rows(min_row=4, max_row=6, values_only=True)] == [
+        "Run", 1, 2]
+
+    code, _out, err = run("mobile", "--from-clixml", str(tmp_path / "august"), "-o",
+                          str(tmp_path / "off.xlsx"), "--no-history")
+    assert (code, err) == (0, "")
+    assert "Changes" not in openpyxl.load_workbook(tmp_path / "off.xlsx").sheetnames
+
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"garbage" * 1000)
+    code, _out, err = run("mobile", "--from-clixml", str(tmp_path / "august"), "-o",
+                          str(tmp_path / "warned.xlsx"), "--history", str(damaged))
+    assert (code, err) == (0, (
+        f"Warning: history not recorded: history {damaged} is damaged (file is not a "
+        "database); move it away (a new one is created) or use --history PATH / --no-history. "
+        "The report is written without the Changes and Trend sheets.\n"))
+    assert openpyxl.load_workbook(tmp_path / "warned.xlsx").sheetnames[0] == "Summary"
+    with History(store) as history_store:
+        assert len(history_store.runs()) == 2

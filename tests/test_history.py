@@ -325,11 +325,16 @@ def test_devices_without_a_mailbox_key_are_refused(db: Path) -> None:
 OS_VERSION = re.compile(r"(\d+(?:\.\d+)*)")
 
 
-def _truth(org: Organisation) -> dict[tuple[str, str, str], dict[str, object]]:
-    """Each partnership straight from the sandbox's ground truth (no frames, no history)."""
+def _truth(org: Organisation, classic: bool = False
+           ) -> dict[tuple[str, str, str], dict[str, object]]:
+    """Each partnership straight from the sandbox's ground truth (no frames, no history);
+    ``classic``: only Outlook for iOS and Android under user mailboxes (the default report)."""
     now = org.reference_time
     truth = {}
     for device in org.iter_devices():
+        if classic and (device.mailbox.kind != "user"
+                        or device.model != "Outlook for iOS and Android"):
+            continue
         synced = device.last_success
         version = OS_VERSION.search(device.os or "")
         truth[(device.mailbox.upn, device.device_type, device.device_id)] = {
