@@ -37,6 +37,7 @@ from pypsrp.exceptions import (
 from pypsrp.powershell import PowerShell, RunspacePool, RunspacePoolWarning
 from pypsrp.serializer import Serializer
 from pypsrp.wsman import NAMESPACES, OptionSet, SelectorSet, WSMan, WSManAction
+from spnego.exceptions import SpnegoError
 
 from bridge.clixml import parse_element
 from bridge.errors import (
@@ -323,6 +324,9 @@ def _install_fast_output(pool: RunspacePool) -> None:
 
 # --------------------------------------------------------------------------- failures
 
+#: what pypsrp and the libraries under it raise; each is turned into a BridgeError
+_LIBRARY_ERRORS = (WinRMError, requests.exceptions.RequestException, SpnegoError)
+
 
 class _Transient(Exception):
     """A failure worth retrying on a new connection (drop, 5xx, throttling, timeout)."""
@@ -354,6 +358,18 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
         raise AuthenticationFailed(
             f"the server refused the credentials of {settings.who} (auth: {settings.auth}) "
             f"at {where}. Check the user name (UPN or DOMAIN\\user) and password."
+        ) from exc
+    if isinstance(exc, SpnegoError):
+        # pyspnego (Kerberos/NTLM) could not even build a token: no ticket, no password
+        detail = (
+            "no Kerberos ticket or password is available here"
+            if (settings.username is None)
+            else "the Kerberos/NTLM exchange failed"
+        )
+        raise AuthenticationFailed(
+            f"cannot sign in as {settings.who} (auth: {settings.auth}) at {where}: {detail}. "
+            "Give --user (the password from PSBRIDGE_PASSWORD or the prompt), or get a "
+            "Kerberos ticket first (kinit)."
         ) from exc
     if isinstance(exc, requests.exceptions.SSLError):
         raise ConnectionFailed(
@@ -540,7 +556,7 @@ class _Channel:
         """Close the pool politely; a broken connection is simply dropped."""
         try:
             self.pool.close()
-        except (WinRMError, requests.exceptions.RequestException) as exc:
+        except _LIBRARY_ERRORS as exc:
             log.debug("closing a runspace pool failed: %s", exc)
         self.wsman.close()
 
@@ -558,7 +574,7 @@ class _Channel:
         fresh = _connect(settings, password)
         try:
             fresh.delete(shell.resource_uri, selector_set=shell._selector_set)
-        except (WinRMError, requests.exceptions.RequestException) as exc:
+        except _LIBRARY_ERRORS as exc:
             log.debug("could not delete an abandoned shell: %s", exc)
         finally:
             fresh.close()
@@ -641,7 +657,7 @@ class Session:
             raise ConfigError(f"invalid connection settings: {exc}") from exc
         try:
             channel.open()
-        except (WinRMError, requests.exceptions.RequestException) as exc:
+        except _LIBRARY_ERRORS as exc:
             channel.wsman.close()
             _classify(exc, self.settings, first_contact=not self._ever_connected)
             raise  # _classify always raises; this keeps mypy and readers sure of it
@@ -777,7 +793,7 @@ class Session:
                 if ps.output:
                     raw.extend(ps.output)
                     ps.output.clear()
-        except (WinRMError, requests.exceptions.RequestException) as exc:
+        except _LIBRARY_ERRORS as exc:
             _classify(exc, self.settings, first_contact=False)
             raise
         with self._lock:
@@ -797,7 +813,7 @@ class Session:
         # PowerShell's own client does; otherwise they stay until the shell closes.
         try:
             ps.close()
-        except (WinRMError, requests.exceptions.RequestException) as exc:
+        except _LIBRARY_ERRORS as exc:
             _classify(exc, self.settings, first_contact=False)
             raise
 

@@ -157,6 +157,24 @@ def test_wrong_configuration_name(sandbox: Sandbox) -> None:
     )
 
 
+def test_no_user_and_no_ticket_is_an_authentication_error(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks._sandbox_process import sandbox_process
+
+    with sandbox_process(mailboxes=2, seed=1) as other:
+        # the in-process sandboxes hand pyspnego their user file; a real client has none
+        monkeypatch.delenv("NTLM_USER_FILE", raising=False)
+        settings = ConnectionSettings(server=other.host, port=other.port)
+        with pytest.raises(AuthenticationFailed) as caught:
+            Session(settings, None).open()
+    assert str(caught.value) == (
+        "cannot sign in as the current Windows/Kerberos identity (auth: negotiate) at "
+        f"{settings.url}: no Kerberos ticket or password is available here. Give --user (the "
+        "password from PSBRIDGE_PASSWORD or the prompt), or get a Kerberos ticket first (kinit)."
+    )
+
+
 @pytest.mark.parametrize("auth", ["kerberos", "credssp"])
 def test_auth_needing_a_missing_library_fails_before_connecting(auth: str) -> None:
     module = "gssapi" if auth == "kerberos" else "requests_credssp"
