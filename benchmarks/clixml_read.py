@@ -1,7 +1,7 @@
 """CLIXML reading speed and memory: bridge.read_clixml against pypsrp and bare lxml.
 
-Generates an Export-Clixml style file (UTF-16 LE with BOM, ``Deserialized.`` type names,
-TN on the first object and TNRef after, as PowerShell writes it) of N objects shaped
+Generates an Export-Clixml style file (UTF-16 LE with BOM, indented, ``Deserialized.``
+type names, TN on the first object and TNRef after, as PowerShell writes it) of N objects shaped
 like Get-MobileDeviceStatistics output (about 45 properties: strings, dates, bools, ints,
 Nil, enums, a list, remoting notes), then measures in forked children:
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
+import textwrap
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,7 +201,9 @@ def write_sample(path: Path, count: int, seed: int = 1) -> None:
         for key in list(typed):
             number = numbers.setdefault(key, len(numbers))
             text = text.replace(f'RefId="{key}"', f'RefId="{number}"')
-        parts.append(text)
+        # indented two spaces per level, as Export-Clixml writes
+        pretty = etree.tostring(etree.fromstring(text), pretty_print=True, encoding="unicode")
+        parts.append(textwrap.indent(pretty.rstrip("\n"), "  "))
     parts.append("</Objs>")
     path.write_bytes("\ufeff".encode("utf-16-le") + "\n".join(parts).encode("utf-16-le"))
 

@@ -75,6 +75,9 @@ _PARSER_OPTIONS: dict[str, Any] = {
     "remove_comments": True,
     "remove_pis": True,
     "collect_ids": False,
+    # Export-Clixml indents: dropping whitespace-only nodes between elements saves ~10%
+    # (whitespace inside a value, <S> </S>, is kept)
+    "remove_blank_text": True,
 }
 
 # --- primitive values ------------------------------------------------------------------
@@ -308,6 +311,7 @@ class _Converter:
             return _string(text)
 
         self.string = string
+        self.strings = strings
         self.text_values = dict(_TEXT_VALUES)
         for tag in _tags("S"):
             self.text_values[tag] = string
@@ -371,6 +375,7 @@ class _Converter:
         text_values = self.text_values
         names = self.names
         string = self.string
+        strings_get = self.strings.get
         obj = self.obj
         member = element
         try:
@@ -382,7 +387,9 @@ class _Converter:
                 tag = member.tag
                 # the commonest tags first, without a call where none is needed
                 if tag == "S":
-                    into[name] = string(member.text)
+                    text = member.text
+                    hit = strings_get(text) if text is not None else ""
+                    into[name] = hit if hit is not None else string(text)
                 elif tag == "Nil":
                     into[name] = None
                 else:
