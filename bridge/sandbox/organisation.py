@@ -277,13 +277,21 @@ class DeviceEntry:
 
 
 class Organisation:
-    """A deterministic synthetic organisation; see the module docstring."""
+    """A deterministic synthetic organisation; see the module docstring.
+
+    Attributes: ``reference_time`` (its "now", tz-aware), ``seed``, ``size``, ``domain``,
+    ``organization`` (the name a report shows), ``domain_controller``, ``generation``
+    (how many times :meth:`advance` ran). Ground truth: :attr:`mailboxes`,
+    :attr:`devices`, :meth:`mailbox_frame`, :meth:`device_frame`.
+    """
 
     def __init__(
         self, mailboxes: int = 200, seed: int = 1, reference_time: datetime | None = None
     ) -> None:
         if mailboxes < 0:
             raise ValueError("mailboxes must be >= 0")
+        if reference_time is not None and reference_time.utcoffset() is None:
+            raise ValueError("reference_time must be timezone-aware")
         self.size = mailboxes
         self.seed = seed
         self.domain = DOMAIN
@@ -296,6 +304,11 @@ class Organisation:
         self._mailboxes: list[MailboxEntry] = []
         self._records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
         self._generate(rng, mailboxes)
+
+    def __repr__(self) -> str:
+        return (f"Organisation(mailboxes={self.size}, seed={self.seed}, "
+                f"reference_time={self.reference_time.isoformat()}, "
+                f"generation={self.generation})")
 
     # ---- ground truth -------------------------------------------------------------------
 
