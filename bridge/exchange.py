@@ -255,8 +255,9 @@ def _bulk(
                     warnings.extend(unit_warnings[phase])
                     bar.advance()
             except BaseException:
-                for future in futures:
-                    future.cancel()
+                # Ctrl+C or a fatal error: the other command stops at its next round
+                # trip instead of streaming on; what finished is in the checkpoint
+                session.abort()
                 raise
         for phase, commands in units:
             if phase not in results:  # done in an earlier, interrupted run
@@ -330,9 +331,12 @@ def _per_mailbox(
             futures = [pool.submit(query, identity) for identity in todo]
             for future in cf.as_completed(futures):
                 keep(*future.result())
-        finally:
+        except BaseException:
             # on Ctrl+C or a fatal error: queued mailboxes are dropped, those in flight
-            # finish their one command; everything kept so far is in the checkpoint
+            # stop at their next round trip; everything kept so far is in the checkpoint
+            session.abort()
+            raise
+        finally:
             pool.shutdown(wait=False, cancel_futures=True)
     bar.finish()
     if checkpoint is not None:

@@ -610,6 +610,7 @@ class Session:
         self._limit = settings.concurrency
         self._ever_connected = False
         self._closed = False
+        self._aborted = False
         self._pace = 0.0  # seconds to wait before each command (micro delays)
         self.opened_at: datetime | None = None
 
@@ -638,6 +639,16 @@ class Session:
             self._lock.notify_all()
         for channel in idle:
             channel.close()
+
+    def abort(self) -> None:
+        """Make commands running in other threads stop at their next round trip.
+
+        For Ctrl+C or a fatal error in one worker: the others give up at once instead
+        of finishing a long pipeline. The session cannot run commands afterwards.
+        """
+        with self._lock:
+            self._aborted = self._closed = True
+            self._lock.notify_all()
 
     def set_concurrency(self, connections: int) -> None:
         """Allow up to ``connections`` connections at once (one runspace each)."""
@@ -789,6 +800,10 @@ class Session:
         try:
             ps.begin_invoke()
             while ps.state == PSInvocationState.RUNNING:
+                if self._aborted:
+                    # stop the command on the server too, then leave the connection
+                    ps.stop()
+                    raise RemoteCommandError(f"{label}: stopped (the run was interrupted)")
                 ps.poll_invoke()
                 if ps.output:
                     raw.extend(ps.output)

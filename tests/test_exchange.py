@@ -3,6 +3,7 @@ and an interrupted run resumes without re-querying or doubling anything."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,27 @@ def test_a_cmdlet_missing_for_rbac_stops_the_run() -> None:
         with Session(settings_for(sb), sb.password) as session:
             with pytest.raises(CommandNotFound, match="Get-MobileDeviceStatistics -Mailbox"):
                 collect(session, "per-mailbox")
+
+
+def test_ctrl_c_in_bulk_stops_the_other_command_promptly(tmp_path: Path) -> None:
+    # 0.1 s per object: Get-Mailbox for the shared and room mailboxes takes ~0.2 s, the
+    # device pipeline (every mailbox's devices) ~2 s. Ctrl+C when the mailboxes are in
+    # must not wait for the devices to finish streaming.
+    with Sandbox(mailboxes=20, seed=7, latency_per_object=0.1) as sb:
+        device_seconds = 0.1 * len(sb.organisation.devices)
+        types = ("SharedMailbox", "RoomMailbox")
+        store = Checkpoint.open(tmp_path / "run", KEY, resume=False)
+        with Session(settings_for(sb), sb.password) as session:
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                collect(session, "bulk", types, checkpoint=store, progress=_Interrupt(1))
+            elapsed = time.monotonic() - started
+        store.close()
+        assert elapsed < device_seconds - 0.5
+        resumed_store = Checkpoint.open(tmp_path / "run", KEY, resume=True)
+        assert resumed_store.is_done("mailboxes") and not resumed_store.is_done("devices")
+        with Session(settings_for(sb), sb.password) as session:
+            resumed = collect(session, "bulk", types, checkpoint=resumed_store)
+        assert resumed.meta["commands"] == 1
+        assert [d["Identity"] for d in resumed.devices] == truth(sb, types)[1] != []
+        assert sb.internal_errors == []
