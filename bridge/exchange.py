@@ -182,8 +182,9 @@ def collect(
     meta: dict[str, object] = {
         "strategy": strategy,
         "recipient_types": list(recipient_types),
-        "device_filter": device_filter,
-        "device_filter_applied": bool(device_filter) and strategy == "bulk",
+        # the OPATH filter the server applied (per-mailbox cannot: the report filters)
+        "device_filter": device_filter if strategy == "bulk" else None,
+        "device_filter_requested": device_filter,
         "server": session.settings.url,
         "configuration": session.settings.configuration,
         "user": session.settings.username,

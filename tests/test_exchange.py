@@ -84,7 +84,11 @@ def test_bulk_filter_is_applied_on_the_server(sandbox: Sandbox) -> None:
         if d["Identity"] in set(device_ids) and d["DeviceModel"] == "Outlook for iOS and Android"
     ]  # fmt: skip
     assert expected and [d["Identity"] for d in filtered.devices] == expected
-    assert filtered.meta["device_filter_applied"] is True
+    assert filtered.meta["device_filter"] == outlook
+    with Session(settings_for(sandbox), sandbox.password) as session:
+        classic = collect(session, "per-mailbox", device_filter=outlook)
+    assert classic.meta["device_filter"] is None  # not applied on the server
+    assert len(classic.devices) == len(device_ids)
 
 
 class _Interrupt:
