@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -83,6 +82,7 @@ _PARSER_OPTIONS: dict[str, Any] = {
 # --- primitive values ------------------------------------------------------------------
 
 _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+_SURROGATE = re.compile(r"_x[dD][89a-fA-F][0-9A-Fa-f]{2}_")
 _SIZE = re.compile(r"^-?[\d.,]+ ?(?:B|KB|MB|GB|TB|PB|EB) \(([\d,. \u00a0\u202f']+) bytes\)$")
 _DURATION = re.compile(r"^(-)?P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
@@ -90,7 +90,7 @@ _DURATION = re.compile(r"^(-)?P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.
 def _unescape(text: str) -> str:
     """Decode PowerShell's ``_xHHHH_`` escapes (``_x000D__x000A_``, ``_x005F_``)."""
     decoded = _ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), text)
-    if any("\ud800" <= char <= "\udfff" for char in decoded):  # escaped surrogate pairs
+    if _SURROGATE.search(text):  # characters beyond U+FFFF come as escaped surrogate pairs
         decoded = decoded.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return decoded
 
@@ -658,12 +658,19 @@ class _Document:
             at = head.find(marker)
             head = head[:at] + f"<{_WRAPPER}>".encode(codec) + head[at + len(marker) :]
             self.wrapped = True
-            self.codec = codec
         # Without the default namespace every tag is a short plain name: faster to
         # parse and to read (the dispatch tables accept both forms). Spaces of the same
         # length keep lines and columns true for error messages.
-        declaration = _NAMESPACE_DECLARATION.encode(codec)
-        head = head.replace(declaration, (" " * len(_NAMESPACE_DECLARATION)).encode(codec))
+        root = text.find("<Objs")
+        at = text.find(_NAMESPACE_DECLARATION, root, text.find(">", root)) if root >= 0 else -1
+        if at >= 0:  # only in the root's start tag: never inside a value
+            offset = bom + len(text[:at].encode(codec))
+            size = len(_NAMESPACE_DECLARATION.encode(codec))
+            head = (
+                head[:offset]
+                + (" " * len(_NAMESPACE_DECLARATION)).encode(codec)
+                + head[offset + size :]
+            )
         yield head
         yield from chunks
         if self.wrapped:
@@ -918,7 +925,3 @@ def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
 def read_clixml(source: Source, *, structured: bool = False) -> pd.DataFrame:
     """Read a CLIXML file (or bytes, text, binary file) into a DataFrame, one row per object."""
     return records_to_frame(iter_records(source, structured=structured))
-
-
-def _open_text(xml: bytes | str) -> IO[bytes]:
-    return io.BytesIO(xml.encode("utf-8") if isinstance(xml, str) else xml)

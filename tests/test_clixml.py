@@ -578,3 +578,9 @@ def test_dtd_past_the_head_is_refused_by_the_parser_check(tmp_path: Path) -> Non
     assert str(caught.value) == (
         f"{path}: a DTD (<!DOCTYPE>) is not allowed in CLIXML; nothing was expanded or fetched"
     )
+
+
+def test_values_that_look_like_markup_stay_intact() -> None:
+    text = 'x xmlns="http://schemas.microsoft.com/powershell/2004/04" #< CLIXML _x005F_ y'
+    escaped = text.replace("_x005F_", "_x005F_x005F_").replace("<", "&lt;")
+    assert value(f'<S N="P">{escaped}</S>') == text
