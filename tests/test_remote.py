@@ -363,3 +363,20 @@ def test_parameters_and_switches() -> None:
         pipeline_text([command])
         == "Get-MobileDeviceStatistics -Mailbox 'O''Brien, Pat' -ActiveSync"
     )
+
+
+def test_remote_is_the_only_module_importing_pypsrp() -> None:
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "bridge"
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )  # fmt: skip
+            if any(name.split(".")[0] == "pypsrp" for name in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"remote.py"}
