@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from bridge import read_clixml
-from bridge.clixml import SECURE_STRING, iter_records, read_streams
+from bridge.clixml import SECURE_STRING, iter_records, parse_element, read_streams
 from tests.conftest import CORPUS
 
 PACIFIC = timezone(timedelta(hours=-7))
@@ -91,7 +91,12 @@ EXPECTED: dict[str, tuple[int, dict[tuple[int, str], Any]]] = {
     ),
     "GetExchangeAdSchemaClass_ms-Exch-Schema-Version-Pt.xml": (
         1,
-        {(0, "Path"): "LDAP://CN=ms-Exch-Schema-Version-Pt,CN=Schema,CN=Configuration,DC=Solo,DC=com"},
+        {
+            (
+                0,
+                "Path",
+            ): "LDAP://CN=ms-Exch-Schema-Version-Pt,CN=Schema,CN=Configuration,DC=Solo,DC=com"
+        },
     ),
     "GetExchangeAppPoolsInformation.xml": (1, {}),
     "GetExchangeCertificate.xml": (3, {(2, "PSComputerName"): "solo-e19a.solo.com"}),
@@ -294,3 +299,29 @@ def test_progress_records_are_a_stream_not_rows(corpus_dir: Path) -> None:
         "SecondsRemaining": -1,
         "StatusDescription": "",
     }
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "test_client_execute_ps_failure.yml.xml",
+        "test_psrp_get_command_metadata.yml.xml",
+        "test_psrp_pshost_ui_mocked_methods.yml.xml",
+        "test_psrp_stream_no_output_invocation.yml.xml",
+        "test_psrp_with_jea_configuration.yml.xml",
+    ],
+)
+def test_parse_element_on_real_psrp_payloads_gives_the_file_rows(
+    corpus_dir: Path, suffix: str
+) -> None:
+    """Each message of these files is a real PSRP payload with its own RefId scope."""
+    from lxml import etree
+
+    path = _file(corpus_dir, suffix)
+    namespace = ' xmlns="http://schemas.microsoft.com/powershell/2004/04"'
+    payloads = [
+        etree.tostring(element, encoding="unicode").replace(namespace, "")
+        for element in etree.parse(str(path)).getroot()
+        if isinstance(element.tag, str)  # not the harvester's comments
+    ]
+    assert [parse_element(payload) for payload in payloads] == list(iter_records(path))
