@@ -569,9 +569,9 @@ class _ReportWriter:
                 "UTC (when the data was taken).",
                 styles.subtitle,
             )
-        grid.put(3, 0, "Key figures", styles.section)
-        grid.put(3, 1, None, styles.section)
-        grid.put(3, 2, None, styles.section)
+        grid.put(4, 0, "Key figures", styles.section)
+        grid.put(4, 1, None, styles.section)
+        grid.put(4, 2, None, styles.section)
         stale_label = f"Stale (no sync for over {options.stale_after} days)"
         rows: list[tuple[str, float | int, Any]] = [
             ("Mailboxes checked", figures.mailboxes_checked, styles.figure),
@@ -587,7 +587,7 @@ class _ReportWriter:
             rows.append(
                 ("Mailboxes or commands that failed (see Errors)", figures.errors, styles.figure)
             )
-        row = 4
+        row = 5
         for label, value, value_format in rows:
             grid.put(row, 0, label, styles.figure_label)
             grid.put(row, 1, value, value_format)
@@ -662,9 +662,9 @@ class _ReportWriter:
             )
             pie.set_legend({"position": "right", "font": {"size": 10}})
             pie.set_hole_size(50)
-            pie.set_size({"width": 620, "height": 300})
+            pie.set_size({"width": 540, "height": 300})
             pie.set_chartarea({"border": {"none": True}})
-            sheet.insert_chart(3, 4, pie, {"x_offset": 5, "y_offset": 0})
+            sheet.insert_chart(4, 4, pie, {"x_offset": 5, "y_offset": 0})
         first, last = anchors["By platform and OS version"]
         if last >= first and self.report.figures.devices:
             bar = self.book.add_chart({"type": "bar"})
@@ -694,7 +694,7 @@ class _ReportWriter:
             )
             bar.set_size({"width": 620, "height": 330})
             bar.set_chartarea({"border": {"none": True}})
-            sheet.insert_chart(20, 4, bar, {"x_offset": 5, "y_offset": 0})
+            sheet.insert_chart(21, 4, bar, {"x_offset": 5, "y_offset": 0})
 
     # -- table sheets ----------------------------------------------------------------------
 

@@ -279,3 +279,11 @@ def test_usage_errors_are_exit_2(args: list[str], message: str) -> None:
     result = _mobile(*args, "--no-history")
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1] == message
+
+
+def test_sample_report_is_what_the_sample_export_gives(tmp_path: Path) -> None:
+    output = tmp_path / "report.xlsx"
+    assert _mobile("--from-clixml", str(EXPORT), "-o", str(output), "--no-history"
+                   ).exit_code == 0
+    assert _devices(SAMPLES / "report.xlsx") == _devices(output), (
+        "samples/report.xlsx is stale: run samples/make-report.sh")

@@ -52,7 +52,10 @@ def _rows(sheet: Worksheet) -> list[tuple[object, ...]]:
 
 
 def _figures(sheet: Worksheet) -> dict[str, object]:
-    return {row[0]: row[1] for row in _rows(sheet)[4:14] if row[0]}
+    rows = _rows(sheet)
+    first = [row[0] for row in rows].index("Key figures") + 1
+    last = [row[0] for row in rows].index("By sync protocol")
+    return {row[0]: row[1] for row in rows[first:last] if row[0]}
 
 
 def test_sheets_in_reading_order(book: openpyxl.Workbook) -> None:
