@@ -49,6 +49,7 @@ PROFILE_KEYS: dict[str, tuple[type, ...]] = {
     "read_timeout": (int, float),
     "operation_timeout": (int,),
     "retries": (int,),
+    "kerberos_service": (str,),
     "certificate_pem": (str,),
     "certificate_key_pem": (str,),
 }

@@ -123,6 +123,9 @@ class ConnectionSettings:
     read_timeout: float = 60.0
     operation_timeout: int = 20  # below read_timeout, or pypsrp gives up first (#182)
     concurrency: int = 3  # connections (runspaces) at once; Exchange Online allows 3
+    #: Kerberos service of the server's SPN; None: HTTP for Exchange's IIS endpoint
+    #: (/PowerShell, and the only SPN a load-balanced namespace has), WSMAN for /wsman
+    kerberos_service: str | None = None
     certificate_pem: str | None = None  # auth=certificate
     certificate_key_pem: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -161,6 +164,12 @@ class ConnectionSettings:
         scheme = "https" if self.https else "http"
         host = f"[{self.server}]" if ":" in self.server else self.server
         return f"{scheme}://{host}:{self.effective_port}/{self.path.strip('/')}"
+
+    @property
+    def spn_service(self) -> str:
+        if self.kerberos_service:
+            return self.kerberos_service
+        return "WSMAN" if self.path.strip("/").lower() == "wsman" else "HTTP"
 
     @property
     def who(self) -> str:
@@ -506,6 +515,8 @@ def _connect(settings: ConnectionSettings, password: str | None) -> _WSMan:
     """A pypsrp WSMan transport for ``settings`` (no request sent yet)."""
     verify: bool | str = settings.ca_bundle if settings.ca_bundle else settings.verify
     extra: dict[str, Any] = {}
+    if settings.auth in ("negotiate", "kerberos"):
+        extra["negotiate_service"] = settings.spn_service
     if settings.auth == "certificate":
         extra = {
             "certificate_pem": settings.certificate_pem,

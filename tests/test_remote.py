@@ -380,3 +380,12 @@ def test_remote_is_the_only_module_importing_pypsrp() -> None:
             if any(name.split(".")[0] == "pypsrp" for name in names):
                 importers.add(path.relative_to(package).as_posix())
     assert importers == {"remote.py"}
+
+
+def test_kerberos_asks_for_the_http_service_of_exchange_and_wsman_of_a_jump_host() -> None:
+    from bridge.remote import _connect
+
+    exchange = _connect(ConnectionSettings(server="mail.contoso.com"), None)
+    jump_host = _connect(ConnectionSettings(server="jump", path="wsman", port=5985), None)
+    assert exchange.transport.negotiate_service == "HTTP"
+    assert jump_host.transport.negotiate_service == "WSMAN"
