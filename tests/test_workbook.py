@@ -245,3 +245,36 @@ def test_xlsx_is_the_only_writer_module() -> None:
                        if "import xlsxwriter" in path.read_text(encoding="utf-8"))
     assert importers == ["workbook.py"]
     assert workbook.EXCEL_MAX_ROWS == 1_048_576
+
+
+def test_cell_text_survives_the_streamed_rows(tmp_path: Path) -> None:
+    names = ["Zoë <Ops> & \"Sales\"", "  padded  ", "_x0041_ stays literal", "tab\there",
+             "bell\x07gone", "ünïcødé 中文 عربي", "=1+1"]
+    mailboxes = [{"Identity": f"c.com/U/{i}", "DisplayName": name,
+                  "RecipientTypeDetails": "UserMailbox"} for i, name in enumerate(names)]
+    devices = [{"Identity": f"c.com/U/{i}/ExchangeActiveSyncDevices/x§{i}", "DeviceId": str(i),
+                "DeviceModel": frames.OUTLOOK_MOBILE_MODEL, "ClientType": "Outlook",
+                "LastSuccessSync": STARTED - timedelta(days=i), "NumberOfFoldersSynced": i}
+               for i in range(len(names))]
+    report = build_report(mailboxes, devices, run_started=STARTED)
+    path = tmp_path / "text.xlsx"
+    write_report(path, report, _run())
+    rows = _rows(openpyxl.load_workbook(path)["Devices"])
+    users = {row[0] for row in rows[1:]}
+    # Excel reads "_xHHHH_" as an escaped character, so a literal one is written with its
+    # "_" escaped as _x005F_ (Excel shows "_x0041_"; openpyxl does not unescape in-line text)
+    expected = {name.replace("\x07", "").replace("_x0041_", "_x005F_x0041_") for name in names}
+    assert users == expected
+    days = rows[0].index("DaysSinceLastSync")
+    assert sorted(row[days] for row in rows[1:]) == list(range(len(names)))
+
+
+def test_a_failed_write_leaves_nothing_behind(report: frames.Report, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workbook, "_stream_rows_into", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path / "report.xlsx", report, _run())
+    assert list(tmp_path.iterdir()) == []
