@@ -743,6 +743,7 @@ def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Keep DeviceImei and DevicePhoneNumber (left out by default)."),
         click.option("--as-of", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S",
                                                       "%Y-%m-%d %H:%M"]),
+                     metavar="YYYY-MM-DD[THH:MM:SS]",
                      help="Count days since the last sync from this UTC time (default: now, "
                           "or when an offline export was taken)."),
         click.option("--open", "open_report", is_flag=True,
