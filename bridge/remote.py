@@ -16,7 +16,6 @@ import re
 import sys
 import threading
 import time
-import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from pypsrp.exceptions import (
     WinRMTransportError,
     WSManFaultError,
 )
-from pypsrp.powershell import PowerShell, RunspacePool, RunspacePoolWarning
+from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import Serializer
 from pypsrp.wsman import NAMESPACES, OptionSet, SelectorSet, WSMan, WSManAction
 from spnego.exceptions import SpnegoError
@@ -559,9 +558,7 @@ class _Channel:
         _install_fast_output(self.pool)
 
     def open(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RunspacePoolWarning)
-            self.pool.open()
+        self.pool.open()
 
     def close(self) -> None:
         """Close the pool politely; a broken connection is simply dropped."""

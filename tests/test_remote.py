@@ -90,6 +90,15 @@ def test_basic_over_https_with_the_ca_bundle(tls_sandbox: Sandbox) -> None:
     assert len(rows) == len(tls_sandbox.organisation.mailboxes)
 
 
+def test_basic_auth_password_stays_out_of_debug_logs(
+    tls_sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        with Session(settings_for(tls_sandbox, auth="basic"), tls_sandbox.password) as session:
+            session.run(Command("Get-Mailbox", {"ResultSize": 1}))
+    assert caplog.text and tls_sandbox.password not in caplog.text
+
+
 def test_tls_verification_failure_is_one_clear_error(tls_sandbox: Sandbox) -> None:
     settings = settings_for(tls_sandbox, auth="basic", ca_bundle=None)
     with pytest.raises(ConnectionFailed) as caught:
