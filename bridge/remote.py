@@ -220,13 +220,15 @@ def parameter_value(text: str) -> object:
     """A command-line parameter value typed as PowerShell would bind it sensibly.
 
     ``true``/``$false`` -> bool; a 32-bit integer without leading zeros -> int; a comma
-    list -> list of str; ``'quoted'`` or ``"quoted"`` -> the text inside, unsplit;
+    list -> list of str; ``'quoted'`` or ``"quoted"`` -> the text inside, unsplit (a
+    doubled quote inside stands for one, as in PowerShell: ``'O''Brien, Pat'``);
     anything else (``Unlimited``, identities, OPATH filters) -> str, which PowerShell's
     binder converts to the parameter's own type.
     """
     stripped = text.strip()
     if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
-        return stripped[1:-1]
+        quote = stripped[0]
+        return stripped[1:-1].replace(quote * 2, quote)  # PowerShell's doubled quote
     lowered = stripped.lower()
     if lowered in ("true", "$true"):
         return True

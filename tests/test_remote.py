@@ -350,7 +350,8 @@ def test_sessions_are_closed_on_the_server(sandbox: Sandbox) -> None:
         ("true", True),
         ("$False", False),
         ("UserMailbox,SharedMailbox", ["UserMailbox", "SharedMailbox"]),
-        ("'O''Brien, Pat'", "O''Brien, Pat"),
+        ("'O''Brien, Pat'", "O'Brien, Pat"),
+        ("Smith, Pat", ["Smith", "Pat"]),
         ('"a,b"', "a,b"),
         (
             "DeviceModel -eq 'Outlook for iOS and Android'",
