@@ -512,8 +512,9 @@ class _WSMan(WSMan):
         return cast(ET.Element, response.find("s:Body", namespaces=NAMESPACES))
 
 
-def _connect(settings: ConnectionSettings, password: str | None) -> _WSMan:
-    """A pypsrp WSMan transport for ``settings`` (no request sent yet)."""
+def _connect(settings: ConnectionSettings, password: str | None, *, brief: bool = False) -> _WSMan:
+    """A pypsrp WSMan transport for ``settings`` (no request sent yet); ``brief`` caps
+    its timeouts for housekeeping requests that must not hold a retry up."""
     verify: bool | str = settings.ca_bundle if settings.ca_bundle else settings.verify
     extra: dict[str, Any] = {}
     if settings.auth in ("negotiate", "kerberos"):
@@ -533,8 +534,10 @@ def _connect(settings: ConnectionSettings, password: str | None) -> _WSMan:
         auth=settings.auth,
         # pypsrp annotates these as bool/int; requests takes a CA path and float seconds
         cert_validation=cast(Any, verify),
-        connection_timeout=cast(Any, settings.connect_timeout),
-        read_timeout=cast(Any, settings.read_timeout),
+        connection_timeout=cast(
+            Any, min(settings.connect_timeout, 5) if brief else settings.connect_timeout
+        ),
+        read_timeout=cast(Any, min(settings.read_timeout, 10) if brief else settings.read_timeout),
         operation_timeout=settings.operation_timeout,
         max_envelope_size=MAX_ENVELOPE_SIZE,
         **extra,
@@ -570,7 +573,9 @@ class _Channel:
             log.debug("closing a runspace pool failed: %s", exc)
         self.wsman.close()
 
-    def abandon(self, settings: ConnectionSettings, password: str | None) -> None:
+    def abandon(
+        self, settings: ConnectionSettings, password: str | None, *, delete_shell: bool = True
+    ) -> None:
         """Forget a broken connection and delete its shell over a fresh one.
 
         After a drop or timeout pypsrp cannot reuse the connection (its NTLM encryption
@@ -579,9 +584,9 @@ class _Channel:
         """
         self.wsman.close()
         shell = self.pool.shell
-        if not shell.id:
+        if not shell.id or not delete_shell:
             return
-        fresh = _connect(settings, password)
+        fresh = _connect(settings, password, brief=True)
         try:
             fresh.delete(shell.resource_uri, selector_set=shell._selector_set)
         except _LIBRARY_ERRORS as exc:
@@ -730,8 +735,8 @@ class Session:
         if close:
             channel.close()
 
-    def _discard(self, channel: _Channel) -> None:
-        channel.abandon(self.settings, self.__password)
+    def _discard(self, channel: _Channel, *, delete_shell: bool = True) -> None:
+        channel.abandon(self.settings, self.__password, delete_shell=delete_shell)
         with self._lock:
             self._open_count -= 1
             self.stats.reconnects += 1
@@ -793,9 +798,10 @@ class Session:
                     self._release(channel)
                 raise
             except BaseException:
-                # Ctrl+C mid-request leaves the connection in an unknown state: drop it
+                # Ctrl+C mid-request leaves the connection in an unknown state: drop it,
+                # without keeping the user waiting on housekeeping (the shell idles out)
                 if channel is not None:
-                    self._discard(channel)
+                    self._discard(channel, delete_shell=False)
                 raise
             self._release(channel)
             self._note_warnings(result.warnings)
