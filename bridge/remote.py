@@ -643,8 +643,22 @@ class Session:
 
     def open(self) -> None:
         """Open the first connection now, so configuration errors surface before any work."""
-        channel = self._acquire()
-        self._release(channel)
+        policy = self.settings.retry
+        attempt = 1
+        while True:
+            try:
+                channel = self._acquire()
+            except _Transient as exc:
+                if attempt >= policy.attempts:
+                    raise ConnectionFailed(
+                        f"cannot open a PowerShell session at {self.settings.url}: gave up "
+                        f"after {attempt} tries: {exc}"
+                    ) from exc
+                self._sleep(policy.delay(attempt, self._rng, exc.server_wait))
+                attempt += 1
+                continue
+            self._release(channel)
+            return
 
     def close(self) -> None:
         with self._lock:

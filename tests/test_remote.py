@@ -270,6 +270,17 @@ def test_dropped_connection_reconnects_and_loses_nothing() -> None:
         assert sb.internal_errors == []
 
 
+def test_a_server_busy_at_first_contact_is_retried_then_reported() -> None:
+    with Sandbox(mailboxes=2, seed=2, http_error_every=1, http_error_status=503) as sb:
+        settings = settings_for(sb, retry=RetryPolicy(attempts=2, base_delay=0.01))
+        with pytest.raises(ConnectionFailed) as caught:
+            Session(settings, sb.password).open()
+        assert sb.internal_errors == []
+    assert str(caught.value).startswith(
+        f"cannot open a PowerShell session at {settings.url}: gave up after 2 tries: HTTP 503"
+    )
+
+
 @pytest.mark.parametrize("status", [500, 503])
 def test_http_server_errors_are_retried(status: int) -> None:
     with Sandbox(mailboxes=5, seed=2, http_error_every=9, http_error_status=status) as sb:
