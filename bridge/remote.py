@@ -424,6 +424,11 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
         raise _Transient(f"the PowerShell session broke: {text}") from exc
     if isinstance(exc, WinRMError):
         raise _Transient(f"WinRM error: {exc}") from exc
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.URLRequired):
+        raise ConfigError(f"{where} is not a valid endpoint: check --server and --path") from exc
+    if isinstance(exc, requests.exceptions.RequestException):
+        # a broken response (chunked encoding, decoding): the connection is suspect
+        raise _Transient(f"a broken answer from {where}: {exc.__class__.__name__}") from exc
     if isinstance(exc, ValueError):
         # pypsrp checks its arguments with ValueError (e.g. an auth without its inputs)
         raise ConfigError(f"invalid connection settings: {exc}") from exc

@@ -156,6 +156,15 @@ def test_unreachable_servers(server: str, port: int, message: str) -> None:
     assert str(caught.value) == f"cannot connect to {settings.url}: {message}."
 
 
+def test_a_server_name_that_is_no_host_name() -> None:
+    settings = ConnectionSettings(server="bad host name", port=80, auth="ntlm", username="u")
+    with pytest.raises(ConfigError) as caught:
+        Session(settings, "p").open()
+    assert str(caught.value) == (
+        "http://bad host name:80/PowerShell is not a valid endpoint: check --server and --path"
+    )
+
+
 def test_wrong_configuration_name(sandbox: Sandbox) -> None:
     settings = settings_for(sandbox, configuration="Microsoft.Nope")
     with pytest.raises(ConnectionFailed) as caught:
