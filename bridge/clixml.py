@@ -513,7 +513,13 @@ class _Converter:
             if stream is None and self.saw_progress:
                 stream = "progress"
         else:
-            row = {"Value": self.value(element)}
+            found = self.value(element)
+            if element.tag in _REF_TAGS and isinstance(found, dict):
+                # the same object output again: the same row (an Exchange object that
+                # is a ToString when nested stays its ToString)
+                row = {str(key): item for key, item in found.items()}
+            else:
+                row = {"Value": found}
         if stream is None or stream.lower() == "output":  # pwsh marks output S="Output"
             return None, row
         return stream.lower(), row

@@ -571,3 +571,11 @@ def test_values_that_look_like_markup_stay_intact() -> None:
     text = 'x xmlns="http://schemas.microsoft.com/powershell/2004/04" #< CLIXML _x005F_ y'
     escaped = text.replace("_x005F_", "_x005F_x005F_").replace("<", "&lt;")
     assert value(f'<S N="P">{escaped}</S>') == text
+
+
+def test_an_object_output_twice_is_a_top_level_ref_and_the_same_row() -> None:
+    body = (
+        '<Obj RefId="0"><TN RefId="0"><T>System.IO.FileInfo</T></TN><Props>'
+        '<S N="Name">a.txt</S><I64 N="Length">3</I64></Props></Obj><Ref RefId="0" />'
+    )
+    assert list(iter_records(doc(body))) == [{"Name": "a.txt", "Length": 3}] * 2
