@@ -540,7 +540,7 @@ def _line(element: etree._Element) -> int | None:
 class _Input:
     """A source as a name for messages and a stream of raw bytes."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, name: str | None = None) -> None:
         self.source = source
         self.path: Path | None = None
         self.data: bytes | None = None
@@ -557,6 +557,8 @@ class _Input:
             self.name = str(getattr(source, "name", "<stream>"))
         else:
             raise TypeError(f"cannot read CLIXML from {type(source).__name__}")
+        if name is not None:
+            self.name = name
 
     def chunks(self) -> Iterator[bytes]:
         if self.data is not None:
@@ -614,6 +616,27 @@ def _head_codec(head: bytes) -> tuple[int, str]:
     return 0, "utf-8"
 
 
+def _located(name: str, message: str, line: int | None, column: int | None) -> ClixmlError:
+    where = ""
+    if line:
+        where = f" line {line}" + (f", column {column}" if column else "") + ":"
+    return ClixmlError(f"{name}:{where} {message}")
+
+
+def _where(source: _Input, exc: _Walk) -> tuple[int | None, int | None]:
+    """Line and column of the element a conversion failed at (lxml knows only the line)."""
+    line = _line(exc.element)
+    text = source.line(line) if line else None
+    if text is None:
+        return line, None
+    tag = _local(exc.element.tag)
+    ref_id = exc.element.get("RefId")
+    starts = [m.start() for m in re.finditer(rf"<{re.escape(tag)}[\s/>]", text)]
+    if ref_id is not None:
+        starts = [at for at in starts if f'RefId="{ref_id}"' in text[at:].split(">")[0]]
+    return line, (starts[0] + 1 if starts else None)
+
+
 class _Document:
     """Reads one source with a safe pull parser; yields (stream, record) per top-level item."""
 
@@ -623,25 +646,10 @@ class _Document:
         self.wrapped = False
 
     def error(self, message: str, line: int | None, column: int | None = None) -> ClixmlError:
-        where = ""
-        if line:
-            where = f" line {line}" + (f", column {column}" if column else "")
-            where += ":"
-        return ClixmlError(f"{self.input.name}:{where} {message}")
+        return _located(self.input.name, message, line, column)
 
     def walk_error(self, exc: _Walk) -> ClixmlError:
-        line = _line(exc.element)
-        column = None
-        text = self.input.line(line) if line else None
-        if text is not None:
-            tag = _local(exc.element.tag)
-            ref_id = exc.element.get("RefId")
-            starts = [m.start() for m in re.finditer(rf"<{re.escape(tag)}[\s/>]", text)]
-            if ref_id is not None:
-                starts = [s for s in starts if f'RefId="{ref_id}"' in text[s:].split(">")[0]]
-            if starts:
-                column = starts[0] + 1
-        return self.error(exc.message, line, column)
+        return _located(self.input.name, exc.message, *_where(self.input, exc))
 
     def _prepare(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """Reject DTDs and turn a ``#< CLIXML`` prefix into a wrapper element."""
@@ -771,19 +779,17 @@ def read_streams(source: Source) -> dict[str, list[Record]]:
     return streams
 
 
-def _single_root(xml: bytes | str) -> etree._Element:
-    parser = etree.XMLParser(**_PARSER_OPTIONS)
-    data = xml.encode("utf-8") if isinstance(xml, str) else xml
+def _single_root(xml: bytes | str) -> tuple[etree._Element, _Input]:
+    data = xml.encode("utf-8") if isinstance(xml, str) else bytes(xml)
+    source = _Input(data, name="<element>")
     if b"<!DOCTYPE" in data[:4096]:
-        raise ClixmlError(f"<element>: {_NO_DTD}")
+        raise _located(source.name, _NO_DTD, None, None)
     try:
-        return etree.fromstring(data, parser)
+        return etree.fromstring(data, etree.XMLParser(**_PARSER_OPTIONS)), source
     except etree.XMLSyntaxError as exc:
         line, column = exc.position
         message = str(exc.msg or exc).split(", line ")[0]
-        raise ClixmlError(
-            f"<element>: line {line}, column {column}: malformed XML: {message}"
-        ) from exc
+        raise _located(source.name, f"malformed XML: {message}", line, column) from exc
 
 
 def parse_element(xml: bytes | str) -> Record:
@@ -792,11 +798,11 @@ def parse_element(xml: bytes | str) -> Record:
     RefIds are scoped to the element, as in PSRP. The record is exactly what
     :func:`iter_records` gives for the same element at the top level of a file.
     """
-    element = _single_root(xml)
+    element, source = _single_root(xml)
     try:
         return _Converter().top_level(element)[1]
     except _Walk as exc:
-        raise ClixmlError(f"<element>: line {_line(exc.element)}: {exc.message}") from None
+        raise _located(source.name, exc.message, *_where(source, exc)) from None
 
 
 def error_fields(record: Record) -> Record:
@@ -817,12 +823,12 @@ def error_fields(record: Record) -> Record:
 
 def parse_error_record(xml: bytes | str) -> Record:
     """A serialized ErrorRecord (PSRP ERROR_RECORD payload) -> Message, Category, ... fields."""
-    element = _single_root(xml)
+    element, source = _single_root(xml)
     converter = _Converter()
     try:
         value, record = converter.obj(element) if element.tag in _OBJ_TAGS else (None, None)
     except _Walk as exc:
-        raise ClixmlError(f"<element>: line {exc.element.sourceline}: {exc.message}") from None
+        raise _located(source.name, exc.message, *_where(source, exc)) from None
     fields = error_fields(record or {})
     if fields["Message"] is None:
         text = element.findtext("ToString") or element.findtext(_NS + "ToString")

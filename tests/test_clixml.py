@@ -357,8 +357,11 @@ def test_parse_element_gives_what_iter_records_gives() -> None:
 
 def test_parse_element_scopes_refids_to_the_element() -> None:
     parse_element(PSRP_OUTPUT)
-    with pytest.raises(ClixmlError, match='<TNRef RefId="0"> refers to no earlier <TN>'):
+    with pytest.raises(ClixmlError) as caught:
         parse_element('<Obj RefId="0"><TNRef RefId="0" /><MS><S N="A">1</S></MS></Obj>')
+    assert str(caught.value) == (
+        '<element>: line 1, column 16: <TNRef RefId="0"> refers to no earlier <TN>'
+    )
 
 
 def test_parse_error_record() -> None:
