@@ -15,7 +15,6 @@ CLIXML without parsing it again).
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Iterator
@@ -396,6 +395,3 @@ class ShellSession:
     def is_open(self) -> bool:
         return self.pool.state == RunspacePoolState.Opened and not self.closed
 
-
-def now() -> float:
-    return time.monotonic()

@@ -11,7 +11,6 @@ import base64
 import itertools
 import secrets
 import shutil
-import socket
 import ssl
 import tempfile
 import threading
@@ -98,10 +97,6 @@ class _Terminated(Exception):
         self.spec = spec
 
 
-class _DropConnection(Exception):
-    """Close the TCP connection without answering (the drop knob)."""
-
-
 def _run_statements(
     statements: list[list[CommandCall]], host: CmdletHost, user: str, prefix: list[Any]
 ) -> Iterator[Any]:
@@ -156,6 +151,10 @@ class Sandbox:
 
     ``with Sandbox(mailboxes=200, seed=1) as sb:`` then connect pypsrp to ``sb.url`` with
     ``sb.username`` / ``sb.password`` and ``configuration_name="Microsoft.Exchange"``.
+    ``host`` replaces the Exchange cmdlets (tests of the protocol alone); ``organisation``
+    serves an existing Organisation; other keyword arguments are :class:`Knobs`.
+    Counters: ``requests_served`` (HTTP requests), ``objects_sent`` (output objects);
+    ``internal_errors`` lists what the endpoint itself failed on (tests assert it empty).
     """
 
     def __init__(
@@ -436,9 +435,6 @@ class Sandbox:
             status, answer = 200, self._dispatch(request, handler.authenticated_user or "")
         except wsman.WSManFault as fault:
             status, answer = 500, wsman.fault_envelope(relates_to, fault, SERVER_NAME)
-        except _DropConnection:
-            handler.close_connection = True
-            return
         except Exception:  # noqa: BLE001 - recorded in internal_errors and answered as a fault
             self.record_internal_error("handler", traceback.format_exc())
             internal = wsman.WSManFault(
@@ -794,9 +790,3 @@ class Sandbox:
             ),
         )
 
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for the CLI's --port 0 display only)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
