@@ -233,7 +233,8 @@ def diff_command(run_a: int, run_b: int, output: Path | None, history_path: Path
 # --ca-bundle/--no-verify/--concurrency/--retries/--profile/--quiet and passes one
 # `connection: dict` keyword; `settings_from_options(connection)` -> ConnectionSettings;
 # `session_from_options(connection)` -> an unopened remote.Session (password from
-# PSBRIDGE_PASSWORD, the keyring or a prompt; never argv); `collection_options` adds
+# PSBRIDGE_PASSWORD, the keyring or a prompt; never argv; `session_for_settings` when the
+# settings are already built); `collection_options` adds
 # --strategy/--resume/--run-dir (a `collection: dict` keyword) and
 # `collecting(connection, collection, output=..., ...)` is a context manager yielding an
 # exchange.Collection, keeping the run folder when anything fails so --resume continues.
@@ -314,12 +315,16 @@ def settings_from_options(connection: dict[str, Any]) -> Any:
 
 def session_from_options(connection: dict[str, Any]) -> Any:
     """An unopened remote.Session for the options, with the password resolved safely."""
+    return session_for_settings(settings_from_options(connection))
+
+
+def session_for_settings(settings: Any) -> Any:
+    """An unopened remote.Session for ConnectionSettings (password: env, keyring, prompt)."""
     import logging
     import sys
 
     from bridge import config, remote
 
-    settings = settings_from_options(connection)
     ctx = click.get_current_context(silent=True)
     if not (ctx and ctx.find_root().obj and ctx.find_root().obj.get("debug")):
         # pypsrp logs every timeout it meets with a full traceback at ERROR; psbridge
@@ -419,18 +424,21 @@ def collecting(
     from bridge import checkpoint as checkpoints
     from bridge import exchange
 
-    session = session_from_options(connection)
+    settings = settings_from_options(connection)
     run_dir = collection.get("run_dir") or checkpoints.default_run_dir(output)
     run_key = {
-        "server": session.settings.url,
-        "configuration": session.settings.configuration,
-        "user": session.settings.username,
+        "server": settings.url,
+        "configuration": settings.configuration,
+        "user": settings.username,
         "strategy": collection["strategy"],
         "recipient_types": list(recipient_types),
         "device_filter": device_filter,
     }
+    # the run folder is checked before the password prompt: a forgotten --resume is
+    # reported at once
     store = checkpoints.Checkpoint.open(run_dir, run_key, resume=collection.get("resume", False))
     try:
+        session = session_for_settings(settings)
         with session:
             result = exchange.collect(
                 session, strategy=collection["strategy"], recipient_types=recipient_types,
