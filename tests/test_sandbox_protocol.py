@@ -326,6 +326,20 @@ def test_runspace_pool_settings_are_answered(sb: Sandbox) -> None:
         assert len(get_thing(runspace, Count=1).output) == 1
 
 
+def test_recycled_server_forgets_shells_and_pypsrp_sees_a_dead_pool(sb: Sandbox) -> None:
+    runspace = pool(sb)
+    runspace.open()
+    assert runspace.is_alive()
+    assert sb.recycle() == 1
+    with pytest.raises(WSManFaultError) as caught:
+        get_thing(runspace)
+    assert caught.value.code == 2150858843
+    assert "because the shell was not found on the server" in (caught.value.reason or "")
+    assert not runspace.is_alive()
+    with pool(sb) as fresh:
+        assert len(get_thing(fresh).output) == 3
+
+
 def test_pools_close_and_release_their_shell(sb: Sandbox) -> None:
     with pool(sb) as runspace:
         get_thing(runspace)

@@ -296,6 +296,19 @@ class Sandbox:
         with self._lock:
             self.internal_errors.append(f"{where}: {detail}")
 
+    def recycle(self) -> int:
+        """Forget every open shell, as an IIS application pool recycle does; clients then
+        get "the shell was not found" (pypsrp's is_alive() answers False). Returns how many
+        shells were dropped."""
+        with self._lock:
+            shells = list(self.shells.values())
+            self.shells.clear()
+        for shell in shells:
+            with shell.lock:
+                shell.closed = True
+                shell.pipelines.clear()
+        return len(shells)
+
     def open_shells(self, user: str | None = None) -> int:
         """How many shells (runspace pools) are open, for ``user`` or in total."""
         with self._lock:
