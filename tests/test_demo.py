@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
 import openpyxl
 import pytest
 from click.testing import CliRunner
@@ -55,11 +56,15 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
     assert "Changes" not in book.sheetnames
 
 
-def test_demo_size_seed_and_output(tmp_path: Path) -> None:
+def test_demo_size_seed_output_and_open(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    monkeypatch.setattr(click, "launch", lambda target, **_kw: opened.append(target) or 0)
     output = tmp_path / "small.xlsx"
     result = CliRunner().invoke(cli, ["demo", "--mailboxes", "20", "--seed", "4", "-o",
-                                      str(output)])
+                                      str(output), "--open"])
     assert result.exit_code == 0, result.output
+    assert opened == [str(output)]
     org = Organisation(mailboxes=20, seed=4)
     devices = [d for d in org.iter_devices()
                if d.mailbox.kind == "user" and d.model == OUTLOOK_MOBILE_MODEL]
