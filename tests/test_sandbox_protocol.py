@@ -182,6 +182,16 @@ def test_parameters_and_pipelines_reach_the_host_as_plain_values(
     assert type(commands[0].parameters["RecipientTypeDetails"][0]) is str
 
 
+def test_statements_run_one_after_the_other(sb: Sandbox, tiny: TinyHost) -> None:
+    with pool(sb) as runspace:
+        shell = PowerShell(runspace)
+        shell.add_cmdlet("Get-Thing").add_parameter("Count", 1).add_statement()
+        shell.add_cmdlet("Get-Thing").add_parameter("Count", 2)
+        output = shell.invoke()
+    assert [item.adapted_properties["Index"] for item in output] == [0, 0, 1]
+    assert [[call.parameters["Count"] for call in calls] for calls in tiny.calls] == [[1], [2]]
+
+
 def test_wrong_password_is_refused_with_401(sb: Sandbox) -> None:
     connection = WSMan(
         "127.0.0.1", port=sb.port, ssl=False, auth="ntlm", username=sb.username,
