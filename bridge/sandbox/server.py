@@ -12,6 +12,7 @@ import itertools
 import secrets
 import shutil
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -122,6 +123,10 @@ class _Handler(BaseHTTPRequestHandler):
         return "Microsoft-IIS/10.0"
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(30)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         self.acceptor: NegotiateAcceptor | None = None
         self.authenticated_user: str | None = None
@@ -142,7 +147,11 @@ class _Server(ThreadingHTTPServer):
     sandbox: Sandbox
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A connection reset by the client is not the sandbox's fault; anything else is.
+        # A connection the client reset or a TLS handshake it refused (it does not trust
+        # the certificate) is not the sandbox's fault; anything else is.
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | ssl.SSLError | TimeoutError):
+            return
         self.sandbox.record_internal_error("connection", traceback.format_exc())
 
 
@@ -254,7 +263,11 @@ class Sandbox:
             ca_file, cert_file, key_file = write_certificates(self._tempdir, self.host)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(cert_file, key_file)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
+            # the handshake runs in the connection's thread (_Handler.setup), so a slow or
+            # refusing client never holds up accepting the next connection
+            server.socket = context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
             self.ca_file = ca_file
         self.port = server.server_address[1]
         self._server = server
