@@ -431,6 +431,23 @@ def test_slow_command_answers_operation_timeout_and_pypsrp_polls_again(tiny: Tin
     assert receives >= 2  # at least one Receive answered with fault 2150858793
 
 
+def test_stop_and_close_signal_the_pipeline(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, latency_per_object=0.05) as sandbox:
+        with pool(sandbox) as runspace:
+            slow = PowerShell(runspace)
+            slow.add_cmdlet("Get-Thing").add_parameter("Count", 200)
+            slow.begin_invoke()
+            slow.poll_invoke()
+            slow.stop()  # Ctrl+C: WSMan Signal powershell/signal/ctrl_c
+            assert slow.state == PSInvocationState.STOPPED
+            done = get_thing(runspace, Count=1)
+            done.close()  # WSMan Signal Terminate
+            shell = next(iter(sandbox.shells.values()))
+            assert shell.pipelines == {} and shell.pool.pipeline_table == {}
+        assert sandbox.internal_errors == []
+    assert 0 < len(slow.output) < 200
+
+
 def test_latency_per_object_paces_the_stream(tiny: TinyHost) -> None:
     with Sandbox(host=tiny, latency_per_object=0.02) as sandbox:
         with pool(sandbox) as runspace:

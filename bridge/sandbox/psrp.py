@@ -358,6 +358,22 @@ class ShellSession:
         run.events = None
         self.route()
 
+    def mark_running(self, run: PipelineRun) -> None:
+        set_pipeline_state(run.pipeline, PSInvocationState.Running)
+
+    def stop(self, pipeline_id: uuid.UUID) -> None:
+        """Ctrl+C or Terminate: the pipeline stops (Stopped state) and is forgotten."""
+        with self.lock:
+            run = self.pipelines.pop(pipeline_id, None)
+            if run is None:
+                return
+            if run.pipeline.state in (PSInvocationState.Running, PSInvocationState.Stopping):
+                run.pipeline.stop()
+            run.finished = True
+            run.events = None
+            self.pool.pipeline_table.pop(pipeline_id, None)
+            self.route()
+
     def complete(self, run: PipelineRun) -> None:
         run.pipeline.complete()
         run.finished = True

@@ -26,8 +26,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from psrpcore.types import PSInvocationState
-
 from bridge.errors import ConfigError
 from bridge.sandbox import wsman
 from bridge.sandbox.auth import (
@@ -47,7 +45,6 @@ from bridge.sandbox.psrp import (
     ShellSession,
     command_not_found_error,
     no_language_error,
-    set_pipeline_state,
 )
 from bridge.sandbox.tls import write_certificates
 
@@ -596,15 +593,7 @@ class Sandbox:
         if not command_id:
             return "<rsp:SignalResponse/>"
         pipeline_id = uuid.UUID(command_id)
-        with shell.lock:
-            run = shell.pipelines.pop(pipeline_id, None)
-            if run is not None:
-                if run.pipeline.state in (PSInvocationState.Running, PSInvocationState.Stopping):
-                    run.pipeline.stop()
-                run.finished = True
-                run.events = None
-                shell.pool.pipeline_table.pop(pipeline_id, None)
-                shell.route()
+        shell.stop(pipeline_id)
         return "<rsp:SignalResponse/>"
 
     def _delete(self, shell: ShellSession) -> str:
@@ -717,7 +706,7 @@ class Sandbox:
                 prefix.append(WarningMessage(MICRO_DELAY_MESSAGE.format(millis, SERVER_NAME)))
         run.events = _run_statements(run.statements, configuration.host, shell.user, prefix)
         run.ready_at = time.monotonic() + delay
-        set_pipeline_state(run.pipeline, PSInvocationState.Running)
+        shell.mark_running(run)
 
     def _charge_budget(self, user: str, count: int) -> tuple[int, float]:
         """Record ``count`` cmdlets for ``user``; return the number used in the window
