@@ -5,6 +5,12 @@ run can say which partnerships are new or gone, which switched protocol, went st
 upgraded their OS, and how the counts move over time. Several organisations can share
 one file: runs are keyed by organisation (or server when no organisation is known).
 
+Storage: a ``runs`` row and per-run counts (SyncProtocol, Platform) in SQL, and the run's
+devices as one Arrow IPC blob (zstd) in ``run_devices``. Writing 100,000 devices as one
+blob and comparing two runs with Arrow's hash kernels takes a fraction of a second,
+where row-by-row SQL took seconds (benchmarks/history.py). This is the only module that
+imports pyarrow.
+
 A device partnership keeps its identity across runs through its mailbox (ExchangeGuid,
 else the mailbox's identity) plus DeviceType and DeviceId, never the display name.
 
@@ -20,7 +26,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 
 from bridge.errors import HistoryError
 
@@ -66,10 +75,58 @@ _MAILBOX_COLUMNS = ("UserPrincipalName", "PrimarySmtpAddress", "MailboxPrimarySm
                     "WindowsEmailAddress")
 _DEVICE_PATH_MARK = r"[\\/]ExchangeActiveSyncDevices[\\/].*$"
 
-# One list of statements per schema version: _MIGRATIONS[n] takes version n to n + 1.
-# Never edit a released entry; append a new one and bump SCHEMA_VERSION.
-_MIGRATIONS: list[list[str]] = [
-    [  # 0 -> 1: runs and the devices each run saw
+#: The columns of a run's devices blob (one row per partnership).
+DEVICE_SCHEMA = pa.schema([
+    ("partnership", pa.string()),  # casefolded mailbox key, DeviceType, DeviceId; \x1f apart
+    ("user", pa.string()),
+    ("mailbox", pa.string()),
+    ("device_type", pa.string()),
+    ("device_id", pa.string()),
+    ("device_model", pa.string()),
+    ("sync_protocol", pa.string()),
+    ("platform", pa.string()),
+    ("os_version", pa.string()),
+    ("last_success_sync", pa.timestamp("us", tz="UTC")),
+    ("stale", pa.bool_()),
+    ("access_state", pa.string()),
+])
+_BLOB_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
+
+
+def _blob(devices: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, devices.schema, options=_BLOB_OPTIONS) as writer:
+        writer.write_table(devices)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _devices_to_blobs(connection: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: each run's device rows become one blob."""
+    columns = [name for name in DEVICE_SCHEMA.names if name != "access_state"]
+    # schema 1 kept epoch seconds and 0/1 flags
+    selected = [{"last_success_sync": "last_success_sync * 1000000",
+                 "stale": "stale <> 0"}.get(name, name) for name in columns]
+    run_ids = [row[0] for row in connection.execute("SELECT run_id FROM runs ORDER BY run_id")]
+    for run_id in run_ids:
+        rows = connection.execute(
+            f"SELECT {', '.join(selected)} FROM devices WHERE run_id = ? ORDER BY partnership",
+            (run_id,)).fetchall()
+        values: list[Sequence[object]] = (list(zip(*rows, strict=True)) if rows
+                                           else [[] for _ in columns])
+        arrays = {name: list(column) for name, column in zip(columns, values, strict=True)}
+        arrays["stale"] = [bool(flag) for flag in arrays["stale"]]
+        arrays["access_state"] = [None] * len(rows)
+        table = pa.table({name: pa.array(arrays[name], type=DEVICE_SCHEMA.field(name).type)
+                          for name in DEVICE_SCHEMA.names})
+        connection.execute("INSERT INTO run_devices (run_id, devices) VALUES (?, ?)",
+                           (run_id, _blob(table)))
+
+
+# One list of steps per schema version: _MIGRATIONS[n] takes version n to n + 1; a step is
+# an SQL statement or a function of the connection. Never edit a released entry; append
+# a new one and bump SCHEMA_VERSION.
+_MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
+    [  # 0 -> 1: runs and the devices each run saw, one row per device
         """CREATE TABLE runs (
             run_id INTEGER PRIMARY KEY AUTOINCREMENT,
             org_key TEXT NOT NULL,
@@ -100,12 +157,11 @@ _MIGRATIONS: list[list[str]] = [
             stale INTEGER NOT NULL,
             PRIMARY KEY (run_id, partnership)) WITHOUT ROWID""",
     ],
-    [  # 1 -> 2: per-run counts (the Trend sheet without rescanning devices), the report's
-        # scope (which devices it lists: runs compare only within one scope), access state
+    [  # 1 -> 2: the report's scope (runs compare only within one), per-run counts (the
+        # Trend sheet without reading devices), and devices as one blob per run (speed)
         "ALTER TABLE runs ADD COLUMN scope TEXT NOT NULL DEFAULT ''",
         "DROP INDEX runs_by_org",
         "CREATE INDEX runs_by_org ON runs (org_key, scope, run_id)",
-        "ALTER TABLE devices ADD COLUMN access_state TEXT",
         """CREATE TABLE run_counts (
             run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
             dimension TEXT NOT NULL,
@@ -118,13 +174,14 @@ _MIGRATIONS: list[list[str]] = [
         """INSERT INTO run_counts (run_id, dimension, value, devices)
             SELECT run_id, 'Platform', COALESCE(platform, 'Unknown'), COUNT(*)
             FROM devices GROUP BY run_id, COALESCE(platform, 'Unknown')""",
+        """CREATE TABLE run_devices (
+            run_id INTEGER PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+            devices BLOB NOT NULL)""",
+        _devices_to_blobs,
+        "DROP TABLE devices",
     ],
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
-
-_DEVICE_COLUMNS = ("run_id", "partnership", "user", "mailbox", "device_type", "device_id",
-                   "device_model", "sync_protocol", "platform", "os_version",
-                   "last_success_sync", "stale", "access_state")
 
 
 def default_history_path() -> Path:
@@ -189,11 +246,11 @@ class HistoryView:
 
 def _text_column(devices: pd.DataFrame, candidates: Sequence[str]) -> pd.Series:
     """The first non-empty value per row among ``candidates`` (absent columns skipped)."""
-    result = pd.Series(pd.NA, index=devices.index, dtype="object")
+    result = pd.Series(pd.NA, index=devices.index, dtype="string")
     for name in candidates:
         if name in devices.columns:
             column = devices[name].astype("string").str.strip()
-            result = result.where(result.notna(), column.where(column != ""))
+            result = result.fillna(column.where(column != ""))
     return result
 
 
@@ -203,7 +260,7 @@ def _partnership_keys(devices: pd.DataFrame) -> pd.Series:
     if "Identity" in devices.columns:
         parent = devices["Identity"].astype("string").str.replace(_DEVICE_PATH_MARK, "",
                                                                   regex=True)
-        mailbox = mailbox.where(mailbox.notna(), parent)
+        mailbox = mailbox.fillna(parent)
     if mailbox.isna().any():
         raise HistoryError(
             "cannot record history: some devices have neither their mailbox's ExchangeGuid "
@@ -211,36 +268,50 @@ def _partnership_keys(devices: pd.DataFrame) -> pd.Series:
         )
     device_type = _text_column(devices, ("DeviceType",)).fillna("")
     device_id = _text_column(devices, ("DeviceId", "DeviceID")).fillna("")
-    return (mailbox.astype("string").str.casefold() + "\x1f" + device_type + "\x1f"
-            + device_id).astype(object)
+    return mailbox.str.casefold() + "\x1f" + device_type + "\x1f" + device_id
 
 
-def _epoch_seconds(devices: pd.DataFrame, name: str) -> pd.Series:
-    """A datetime column as integer UTC epoch seconds (object dtype, None when missing)."""
+def _timestamps(devices: pd.DataFrame, name: str) -> pd.Series:
+    """A datetime column in UTC to the microsecond (NaT when missing or absent)."""
     if name not in devices.columns:
-        return pd.Series(None, index=devices.index, dtype=object)
-    stamps = pd.to_datetime(devices[name], utc=True, errors="coerce")
-    seconds = stamps.astype("datetime64[s, UTC]").astype("int64")
-    return seconds.astype(object).where(stamps.notna(), None)
-
-
-def _plain(column: pd.Series) -> list[object]:
-    """A column as Python values with None for missing (what sqlite3 binds)."""
-    return column.astype(object).where(column.notna(), None).tolist()
+        return pd.Series(pd.NaT, index=devices.index, dtype="datetime64[us, UTC]")
+    return pd.to_datetime(devices[name], utc=True, errors="coerce").astype(
+        "datetime64[us, UTC]")
 
 
 def _stale_flags(devices: pd.DataFrame, last_sync: pd.Series, stale_days: int,
                  started: datetime) -> pd.Series:
-    """1 where the last successful sync is more than ``stale_days`` days old, else 0.
+    """True where the last successful sync is more than ``stale_days`` days old.
 
     Uses the report's DaysSinceLastSync when present, so history and report agree.
     """
     if "DaysSinceLastSync" in devices.columns:
         days = pd.to_numeric(devices["DaysSinceLastSync"], errors="coerce")
     else:
-        synced = pd.to_numeric(last_sync, errors="coerce")
-        days = (started.timestamp() - synced) / 86_400
-    return ((days > stale_days) & last_sync.notna()).astype(int)
+        days = (pd.Timestamp(started) - last_sync).dt.total_seconds() / 86_400
+    return ((days > stale_days) & last_sync.notna()).fillna(False).astype(bool)
+
+
+def _observations(devices: pd.DataFrame, stale_days: int, started: datetime) -> pd.DataFrame:
+    """The report's Devices frame as history keeps it: DEVICE_SCHEMA's columns, one row per
+    partnership (a partnership listed twice, e.g. the same file given twice, counts once)."""
+    keys = _partnership_keys(devices)
+    last_sync = _timestamps(devices, "LastSuccessSync")
+    frame = pd.DataFrame({
+        "partnership": keys,
+        "user": _text_column(devices, _USER_COLUMNS),
+        "mailbox": _text_column(devices, _MAILBOX_COLUMNS),
+        "device_type": _text_column(devices, ("DeviceType",)),
+        "device_id": _text_column(devices, ("DeviceId", "DeviceID")).fillna(""),
+        "device_model": _text_column(devices, ("DeviceModel",)),
+        "sync_protocol": _text_column(devices, ("SyncProtocol",)).fillna("Unknown"),
+        "platform": _text_column(devices, ("Platform",)).fillna("Unknown"),
+        "os_version": _text_column(devices, ("OSVersion",)),
+        "last_success_sync": last_sync,
+        "stale": _stale_flags(devices, last_sync, stale_days, started),
+        "access_state": _text_column(devices, ("DeviceAccessState",)),
+    })
+    return frame[~keys.duplicated().to_numpy()]
 
 
 def _version_key(version: object) -> tuple[int, ...] | None:
@@ -321,7 +392,10 @@ class History:
             version = int(connection.execute("PRAGMA user_version").fetchone()[0])
             for step in range(version, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step]:
-                    connection.execute(statement)
+                    if callable(statement):
+                        statement(connection)
+                    else:
+                        connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -381,38 +455,16 @@ class History:
         """
         if not organisation.strip():
             raise HistoryError("cannot record history: the run has no organisation or server.")
-        keys = _partnership_keys(devices)
-        last_sync = _epoch_seconds(devices, "LastSuccessSync")
-        stale = _stale_flags(devices, last_sync, stale_days, started)
-        protocol = _text_column(devices, ("SyncProtocol",)).fillna("Unknown")
-        platform = _text_column(devices, ("Platform",)).fillna("Unknown")
-        # A partnership listed twice in one run (e.g. queried under two identities of one
-        # mailbox) is one partnership: keep its first row.
-        unique = ~keys.duplicated()
-        columns = [
-            keys,
-            _text_column(devices, _USER_COLUMNS),
-            _text_column(devices, _MAILBOX_COLUMNS),
-            _text_column(devices, ("DeviceType",)),
-            _text_column(devices, ("DeviceId", "DeviceID")).fillna(""),
-            _text_column(devices, ("DeviceModel",)),
-            protocol,
-            platform,
-            _text_column(devices, ("OSVersion",)),
-            last_sync,
-            stale,
-            _text_column(devices, ("DeviceAccessState",)),
-        ]
-        # in key order, rows append to the (run, partnership) B-tree instead of splitting it
-        order = keys[unique].argsort(kind="stable").to_numpy()
-        columns = [column[unique].iloc[order] for column in columns]
+        frame = _observations(devices, stale_days, started)
+        try:
+            blob = _blob(pa.Table.from_pandas(frame, schema=DEVICE_SCHEMA,
+                                              preserve_index=False))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise HistoryError(f"cannot record history: {exc}") from exc
         counts = [("SyncProtocol", str(value), int(n))
-                  for value, n in columns[6].value_counts().items()]
+                  for value, n in frame["sync_protocol"].value_counts().items()]
         counts += [("Platform", str(value), int(n))
-                   for value, n in columns[7].value_counts().items()]
-        total = int(unique.sum())
-        stale_total = int(columns[10].sum())
-        never_total = int(columns[9].isna().sum())
+                   for value, n in frame["platform"].value_counts().items()]
         with self._errors(), self._transaction():
             db = self._db
             cursor = db.execute(
@@ -421,15 +473,12 @@ class History:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (organisation_key(organisation), organisation.strip(), server, source, scope,
                  _iso(started), _iso(finished) if finished else None, psbridge_version,
-                 stale_days, mailboxes, total, stale_total, never_total),
+                 stale_days, mailboxes, len(frame), int(frame["stale"].sum()),
+                 int(frame["last_success_sync"].isna().sum())),
             )
             run_id = int(cursor.lastrowid or 0)
-            rows = zip([run_id] * total, *(_plain(column) for column in columns), strict=True)
-            db.executemany(
-                f"INSERT INTO devices ({', '.join(_DEVICE_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_DEVICE_COLUMNS))})",
-                rows,
-            )
+            db.execute("INSERT INTO run_devices (run_id, devices) VALUES (?, ?)",
+                       (run_id, blob))
             db.executemany(
                 "INSERT INTO run_counts (run_id, dimension, value, devices) VALUES (?, ?, ?, ?)",
                 [(run_id, *count) for count in counts],
@@ -480,51 +529,80 @@ class History:
                 "ORDER BY devices DESC, value", (run_id, dimension)).fetchall()
         return {str(value): int(n) for value, n in rows}
 
+    def devices(self, run_id: int) -> pd.DataFrame:
+        """The devices a run recorded (DEVICE_SCHEMA's columns), one row per partnership."""
+        frame: pd.DataFrame = self._load(run_id)[0].to_pandas()
+        return frame
+
+    def _load(self, *run_ids: int) -> list[pa.Table]:
+        """The device tables of runs, read in one snapshot."""
+        for run_id in run_ids:
+            self.run(run_id)
+        blobs: list[bytes] = []
+        with self._errors():
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                for run_id in run_ids:
+                    row = db.execute("SELECT devices FROM run_devices WHERE run_id = ?",
+                                     (run_id,)).fetchone()
+                    if row is None:
+                        raise HistoryError(f"history {self.path} is damaged (run {run_id} has "
+                                           "no devices); move it away or use --history PATH.")
+                    blobs.append(row[0])
+            finally:
+                db.execute("COMMIT")
+        try:
+            return [ipc.open_file(pa.BufferReader(blob)).read_all() for blob in blobs]
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise HistoryError(f"history {self.path} is damaged ({exc}); move it away (a new "
+                               "one is created) or use --history PATH / --no-history.") from exc
+
     def changes(self, before: int, after: int) -> pd.DataFrame:
         """What changed from run ``before`` to run ``after`` (columns: CHANGE_COLUMNS).
 
-        The join runs in SQLite on the (run, partnership) key; only changed rows come back.
+        Partnerships are matched with Arrow's hash kernels; only changed rows become pandas.
         """
-        self.run(before)
-        self.run(after)
-        fields = ("partnership, user, mailbox, device_type, device_id, device_model, "
-                  "sync_protocol, platform, os_version, last_success_sync, stale")
-        both = ", ".join(f"{side}.{name.strip()} AS {side}_{name.strip()}"
-                         for side in ("a", "b") for name in fields.split(","))
-        with self._errors():
-            db = self._db
-            db.execute("BEGIN")  # one snapshot for the three queries
-            try:
-                added = db.execute(
-                    f"SELECT {fields} FROM devices b WHERE b.run_id = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM devices a WHERE a.run_id = ? AND a.partnership = "
-                    "b.partnership)", (after, before)).fetchall()
-                removed = db.execute(
-                    f"SELECT {fields} FROM devices a WHERE a.run_id = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM devices b WHERE b.run_id = ? AND b.partnership = "
-                    "a.partnership)", (before, after)).fetchall()
-                changed = db.execute(
-                    f"SELECT {both} FROM devices b JOIN devices a "
-                    "ON a.run_id = ? AND a.partnership = b.partnership WHERE b.run_id = ? AND ("
-                    "a.sync_protocol IS NOT b.sync_protocol OR a.os_version IS NOT b.os_version "
-                    "OR a.stale <> b.stale OR ((a.last_success_sync IS NULL) <> "
-                    "(b.last_success_sync IS NULL)))", (before, after)).fetchall()
-            finally:
-                db.execute("COMMIT")
-        rows: list[tuple[object, ...]] = []
-        for row in added:
-            rows.append(_change_row(NEW, row, None, None))
-        for row in removed:
-            rows.append(_change_row(REMOVED, row, None, None))
-        width = len(fields.split(","))
-        for joined in changed:
-            old, new = joined[:width], joined[width:]
-            for kind, was, now in _kinds_of_change(old, new):
-                rows.append(_change_row(kind, new, was, now))
-        frame = pd.DataFrame(rows, columns=["_order", *CHANGE_COLUMNS])
-        frame["LastSuccessSync"] = pd.to_datetime(frame["LastSuccessSync"], unit="s", utc=True)
-        frame = frame.sort_values(["_order", "User", "Mailbox", "DeviceId"], kind="stable",
-                                  na_position="last")
+        old, new = self._load(before, after)
+        position = pc.index_in(new["partnership"], value_set=old["partnership"])
+        matched = pc.is_valid(position)
+        parts = [_change_part(NEW, new.filter(pc.invert(matched))),
+                 _change_part(REMOVED, old.filter(pc.invert(
+                     pc.is_in(old["partnership"], value_set=new["partnership"]))))]
+        # the partnerships in both runs, old and new side by side
+        now, was = new.filter(matched), old.take(pc.drop_null(position))
+        protocol = pc.not_equal(was["sync_protocol"].fill_null(""),
+                                now["sync_protocol"].fill_null(""))
+        parts.append(_change_part(PROTOCOL, now.filter(protocol),
+                                  was["sync_protocol"].filter(protocol),
+                                  now["sync_protocol"].filter(protocol)))
+        never_was = pc.is_null(was["last_success_sync"])
+        never_now = pc.is_null(now["last_success_sync"])
+        stale_was, stale_now = was["stale"], now["stale"]
+        became_never = pc.and_(never_now, pc.invert(never_was))
+        parts.append(_change_part(BECAME_NEVER, now.filter(became_never), "Synced", "Never"))
+        became_stale = pc.and_(stale_now, pc.invert(stale_was))
+        parts.append(_change_part(BECAME_STALE, now.filter(became_stale),
+                                  pc.if_else(never_was, "Never", "Recent").filter(became_stale),
+                                  "Stale"))
+        back = pc.and_(pc.invert(pc.or_(never_now, stale_now)), pc.or_(never_was, stale_was))
+        parts.append(_change_part(BACK_IN_SYNC, now.filter(back),
+                                  pc.if_else(never_was, "Never", "Stale").filter(back),
+                                  "Recent"))
+        os_changed = pc.not_equal(was["os_version"].fill_null(""),
+                                  now["os_version"].fill_null(""))
+        os_rows = _change_part(OS_UPGRADE, now.filter(os_changed),
+                               was["os_version"].filter(os_changed),
+                               now["os_version"].filter(os_changed))
+        os_rows["Change"] = [_os_change(a, b) for a, b in zip(os_rows["Before"].tolist(),
+                                                               os_rows["After"].tolist(),
+                                                               strict=True)]
+        parts.append(os_rows)
+        frame = pd.concat([part for part in parts if len(part)] or [parts[0]],
+                          ignore_index=True)
+        order = frame["Change"].map({kind: n for n, kind in enumerate(CHANGE_KINDS)})
+        frame = frame.assign(_order=order).sort_values(
+            ["_order", "User", "Mailbox", "DeviceId"], kind="stable", na_position="last")
         return frame.drop(columns="_order").reset_index(drop=True)
 
     def trend(self, organisation: str, *, scope: str | None = None, upto: int | None = None,
@@ -605,8 +683,7 @@ class History:
             "SELECT run_id FROM (SELECT run_id, org_key, ROW_NUMBER() OVER "
             "(PARTITION BY org_key ORDER BY run_id DESC) AS age FROM runs) "
             "WHERE age > ? AND (? IS NULL OR org_key = ?)", (keep, org_key, org_key))]
-        # child rows first: a version-1 file may predate foreign keys being enforced
-        for table in ("devices", "run_counts", "runs"):
+        for table in ("run_devices", "run_counts", "runs"):
             self._db.executemany(f"DELETE FROM {table} WHERE run_id = ?",
                                  [(run_id,) for run_id in doomed])
         return len(doomed)
@@ -636,29 +713,25 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-def _change_row(kind: str, row: Sequence[object], before: object, after: object
-                ) -> tuple[object, ...]:
-    # row: partnership, user, mailbox, device_type, device_id, device_model, ..., last sync
-    _key, user, mailbox, device_type, device_id, model = row[:6]
-    return (CHANGE_KINDS.index(kind), kind, user, mailbox, device_type, device_id, model,
-            before, after, row[9])
+def _change_part(kind: str, rows: pa.Table, before: pa.Array | str | None = None,
+                 after: pa.Array | str | None = None) -> pd.DataFrame:
+    """Changes of one kind as CHANGE_COLUMNS (``before``/``after``: per row, or one value)."""
+    def column(values: pa.Array | pa.ChunkedArray | str | None) -> object:
+        if isinstance(values, pa.Array | pa.ChunkedArray):
+            return values.to_pandas().to_numpy(dtype=object, na_value=None)
+        return values
 
-
-def _kinds_of_change(old: Sequence[object], new: Sequence[object]
-                     ) -> Iterator[tuple[str, object, object]]:
-    """Each change between two observations of one partnership, with before/after values."""
-    # indexes into the field list: 6 protocol, 8 os_version, 9 last sync, 10 stale
-    if old[6] != new[6]:
-        yield PROTOCOL, old[6], new[6]
-    old_never, new_never = old[9] is None, new[9] is None
-    if new_never and not old_never:
-        yield BECAME_NEVER, "Synced", "Never"
-    elif new[10] and not old[10]:
-        yield BECAME_STALE, "Never" if old_never else "Recent", "Stale"
-    elif not new_never and not new[10] and (old_never or old[10]):
-        yield BACK_IN_SYNC, "Never" if old_never else "Stale", "Recent"
-    if old[8] != new[8]:
-        yield _os_change(old[8], new[8]), old[8], new[8]
+    return pd.DataFrame({
+        "Change": kind,
+        "User": rows["user"].to_pandas(),
+        "Mailbox": rows["mailbox"].to_pandas(),
+        "DeviceType": rows["device_type"].to_pandas(),
+        "DeviceId": rows["device_id"].to_pandas(),
+        "DeviceModel": rows["device_model"].to_pandas(),
+        "Before": column(before),
+        "After": column(after),
+        "LastSuccessSync": rows["last_success_sync"].to_pandas(),
+    }, columns=CHANGE_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -893,7 +893,7 @@ def write_report(
             # --- history hook: Changes and Trend (functions in the history block) ---
             # ``book`` is an XlsxWriter Workbook in constant-memory mode: write each
             # sheet's rows top to bottom (_Grid helps), tables via _add_streamed_table.
-            write_history_sheets(book, history)
+            writer.streams.update(write_history_sheets(book, history))
         try:
             book.close()
         except xlsxwriter.exceptions.FileCreateError as exc:
@@ -919,18 +919,48 @@ _TREND_CHARTS = (
 )
 
 
+class _HistoryRows(_SheetRows):
+    """A history table's data rows streamed like the Devices rows, but starting below the
+    sheet's heading: ``first_row`` is the Excel row number of the first data row."""
+
+    def __init__(self, frame: pd.DataFrame, first_row: int, date_xf: int) -> None:
+        super().__init__(frame, [_kind(frame[name]) for name in frame.columns], -1, date_xf,
+                         date_xf)
+        self.first_row = first_row
+
+    def dimension(self) -> str:
+        return f'<dimension ref="A1:{self.letters[-1]}{self.first_row + len(self.frame) - 1}"/>'
+
+    def chunks(self) -> Iterator[str]:
+        frame, letters = self.frame, self.letters
+        for start in range(0, len(frame), _ROWS_PER_CHUNK):
+            block = frame.iloc[start:start + _ROWS_PER_CHUNK]
+            bodies = [self._bodies(block.iloc[:, index], kind, False)
+                      for index, kind in enumerate(self.kinds)]
+            rows = []
+            for offset, cells in enumerate(zip(*bodies, strict=True)):
+                number = self.first_row + start + offset
+                row = "".join([f'<c r="{letter}{number}"{body}'
+                               for letter, body in zip(letters, cells, strict=True)
+                               if body is not None])
+                rows.append(f'<row r="{number}">{row}</row>')
+            yield "".join(rows)
+
+
 def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
-                   styles: _Styles) -> None:
+                   styles: _Styles, streams: dict[str, _SheetRows] | None = None) -> None:
     """``frame`` as an Excel table (banded, autofilter) with its header on ``first_row``.
 
     As _add_streamed_table, but below other rows: the table is added over its header and
-    one row with constant memory briefly off, then widened; cells follow row by row, with
-    no per-cell format but dates' (the table style does the rest, as on Devices).
+    one row with constant memory briefly off, then widened. With ``streams`` the data rows
+    are streamed into the package after XlsxWriter closes it (a long Changes list); else
+    they are written cell by cell here, so nothing may follow the table on the sheet.
     """
     headers = [str(column) for column in frame.columns]
     cells = [_cells(frame.iloc[:, index]) for index in range(frame.shape[1])]
     for col, header in enumerate(headers):
-        sheet.set_column(col, col, _fitted_width(header, frame.iloc[:, col], cells[col][1]))
+        sheet.set_column(col, col, _fitted_width(header, frame.iloc[:, col], cells[col][1]),
+                         styles.date if cells[col][1] == "date" else None)
     last_col = len(headers) - 1
     memory = sheet.constant_memory
     sheet.constant_memory = False
@@ -945,6 +975,12 @@ def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
     table["range"] = table["a_range"] = table["autofilter"] = full
     for col, header in enumerate(headers):
         sheet.write_string(first_row, col, _text(header), styles.head)
+    if streams is not None:
+        if len(frame):
+            # XlsxWriter names worksheet parts sheet1.xml, sheet2.xml, ... in order
+            part = f"xl/worksheets/sheet{sheet.index + 1}.xml"
+            streams[part] = _HistoryRows(frame, first_row + 2, styles.date._get_xf_index())
+        return
     writers = []
     for col, (values, kind) in enumerate(cells):
         if kind == "date":
@@ -967,8 +1003,12 @@ def _when(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-def write_changes_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
-    """The Changes sheet: counts by kind, then every change, against the previous run."""
+def write_changes_sheet(book: Any, history: HistoryView, styles: _Styles,
+                        streams: dict[str, _SheetRows]) -> None:
+    """The Changes sheet: counts by kind, then every change, against the previous run.
+
+    The list of changes is added to ``streams`` (its rows go in after XlsxWriter closes).
+    """
     sheet = book.add_worksheet("Changes")
     sheet.hide_gridlines(2)
     current, previous = history.current, history.previous
@@ -1016,7 +1056,7 @@ def write_changes_sheet(book: Any, history: HistoryView, styles: _Styles) -> Non
         return
     sheet.write_string(detail_row, 0, "Every change", styles.section)
     # the widths of the detail table win over the small summary's
-    _history_table(sheet, detail_row + 1, history.changes, "HistoryChanges", styles)
+    _history_table(sheet, detail_row + 1, history.changes, "HistoryChanges", styles, streams)
     sheet.freeze_panes(detail_row + 2, 0)
 
 
@@ -1093,30 +1133,40 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
         sheet.insert_chart(last_row + 2 + number * _CHART_ROWS, 0, chart)
 
 
-def write_history_sheets(book: Any, history: HistoryView) -> None:
-    """The Changes and Trend sheets in an XlsxWriter workbook (write_report's hook)."""
+def write_history_sheets(book: Any, history: HistoryView) -> dict[str, _SheetRows]:
+    """The Changes and Trend sheets in an XlsxWriter workbook (write_report's hook).
+
+    Returns the rows to stream into the package once the book is closed
+    (:func:`_stream_rows_into`), as write_report does for Devices.
+    """
     styles = _Styles(book)
-    write_changes_sheet(book, history, styles)
+    streams: dict[str, _SheetRows] = {}
+    write_changes_sheet(book, history, styles, streams)
     write_trend_sheet(book, history, styles)
+    return streams
 
 
 def write_history_workbook(path: Path | str, history: HistoryView) -> None:
     """A workbook of just Changes and Trend (``psbridge diff``), written atomically."""
     target = Path(path)
-    with atomic_write(target) as temp_path:
-        book = xlsxwriter.Workbook(
-            str(temp_path),
-            {
-                "constant_memory": True,
-                "strings_to_numbers": False,
-                "strings_to_formulas": False,
-                "strings_to_urls": False,
-                "tmpdir": str(temp_path.parent),
-            },
-        )
+    with (
+        atomic_write(target) as temp_path,
+        tempfile.TemporaryDirectory(
+            prefix=".psbridge-", dir=temp_path.parent, ignore_cleanup_errors=True
+        ) as rows_dir,
+    ):
+        package = Path(rows_dir) / "package.xlsx"
+        book = xlsxwriter.Workbook(str(package), {
+            "constant_memory": True, "strings_to_numbers": False,
+            "strings_to_formulas": False, "strings_to_urls": False, "tmpdir": rows_dir,
+        })
         book.set_properties({"title": "psbridge history", "creator": "psbridge"})
-        write_history_sheets(book, history)
+        streams = write_history_sheets(book, history)
         try:
             book.close()
         except xlsxwriter.exceptions.FileCreateError as exc:
             raise OutputError(f"cannot write {target}: {exc.args[0]}") from exc
+        try:
+            _stream_rows_into(package, temp_path, streams)
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}.") from exc

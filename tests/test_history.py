@@ -182,7 +182,7 @@ def test_prune_keeps_newest_runs_per_organisation(db: Path) -> None:
         assert [run.run_id for run in store.runs("Fabrikam")] == [6, 8]
         record(store, make_devices(3), keep=1)
         assert [run.run_id for run in store.runs("Contoso")] == [9]
-        assert store._db.execute("SELECT COUNT(*) FROM devices WHERE run_id < 6"
+        assert store._db.execute("SELECT COUNT(*) FROM run_devices WHERE run_id < 6"
                                  ).fetchone() == (0,)
 
 
@@ -205,14 +205,21 @@ def test_concurrent_runs_neither_corrupt_nor_interleave(db: Path) -> None:
     connection = sqlite3.connect(db)
     assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    per_run = connection.execute(
-        "SELECT run_id, COUNT(*), COUNT(DISTINCT substr(device_id, 1, 1)), "
-        "MIN(substr(device_id, 1, 1)) FROM devices GROUP BY run_id").fetchall()
     connection.close()
-    # six runs, each holding exactly its own 3000 devices from one process
-    assert len(per_run) == 6
-    assert all(count == 3000 and prefixes == 1 for _run, count, prefixes, _p in per_run)
-    assert sorted(prefix for *_rest, prefix in per_run) == ["a"] * 3 + ["b"] * 3
+    # six runs, each holding exactly the 3000 devices one process recorded in it
+    with History(db) as store:
+        runs = store.runs()
+        assert len(runs) == 6
+        prefixes = []
+        for run in runs:
+            devices = store.devices(run.run_id)
+            prefix = devices["device_id"].str[0]
+            assert len(devices) == run.devices == 3000 and prefix.nunique() == 1
+            expected = make_devices(3000, seed=int(run.started.hour - START.hour),
+                                    prefix=prefix.iloc[0])
+            assert devices["sync_protocol"].tolist() == expected["SyncProtocol"].tolist()
+            prefixes.append(prefix.iloc[0])
+    assert sorted(prefixes) == ["a"] * 3 + ["b"] * 3
 
 
 def test_locked_database_gives_a_clear_error(db: Path) -> None:
@@ -252,6 +259,16 @@ def test_truncated_database_gives_a_clear_error(db: Path) -> None:
     with pytest.raises(HistoryError, match=r"is damaged \(database disk image is malformed\)"):
         with History(db) as store:
             store.view(1)
+
+
+def test_damaged_devices_blob_gives_a_clear_error(db: Path) -> None:
+    with History(db) as store:
+        first = record(store, make_devices(30))
+        second = record(store, make_devices(30))
+        store._db.execute("UPDATE run_devices SET devices = ? WHERE run_id = ?",
+                          (b"ARROW1" + bytes(200), first))
+        with pytest.raises(HistoryError, match=rf"^history {re.escape(str(db))} is damaged \("):
+            store.view(second)
 
 
 def test_newer_schema_is_refused(db: Path) -> None:
