@@ -6,6 +6,7 @@ behaviour on their own; tests/test_sandbox_exchange.py covers the cmdlets.
 
 from __future__ import annotations
 
+import ast
 import re
 import signal
 import socket
@@ -635,3 +636,30 @@ def test_serve_on_a_port_in_use_is_one_clear_error() -> None:
         f"Error: The sandbox cannot listen on 127.0.0.1:{port} (Address already in use); "
         "choose another port, or 0 for any free one.\n"
     )
+
+
+def test_the_sandbox_keeps_each_library_in_one_module() -> None:
+    bridge_dir = Path(__file__).resolve().parents[1] / "bridge"
+    owners = {
+        "psrpcore": "sandbox/psrp.py",
+        "cryptography": "sandbox/tls.py",
+        "http": "sandbox/server.py",
+    }
+    sandbox_owners = {"spnego": "sandbox/auth.py"}  # remote.py reads spnego's errors
+    for path in bridge_dir.rglob("*.py"):
+        relative = path.relative_to(bridge_dir).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {
+            name.split(".")[0]
+            for node in ast.walk(tree)
+            for name in (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+        }
+        for library, owner in owners.items():
+            assert library not in imported or relative == owner, (relative, library)
+        if relative.startswith("sandbox/"):
+            for library, owner in sandbox_owners.items():
+                assert library not in imported or relative == owner, (relative, library)
