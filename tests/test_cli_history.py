@@ -239,3 +239,9 @@ def test_mobile_runs_record_history(tmp_path: Path) -> None:
     assert openpyxl.load_workbook(tmp_path / "warned.xlsx").sheetnames[0] == "Summary"
     with History(store) as history_store:
         assert len(history_store.runs()) == 2
+    code, _out, err = run("mobile", "--from-clixml", str(tmp_path / "august"), "-o",
+                          str(tmp_path / "kept.xlsx"), "--history", str(store),
+                          "--history-keep", "1")
+    assert (code, err) == (0, "")
+    with History(store) as history_store:
+        assert [r.run_id for r in history_store.runs()] == [3]
