@@ -457,6 +457,8 @@ class _Converter:
                     to_string = _plain_string(text)
                     if len(text) <= _CACHED_LENGTH and len(self.tostrings) < _CACHE_LIMIT:
                         self.tostrings[text] = to_string
+                if info.kind == _ENUM:
+                    break  # an enum is its name: skip its number
             elif part == _PART_TN:
                 names = tuple(_plain_string(t.text) for t in child)
                 info = _TypeInfo(names, _kind(names))
@@ -467,7 +469,10 @@ class _Converter:
                 content = self.entries(child)
             elif info.kind != _ENUM or to_string is None:
                 content = self.value(child)  # a primitive wrapped with type names or notes
-        value = self._nested(info, to_string, record, content)
+        if info.kind == _ENUM and to_string is not None:
+            value: object = to_string
+        else:
+            value = self._nested(info, to_string, record, content)
         own_id = element.get("RefId")
         if own_id is not None:
             self.objects[own_id] = value
