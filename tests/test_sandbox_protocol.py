@@ -383,6 +383,15 @@ def test_start_is_fast_and_stop_frees_the_port(tiny: TinyHost) -> None:
     assert elapsed < 0.5
     with pytest.raises(requests.ConnectionError):
         requests.post(f"http://127.0.0.1:{port}/PowerShell", timeout=2)
+
+
+def test_stop_closes_connections_clients_keep_alive(tiny: TinyHost) -> None:
+    sandbox = Sandbox(host=tiny).start()
+    runspace = pool(sandbox)
+    runspace.open()
+    sandbox.stop()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        get_thing(runspace)
     assert threading.active_count() < 50
     assert "password" not in repr(sandbox).lower() or sandbox.password not in repr(sandbox)
 

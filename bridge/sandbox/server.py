@@ -8,9 +8,11 @@ connection), so tests can assert the sandbox saw nothing unexpected.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import secrets
 import shutil
+import socket
 import ssl
 import sys
 import tempfile
@@ -127,6 +129,11 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.acceptor: NegotiateAcceptor | None = None
         self.authenticated_user: str | None = None
+        self.server.sandbox.track_connection(self.connection, open_=True)
+
+    def finish(self) -> None:
+        self.server.sandbox.track_connection(self.connection, open_=False)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         """Quiet: tests and the CLI print what matters."""
@@ -204,6 +211,7 @@ class Sandbox:
         self._objects_since_drop = 0
         self._drop_pending = False
         self._stalls_done = 0
+        self._connections: set[socket.socket] = set()
         self._cmdlet_times: dict[str, deque[float]] = {}
 
     # -- lifecycle --------------------------------------------------------------------
@@ -275,12 +283,25 @@ class Sandbox:
         self._thread.start()
         return self
 
+    def track_connection(self, connection: socket.socket, *, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
     def stop(self) -> None:
-        """Stop serving and remove the certificate folder."""
+        """Stop serving, close the clients' open connections, remove the certificates."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            with self._lock:
+                connections = list(self._connections)
+                self._connections.clear()
+            for connection in connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
