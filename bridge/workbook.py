@@ -293,7 +293,7 @@ class _Styles:
         base = {"font_name": "Calibri", "font_size": 11, "valign": "vcenter"}
         self.date = book.add_format({**base, "num_format": DATE_FORMAT, "align": "left"})
         self.never = book.add_format({**base, "italic": True, "font_color": "#7F7F7F"})
-        self.text = book.add_format(base)
+        self.text = book.add_format({**base, "align": "left", "num_format": "#,##0"})
         self.title = book.add_format(
             {**base, "bold": True, "font_size": 18, "font_color": "#1F3864"}
         )
@@ -779,8 +779,11 @@ class _ReportWriter:
     def run_sheet(self) -> None:
         report, run, styles = self.report, self.run, self.styles
         sheet = self.book.add_worksheet("Run")
-        sheet.set_column(0, 0, 30)
-        sheet.set_column(1, 1, 100)
+        sheet.hide_gridlines(2)
+        sheet.set_landscape()
+        sheet.fit_to_pages(1, 0)
+        sheet.set_column(0, 0, 40)
+        sheet.set_column(1, 1, 90)
         grid = _Grid()
         grid.put(0, 0, "How this report was made", styles.title)
         figures = report.figures
