@@ -287,3 +287,10 @@ def test_sample_report_is_what_the_sample_export_gives(tmp_path: Path) -> None:
                    ).exit_code == 0
     assert _devices(SAMPLES / "report.xlsx") == _devices(output), (
         "samples/report.xlsx is stale: run samples/make-report.sh")
+
+
+def test_neither_server_nor_files_is_a_configuration_error(tmp_path: Path) -> None:
+    result = _mobile("-o", str(tmp_path / "r.xlsx"), "--no-history")
+    assert result.exit_code == 8
+    assert result.stderr == "Error: no server given: use --server NAME or --profile NAME\n"
+    assert list(tmp_path.iterdir()) == []
