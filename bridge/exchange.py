@@ -11,6 +11,7 @@ Both give the same mailboxes and devices; ``-ResultSize Unlimited`` is never lef
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -169,7 +170,7 @@ def collect(
     bar = progress or _NoProgress()
     started = datetime.now(UTC)
     clock = time.perf_counter()
-    commands_before = session.stats.commands
+    before = dataclasses.replace(session.stats)
     warnings: list[str] = []
     if strategy == "bulk":
         mailboxes, devices, errors = _bulk(
@@ -192,10 +193,10 @@ def collect(
         "started": started,
         "finished": datetime.now(UTC),
         "seconds": round(time.perf_counter() - clock, 3),
-        "commands": session.stats.commands - commands_before,
-        "retries": session.stats.retries,
-        "reconnects": session.stats.reconnects,
-        "micro_delays": session.stats.micro_delays,
+        "commands": session.stats.commands - before.commands,
+        "retries": session.stats.retries - before.retries,
+        "reconnects": session.stats.reconnects - before.reconnects,
+        "micro_delays": session.stats.micro_delays - before.micro_delays,
         "resumed": bool(checkpoint and checkpoint.resumed),
         "warnings": sorted(set(warnings)),
     }

@@ -57,9 +57,6 @@ AUTH_METHODS = ("negotiate", "kerberos", "ntlm", "basic", "credssp", "certificat
 #: pypsrp's default; every WinRM/IIS host accepts it (Server 2008 R2 and later).
 MAX_ENVELOPE_SIZE = 153600
 
-#: WSMan fault code for "the operation timed out" (the server had nothing to send yet).
-_WSMAN_OPERATION_TIMEOUT = 2150858793
-
 #: System.Management.Automation.ErrorCategory, by value.
 ERROR_CATEGORIES = (
     "NotSpecified", "OpenError", "CloseError", "DeviceError", "DeadlockDetected",
@@ -391,13 +388,16 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
         reason = _socket_reason(exc)
         raise ConnectionFailed(f"cannot connect to {where}: {reason}.") from exc
     if isinstance(exc, requests.exceptions.Timeout):
-        if first_contact:
-            raise ConnectionFailed(
-                f"cannot connect to {where}: no answer within {settings.connect_timeout:g} s."
-            ) from exc
+        # (a connect timeout on first contact was handled above as a ConnectionError)
         raise _Transient(f"no answer from {where} within the read timeout") from exc
     if isinstance(exc, requests.exceptions.ConnectionError):
         raise _Transient(f"the connection to {where} dropped") from exc
+    if isinstance(exc, WSManFaultError | WinRMTransportError) and _denied(exc):
+        raise AuthenticationFailed(
+            f"access is denied for {settings.who} at {where}: the account signed in but may "
+            "not use remote PowerShell (Set-User -RemotePowerShellEnabled $true) or lacks an "
+            "RBAC role."
+        ) from exc
     if isinstance(exc, WSManFaultError):
         text = _fault_text(exc)
         if "session configuration" in text.lower() and "cannot find" in text.lower():
@@ -432,6 +432,13 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
     if isinstance(exc, ValueError):
         # pypsrp checks its arguments with ValueError (e.g. an auth without its inputs)
         raise ConfigError(f"invalid connection settings: {exc}") from exc
+
+
+def _denied(exc: WSManFaultError | WinRMTransportError) -> bool:
+    """Signed in, but refused (HTTP 403, or Exchange's "Access is denied." fault)."""
+    if isinstance(exc, WinRMTransportError):
+        return bool(exc.code == 403)
+    return "access is denied" in _fault_text(exc).lower()
 
 
 def _socket_reason(exc: requests.exceptions.ConnectionError) -> str:

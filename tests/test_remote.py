@@ -419,3 +419,29 @@ def test_kerberos_asks_for_the_http_service_of_exchange_and_wsman_of_a_jump_host
     jump_host = _connect(ConnectionSettings(server="jump", path="wsman", port=5985), None)
     assert exchange.transport.negotiate_service == "HTTP"
     assert jump_host.transport.negotiate_service == "WSMAN"
+
+
+def test_backoff_grows_with_jitter_within_bounds_and_honours_the_server() -> None:
+    policy = RetryPolicy(attempts=6, base_delay=1.0, max_delay=8.0, max_server_wait=60.0)
+    rng = random.Random(3)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0)]:
+        delays = {policy.delay(attempt, rng) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1  # jitter: retries of many workers do not line up
+    assert policy.delay(1, rng, server_wait=30) == 30  # "Please wait for 30 seconds"
+    assert policy.delay(1, rng, server_wait=600) == 60  # but never longer than allowed
+
+
+def test_access_denied_after_sign_in_is_an_authentication_error() -> None:
+    # no sandbox knob refuses a signed-in user, so the classifier gets the fault Exchange
+    # sends ("[Server=CAS1,...] Access is denied.") as pypsrp raises it
+    from pypsrp.exceptions import WSManFaultError
+
+    from bridge.remote import _classify
+
+    fault = WSManFaultError(
+        5, "CAS1", "[Server=CAS1,RequestId=1,TimeStamp=1/1/2026] Access is denied.", "", "", ""
+    )
+    settings = ConnectionSettings(server="mail", username="pat@contoso.com")
+    with pytest.raises(AuthenticationFailed, match="access is denied for pat@contoso.com at"):
+        _classify(fault, settings, first_contact=True)
