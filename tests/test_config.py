@@ -147,3 +147,36 @@ def test_no_user_means_the_current_identity_and_no_password() -> None:
 def test_settings_hold_no_password() -> None:
     settings = build_settings({"server": "x", "user": "u"})
     assert "password" not in repr(settings).lower()
+
+
+def test_password_from_the_os_keyring() -> None:
+    keyring = pytest.importorskip("keyring")
+    from keyring.backend import KeyringBackend
+
+    class Memory(KeyringBackend):
+        priority = 1  # type: ignore[assignment]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.store: dict[tuple[str, str], str] = {}
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return self.store.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            self.store[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            self.store.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(Memory())
+    try:
+        keyring.set_password("psbridge", "admin@contoso.com", "from-the-keyring")
+        settings = ConnectionSettings(server="x", username="admin@contoso.com")
+        assert resolve_password(settings, environ={}) == "from-the-keyring"
+        other = ConnectionSettings(server="x", username="someone@contoso.com")
+        with pytest.raises(ConfigError, match="no password for someone@contoso.com"):
+            resolve_password(other, environ={})
+    finally:
+        keyring.set_keyring(previous)
