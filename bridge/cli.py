@@ -470,7 +470,9 @@ def run_command(cmdlet: str, parameters: tuple[str, ...], output: Path,
                 connection: dict[str, Any]) -> None:
     """Run one Exchange cmdlet and write its output as a table.
 
-    Example: psbridge run Get-CASMailbox -p ResultSize=Unlimited -o cas.xlsx --server mail
+    \b
+    Example:
+      psbridge run Get-CASMailbox -p ResultSize=Unlimited -o cas.xlsx --server mail
     """  # fmt: skip
     from bridge import clixml, exchange, remote
     from bridge import output as outputs
