@@ -143,12 +143,6 @@ def parse_duration(text: str) -> timedelta:
     return -value if sign else value
 
 
-def _float(text: str | None) -> float:
-    text = (text or "").strip()
-    # .NET XmlConvert writes INF / -INF / NaN
-    return {"INF": float("inf"), "-INF": float("-inf")}.get(text) or float(text)
-
-
 def _bool(text: str | None) -> bool:
     text = (text or "").strip().lower()
     if text in ("true", "1"):
@@ -159,11 +153,7 @@ def _bool(text: str | None) -> bool:
 
 
 def _bytes(text: str | None) -> bytes:
-    return base64.b64decode(text or "", validate=False)
-
-
-def _int(text: str | None) -> int:
-    return int(text or "")
+    return base64.b64decode("".join((text or "").split()), validate=True)
 
 
 def _text(text: str | None) -> str:
@@ -182,8 +172,9 @@ def _char(text: str | None) -> str:
     return chr(int(text or ""))
 
 
-def _dt(text: str | None) -> datetime:
-    return parse_datetime(text or "")
+def _dt(text: str) -> datetime:
+    value = _fromisoformat(text)  # TypeError for an empty <DT/>, reported as a bad value
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _ts(text: str | None) -> timedelta:
@@ -191,15 +182,18 @@ def _ts(text: str | None) -> timedelta:
 
 
 # Elements whose value is a function of their text alone.
-_TEXT_VALUES: dict[str, Callable[[str | None], object]] = {}
+_TEXT_VALUES: dict[str, Callable[[Any], object]] = {}
+_fromisoformat = datetime.fromisoformat
+_BOOLS = frozenset(("true", "false"))
 for _names, _convert in (
     (("S",), _string),
     (("C",), _char),
     (("B",), _bool),
     (("DT",), _dt),
     (("TS",), _ts),
-    (("By", "SB", "U16", "I16", "U32", "I32", "U64", "I64"), _int),
-    (("Sg", "Db", "D"), _float),
+    # the builtins themselves: no Python frame per value (None raises TypeError)
+    (("By", "SB", "U16", "I16", "U32", "I32", "U64", "I64"), int),
+    (("Sg", "Db", "D"), float),  # float() reads .NET's INF, -INF and NaN
     (("BA",), _bytes),
     (("G", "Version"), _text),
     (("URI", "XD", "SBK"), _plain_string),
@@ -332,8 +326,8 @@ class _Converter:
         if convert is not None:
             try:
                 return convert(element.text)
-            except (ValueError, OverflowError, binascii.Error) as exc:
-                raise _Walk(element, f"bad {_local(tag)} value {element.text!r}") from exc
+            except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
+                raise _Walk(element, f"bad {_local(tag)} value {element.text or ''!r}") from exc
         if tag in _OBJ_TAGS:
             return self.obj(element)[0]
         if tag in _REF_TAGS:
@@ -364,7 +358,7 @@ class _Converter:
             field = _PROGRESS_FIELDS.get(local, local)
             text = child.text
             if local in ("AI", "PI", "PC", "SR"):
-                record[field] = _int(text)
+                record[field] = int(text or "")
             else:
                 value = _plain_string(text)
                 record[field] = value.strip() if local == "SD" else value
@@ -392,6 +386,9 @@ class _Converter:
                     into[name] = hit if hit is not None else string(text)
                 elif tag == "Nil":
                     into[name] = None
+                elif tag == "B":
+                    text = member.text
+                    into[name] = text == "true" if text in _BOOLS else _bool(text)
                 else:
                     convert = text_values.get(tag)
                     if convert is not None:
@@ -400,8 +397,8 @@ class _Converter:
                         into[name] = obj(member)[0]
                     else:
                         into[name] = self.value(member)
-        except (ValueError, OverflowError, binascii.Error) as exc:
-            raise _Walk(member, f"bad {_local(member.tag)} value {member.text!r}") from exc
+        except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
+            raise _Walk(member, f"bad {_local(member.tag)} value {member.text or ''!r}") from exc
 
     def items(self, element: etree._Element) -> list[object]:
         text_values = self.text_values
@@ -411,8 +408,8 @@ class _Converter:
             for item in element:
                 convert = text_values.get(item.tag)
                 result.append(convert(item.text) if convert is not None else self.value(item))
-        except (ValueError, OverflowError, binascii.Error) as exc:
-            raise _Walk(item, f"bad {_local(item.tag)} value {item.text!r}") from exc
+        except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
+            raise _Walk(item, f"bad {_local(item.tag)} value {item.text or ''!r}") from exc
         return result
 
     def entries(self, element: etree._Element) -> dict[object, object]:

@@ -582,3 +582,26 @@ def test_an_object_output_twice_is_a_top_level_ref_and_the_same_row() -> None:
         '<S N="Name">a.txt</S><I64 N="Length">3</I64></Props></Obj><Ref RefId="0" />'
     )
     assert list(iter_records(doc(body))) == [{"Name": "a.txt", "Length": 3}] * 2
+
+
+@pytest.mark.parametrize(
+    ("element", "message"),
+    [
+        ('<I32 N="P" />', "bad I32 value ''"),
+        ('<DT N="P">yesterday</DT>', "bad DT value 'yesterday'"),
+        ('<B N="P">maybe</B>', "bad B value 'maybe'"),
+        ('<TS N="P">P1Y</TS>', "bad TS value 'P1Y'"),
+        ('<BA N="P">!!!=</BA>', "bad BA value '!!!='"),
+    ],
+)
+def test_bad_values_are_located(element: str, message: str) -> None:
+    with pytest.raises(ClixmlError) as caught:
+        value(element)
+    assert str(caught.value).endswith(message)
+    assert str(caught.value).startswith("<string>: line 1, column ")
+
+
+def test_special_floats() -> None:
+    assert value('<Db N="P">INF</Db>') == float("inf")
+    nan = value('<Db N="P">NaN</Db>')
+    assert isinstance(nan, float) and nan != nan
