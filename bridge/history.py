@@ -254,10 +254,18 @@ def _text_column(devices: pd.DataFrame, candidates: Sequence[str]) -> pd.Series:
     return result
 
 
+def _display_column(devices: pd.DataFrame, candidates: Sequence[str]) -> pd.Series:
+    """A column only shown, never matched on: as _text_column, without the cleaning."""
+    present = [name for name in candidates if name in devices.columns]
+    if len(present) == 1:
+        return devices[present[0]].astype("string")
+    return _text_column(devices, candidates)
+
+
 def _partnership_keys(devices: pd.DataFrame) -> pd.Series:
     """mailbox + DeviceType + DeviceId: the identity of a partnership across runs."""
     mailbox = _text_column(devices, _MAILBOX_KEY_COLUMNS)
-    if "Identity" in devices.columns:
+    if "Identity" in devices.columns and mailbox.isna().any():
         parent = devices["Identity"].astype("string").str.replace(_DEVICE_PATH_MARK, "",
                                                                   regex=True)
         mailbox = mailbox.fillna(parent)
@@ -299,17 +307,17 @@ def _observations(devices: pd.DataFrame, stale_days: int, started: datetime) -> 
     last_sync = _timestamps(devices, "LastSuccessSync")
     frame = pd.DataFrame({
         "partnership": keys,
-        "user": _text_column(devices, _USER_COLUMNS),
-        "mailbox": _text_column(devices, _MAILBOX_COLUMNS),
-        "device_type": _text_column(devices, ("DeviceType",)),
-        "device_id": _text_column(devices, ("DeviceId", "DeviceID")).fillna(""),
-        "device_model": _text_column(devices, ("DeviceModel",)),
+        "user": _display_column(devices, _USER_COLUMNS),
+        "mailbox": _display_column(devices, _MAILBOX_COLUMNS),
+        "device_type": _display_column(devices, ("DeviceType",)),
+        "device_id": _display_column(devices, ("DeviceId", "DeviceID")).fillna(""),
+        "device_model": _display_column(devices, ("DeviceModel",)),
         "sync_protocol": _text_column(devices, ("SyncProtocol",)).fillna("Unknown"),
         "platform": _text_column(devices, ("Platform",)).fillna("Unknown"),
         "os_version": _text_column(devices, ("OSVersion",)),
         "last_success_sync": last_sync,
         "stale": _stale_flags(devices, last_sync, stale_days, started),
-        "access_state": _text_column(devices, ("DeviceAccessState",)),
+        "access_state": _display_column(devices, ("DeviceAccessState",)),
     })
     return frame[~keys.duplicated().to_numpy()]
 
