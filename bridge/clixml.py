@@ -371,12 +371,14 @@ class _Converter:
         string = self.string
         strings_get = self.strings.get
         obj = self.obj
+        enum = self.enum
         member = element
         try:
             for member in element:
                 raw = member.get("N")
-                name = names.get(raw)  # type: ignore[arg-type]
-                if name is None:
+                try:
+                    name = names[raw]  # type: ignore[index]
+                except KeyError:
                     name = self.name(raw)
                 tag = member.tag
                 # the commonest tags first, without a call where none is needed
@@ -389,6 +391,8 @@ class _Converter:
                 elif tag == "B":
                     text = member.text
                     into[name] = text == "true" if text in _BOOLS else _bool(text)
+                elif tag == "Obj":
+                    into[name] = enum(member)
                 else:
                     convert = text_values.get(tag)
                     if convert is not None:
@@ -428,6 +432,26 @@ class _Converter:
                 key = str(key)  # lists and dicts cannot be keys
             result[key] = value
         return result
+
+    def enum(self, element: etree._Element) -> object:
+        """A nested <Obj>'s value, with a short path for the commonest one: an enum whose
+        type names came before (<TNRef/><ToString>name</ToString>...)."""
+        if len(element) > 1:
+            head = element[0]
+            if head.tag == "TNRef":
+                info = self.types.get(head.get("RefId") or "")
+                if info is not None and info.kind == _ENUM:
+                    label = element[1]
+                    if label.tag == "ToString":
+                        text = label.text or ""
+                        name = self.tostrings.get(text)
+                        if name is None:
+                            name = _plain_string(text)
+                        own_id = element.get("RefId")
+                        if own_id is not None:
+                            self.objects[own_id] = name
+                        return name
+        return self.obj(element)[0]
 
     def obj(self, element: etree._Element) -> tuple[object, Record | None]:
         """(plain value as a nested value, property record or None) of one <Obj>."""
