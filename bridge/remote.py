@@ -866,8 +866,10 @@ class Session:
         return CommandResult(rows=rows, errors=errors, warnings=warning_texts)
 
     def _release_pipeline(self, ps: PowerShell) -> None:
-        # Tell the server the command's resources can go (WinRS Signal terminate), as
-        # PowerShell's own client does; otherwise they stay until the shell closes.
+        # Signal terminate: MS-WSMV says the client MUST send it before the next command
+        # so the server can free the command; without it Windows refuses commands once
+        # MaxConcurrentCommandsPerShell (1000) is reached (pypsrp #148), i.e. halfway
+        # through a 2,000-mailbox per-mailbox run. It costs one round trip per command.
         try:
             ps.close()
         except _LIBRARY_ERRORS as exc:
