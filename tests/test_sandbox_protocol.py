@@ -157,6 +157,9 @@ def test_objects_warnings_and_errors_reach_pypsrp_over_encrypted_http(
     assert str(error) == NOT_FOUND.format("nobody@contoso.com")
     assert error.message == "NotSpecified: (:) [Get-Thing], ManagementObjectNotFoundException"
     assert error.fq_error.endswith("Microsoft.Exchange.Management.RecipientTasks.GetMailbox")
+    # which command wrote it, as PowerShell adds for pypsrp's default stream options
+    assert error.command_name == "Get-Thing"
+    assert error.invocation_bound_parameters == {"Count": 4, "Missing": "nobody@contoso.com"}
     assert tiny.users == [sb.username]
 
 
@@ -272,6 +275,7 @@ def test_terminating_error_from_the_host_fails_the_pipeline(sb: Sandbox) -> None
     [error] = shell.streams.error
     assert str(error) == "Couldn't find 'nobody' as a recipient."
     assert error.message == "InvalidArgument: (:) [Get-Thing], RecipientNotFoundException"
+    assert error.command_name == "Get-Thing"
 
 
 def test_wrong_configuration_name_gets_the_wsman_fault(sb: Sandbox) -> None:

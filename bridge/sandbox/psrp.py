@@ -24,15 +24,22 @@ from typing import Any
 from psrpcore import ServerPipeline, ServerRunspacePool
 from psrpcore._payload import PSRPMessage, StreamType, create_fragment, create_message
 from psrpcore.types import (
+    CommandOrigin,
+    CommandTypes,
     ErrorCategory,
     ErrorCategoryInfo,
     ErrorRecord,
+    InvocationInfo,
     NETException,
+    PSDict,
     PSInvocationState,
+    PSList,
     PSObject,
     PSRPMessageType,
     RunspacePoolState,
+    SessionStateEntryVisibility,
 )
+from psrpcore.types._complex import RemoteCommandInfo
 
 from bridge.sandbox.contract import (
     CmdletHost,
@@ -68,7 +75,43 @@ class _CategoryInfo(ErrorCategoryInfo):
         )
 
 
-def error_record(spec: ErrorSpec, target_object: Any = None) -> ErrorRecord:
+def invocation_info(
+    spec: ErrorSpec, statements: list[list[CommandCall]]
+) -> InvocationInfo | None:
+    """Which command wrote the error (pypsrp's command_name, invocation_name,
+    invocation_bound_parameters), as PowerShell adds when the client asks for it."""
+    if not spec.command_name:
+        return None
+    for statement in statements:
+        for position, call in enumerate(statement, start=1):
+            if call.name.lower() != spec.command_name.lower():
+                continue
+            return InvocationInfo(
+                BoundParameters=PSDict(call.parameters),
+                CommandOrigin=CommandOrigin.Runspace,
+                ExpectingInput=position > 1,
+                HistoryId=1,
+                InvocationName=call.name,
+                Line="",
+                MyCommand=RemoteCommandInfo(
+                    CommandTypes.Cmdlet, spec.command_name, "", SessionStateEntryVisibility.Public
+                ),
+                OffsetInLine=0,
+                PipelineLength=len(statement),
+                PipelinePosition=position,
+                PositionMessage="",
+                PSCommandPath=None,
+                PSScriptRoot="",
+                ScriptLineNumber=0,
+                ScriptName="",
+                UnboundArguments=PSList(call.arguments),
+            )
+    return None
+
+
+def error_record(
+    spec: ErrorSpec, target_object: Any = None, invocation: InvocationInfo | None = None
+) -> ErrorRecord:
     """An ErrorRecord as PowerShell serializes it, from the Exchange side's ErrorSpec."""
     exception = NETException(Message=spec.message, HResult=-2146233088)
     type_names = [spec.exception_type]
@@ -80,7 +123,7 @@ def error_record(spec: ErrorSpec, target_object: Any = None) -> ErrorRecord:
         category = ErrorCategory[spec.category]
     except KeyError:
         category = ErrorCategory.NotSpecified
-    return ErrorRecord(
+    record = ErrorRecord(
         Exception=exception,
         CategoryInfo=_CategoryInfo(
             Category=category,
@@ -91,7 +134,10 @@ def error_record(spec: ErrorSpec, target_object: Any = None) -> ErrorRecord:
         ),
         TargetObject=target_object,
         FullyQualifiedErrorId=spec.fully_qualified_error_id,
+        InvocationInfo=invocation,
     )
+    record.serialize_extended_info = invocation is not None
+    return record
 
 
 def no_language_error(script: str) -> ErrorSpec:
@@ -352,7 +398,7 @@ class ShellSession:
         had_errors is True and the record is in streams.error)."""
         if run.pipeline.state == PSInvocationState.NotStarted:
             set_pipeline_state(run.pipeline, PSInvocationState.Running)
-        record = error_record(spec, target_object)
+        record = error_record(spec, target_object, invocation_info(spec, run.statements))
         set_pipeline_state(run.pipeline, PSInvocationState.Failed, record)
         run.finished = True
         run.events = None
@@ -393,6 +439,7 @@ class ShellSession:
                 record.CategoryInfo,
                 target_object=event.target_name or None,
                 fully_qualified_error_id=event.fully_qualified_error_id,
+                invocation_info=invocation_info(event, run.statements),
             )
             self.route()
             return False
