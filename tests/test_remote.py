@@ -263,6 +263,14 @@ def test_a_pipeline_of_two_cmdlets(sandbox: Sandbox) -> None:
     assert [r["Identity"] for r in rows] == [d["Identity"] for d in truth]
 
 
+def test_a_switch_parameter_reaches_the_server(sandbox: Sandbox) -> None:
+    command = Command("Get-MobileDevice", {"ResultSize": "Unlimited", "RestApi": None})
+    with Session(settings_for(sandbox), sandbox.password) as session:
+        rows = session.run(command).rows
+    expected = [d["Identity"] for d in sandbox.organisation.devices if d["ClientType"] == "REST"]
+    assert expected and [r["Identity"] for r in rows] == expected
+
+
 # ---- faults: retried on a fresh connection, nothing lost or doubled
 
 
