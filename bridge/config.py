@@ -127,6 +127,10 @@ def build_settings(
     if "user" in merged:
         kwargs["username"] = merged.pop("user")
     retries = merged.pop("retries", None)
+    for key in ("ca_bundle", "certificate_pem", "certificate_key_pem"):
+        # checked here: requests would fail later with a bare OSError mid-handshake
+        if key in merged and not Path(str(merged[key])).expanduser().is_file():
+            raise ConfigError(f"{key} {merged[key]} is not a file")
     kwargs.update(merged)
     settings = ConnectionSettings(**kwargs)  # type: ignore[arg-type]  # keys checked above
     if isinstance(retries, int):

@@ -95,6 +95,7 @@ def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
         ({"server": "x", "auth": "certificate"}, "certificate authentication needs --https"),
         ({"server": "x", "auth": "certificate", "https": True}, "needs certificate_pem"),
         ({"server": "x", "port": 0}, "port 0 is not between 1 and 65535"),
+        ({"server": "x", "https": True, "ca_bundle": "/no/such/ca.pem"}, "ca_bundle /no/such"),
     ],
 )
 def test_invalid_settings_are_refused(options: dict[str, object], message: str) -> None:
