@@ -223,3 +223,21 @@ def test_write_tables_converts_zoned_dates_to_naive_utc(tmp_path: Path) -> None:
     assert sheet["A2"].value == datetime(2024, 5, 1, 10, 30)
     assert sheet["A3"].value is None
     assert sheet["B2"].value == "18446744073709551615"  # beyond Excel's 15 digits: text
+
+
+def test_readme_convert_example_prints_what_the_readme_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    section = (
+        (root / "README.md").read_text(encoding="utf-8").split("## Converting CLIXML files")[1]
+    )
+    block = section.split("```")[1].strip().splitlines()
+    command, expected = block[0], block[1:]
+    assert command.startswith("$ psbridge convert ")
+    args = command.removeprefix("$ psbridge ").split()
+    monkeypatch.chdir(root)  # the README runs from the checkout; its paths are relative
+    output = tmp_path / args[-1]
+    result = CliRunner().invoke(cli, [*args[:-1], str(output)])
+    assert result.exit_code == 0, result.output
+    assert result.output.replace(str(output), args[-1]).splitlines() == expected
