@@ -713,6 +713,12 @@ class Session:
             channel.wsman.close()
             _classify(exc, self.settings, first_contact=not self._ever_connected)
             raise  # _classify always raises; this keeps mypy and readers sure of it
+        except OSError as exc:
+            # requests raises a bare OSError for an unreadable CA or client certificate
+            channel.wsman.close()
+            raise ConnectionFailed(
+                f"cannot connect to {self.settings.url}: {exc.strerror or exc}"
+            ) from exc
         self._ever_connected = True
         if self.opened_at is None:
             self.opened_at = datetime.now(UTC)
