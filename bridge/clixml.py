@@ -281,7 +281,7 @@ class _Converter:
     """Turns serialized elements into plain values; holds the RefId registries."""
 
     def __init__(self, *, structured: bool = False) -> None:
-        self.objects: dict[str, object] = {}
+        self.objects: dict[int | str, object] = {}  # RefId (a number: kept as int) -> value
         self.types: dict[str, _TypeInfo] = {}
         self.names: dict[str, str] = {}
         self.structured = structured
@@ -338,7 +338,7 @@ class _Converter:
 
     def ref(self, element: etree._Element) -> object:
         ref_id = element.get("RefId")
-        found = self.objects.get(ref_id, _MISSING) if ref_id is not None else _MISSING
+        found = self.objects.get(_ref_key(ref_id), _MISSING) if ref_id is not None else _MISSING
         if found is _MISSING:
             for ancestor in element.iterancestors(*_OBJ_TAGS):
                 if ancestor.get("RefId") == ref_id:  # a cycle: the object refers to itself
@@ -433,6 +433,15 @@ class _Converter:
             result[key] = value
         return result
 
+    def to_string(self, text: str) -> str:
+        """A <ToString> text, one shared object per distinct short text (enum names)."""
+        known = self.tostrings.get(text)
+        if known is None:
+            known = _plain_string(text)
+            if len(text) <= _CACHED_LENGTH and len(self.tostrings) < _CACHE_LIMIT:
+                self.tostrings[text] = known
+        return known
+
     def enum(self, element: etree._Element) -> object:
         """A nested <Obj>'s value, with a short path for the commonest one: an enum whose
         type names came before (<TNRef/><ToString>name</ToString>...)."""
@@ -443,13 +452,10 @@ class _Converter:
                 if info is not None and info.kind == _ENUM:
                     label = element[1]
                     if label.tag == "ToString":
-                        text = label.text or ""
-                        name = self.tostrings.get(text)
-                        if name is None:
-                            name = _plain_string(text)
+                        name = self.to_string(label.text or "")
                         own_id = element.get("RefId")
                         if own_id is not None:
-                            self.objects[own_id] = name
+                            self.objects[_ref_key(own_id)] = name
                         return name
         return self.obj(element)[0]
 
@@ -472,12 +478,7 @@ class _Converter:
                     raise _Walk(child, f'<TNRef RefId="{ref_id}"> refers to no earlier <TN>')
                 info = found
             elif part == _PART_TOSTRING:
-                text = child.text or ""
-                to_string = self.tostrings.get(text)
-                if to_string is None:
-                    to_string = _plain_string(text)
-                    if len(text) <= _CACHED_LENGTH and len(self.tostrings) < _CACHE_LIMIT:
-                        self.tostrings[text] = to_string
+                to_string = self.to_string(child.text or "")
                 if info.kind == _ENUM:
                     break  # an enum is its name: skip its number
             elif part == _PART_TN:
@@ -496,7 +497,7 @@ class _Converter:
             value = self._nested(info, to_string, record, content)
         own_id = element.get("RefId")
         if own_id is not None:
-            self.objects[own_id] = value
+            self.objects[_ref_key(own_id)] = value
         return value, record
 
     def _nested(
@@ -549,6 +550,11 @@ class _Converter:
         if stream is None or stream.lower() == "output":  # pwsh marks output S="Output"
             return None, row
         return stream.lower(), row
+
+
+def _ref_key(ref_id: str) -> int | str:
+    # RefIds are numbers: an int key is half the memory of the string, for every object
+    return int(ref_id) if ref_id.isdigit() else ref_id
 
 
 def _local(tag: object) -> str:
