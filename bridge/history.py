@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -364,10 +365,26 @@ class History:
             connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             self._connection = connection
             connection.execute("PRAGMA foreign_keys = ON")
-            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                connection.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(connection)
             connection.execute("PRAGMA synchronous = NORMAL")
             self._migrate(connection)
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Switch a new file to WAL; another run may be switching it at the same moment."""
+        deadline = time.monotonic() + self.timeout
+        mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        while mode != "wal":
+            try:
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                mode = ""
+            if mode != "wal":
+                if time.monotonic() > deadline:
+                    raise sqlite3.OperationalError("database is locked")
+                time.sleep(0.05)
+                mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
 
     def close(self) -> None:
         if self._connection is not None:

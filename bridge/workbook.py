@@ -923,8 +923,10 @@ _TREND_CHARTS = (
 
 
 class _HistoryRows(_SheetRows):
-    """A history table's data rows streamed like the Devices rows, but starting below the
-    sheet's heading: ``first_row`` is the Excel row number of the first data row."""
+    """A history table's data rows as SpreadsheetML, the same XML as _SheetRows makes, but
+    starting below the sheet's heading (``first_row``: the Excel row of the first data
+    row) and built column-wise with pandas string operations: a list of changes has
+    mostly distinct values, which _SheetRows renders one by one."""
 
     def __init__(self, frame: pd.DataFrame, first_row: int, date_xf: int) -> None:
         super().__init__(frame, [_kind(frame[name]) for name in frame.columns], -1, date_xf,
@@ -934,20 +936,50 @@ class _HistoryRows(_SheetRows):
     def dimension(self) -> str:
         return f'<dimension ref="A1:{self.letters[-1]}{self.first_row + len(self.frame) - 1}"/>'
 
+    def _column_xml(self, column: pd.Series, kind: str, refs: pd.Series) -> pd.Series:
+        """Each cell's ``<c>`` element, "" where the value is missing."""
+        if kind == "date":
+            serials = pd.Series(_serials(column), index=column.index, dtype="Float64")
+            body = self.date_style + "><v>" + serials.astype("string") + "</v></c>"
+        elif kind in ("int", "number"):
+            values = column.astype("Int64" if kind == "int" else "Float64")
+            body = "><v>" + values.astype("string") + "</v></c>"
+        elif kind == "bool":
+            flags = column.astype("boolean").map({True: "1", False: "0"}).astype("string")
+            body = ' t="b"><v>' + flags + "</v></c>"
+        else:
+            text = column.astype("string").str.replace(_ILLEGAL_TEXT.pattern, "", regex=True)
+            text = text.str.slice(0, MAX_CELL_TEXT)
+            escaped = (text.str.replace("&", "&amp;", regex=False)
+                       .str.replace("<", "&lt;", regex=False)
+                       .str.replace(">", "&gt;", regex=False)
+                       .str.replace(_EXCEL_ESCAPE.pattern, r"_x005F_\1", regex=True))
+            space = (text != text.str.strip()).map(
+                {True: ' xml:space="preserve"', False: ""}).astype("string")
+            body = ' t="inlineStr"><is><t' + space + ">" + escaped + "</t></is></c>"
+        return ("<c r=" + refs + body).fillna("")
+
     def chunks(self) -> Iterator[str]:
-        frame, letters = self.frame, self.letters
+        frame = self.frame
         for start in range(0, len(frame), _ROWS_PER_CHUNK):
-            block = frame.iloc[start:start + _ROWS_PER_CHUNK]
-            bodies = [self._bodies(block.iloc[:, index], kind, False)
-                      for index, kind in enumerate(self.kinds)]
-            rows = []
-            for offset, cells in enumerate(zip(*bodies, strict=True)):
-                number = self.first_row + start + offset
-                row = "".join([f'<c r="{letter}{number}"{body}'
-                               for letter, body in zip(letters, cells, strict=True)
-                               if body is not None])
-                rows.append(f'<row r="{number}">{row}</row>')
-            yield "".join(rows)
+            block = frame.iloc[start:start + _ROWS_PER_CHUNK].reset_index(drop=True)
+            first = self.first_row + start
+            numbers = pd.Series([str(n) for n in range(first, first + len(block))],
+                                dtype="string")
+            rows = '<row r="' + numbers + '">'
+            for index, (letter, kind) in enumerate(zip(self.letters, self.kinds, strict=True)):
+                refs = '"' + letter + numbers + '"'
+                rows = rows + self._column_xml(block.iloc[:, index], kind, refs)
+            yield "".join((rows + "</row>").tolist())
+
+
+def _cell_kind(column: pd.Series) -> str:
+    """The kind _cells would give ``column``, without making its cells."""
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        return "date"
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return "bool"
+    return "number" if pd.api.types.is_numeric_dtype(column.dtype) else "text"
 
 
 def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
@@ -960,10 +992,10 @@ def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
     they are written cell by cell here, so nothing may follow the table on the sheet.
     """
     headers = [str(column) for column in frame.columns]
-    cells = [_cells(frame.iloc[:, index]) for index in range(frame.shape[1])]
+    kinds = [_cell_kind(frame.iloc[:, index]) for index in range(frame.shape[1])]
     for col, header in enumerate(headers):
-        sheet.set_column(col, col, _fitted_width(header, frame.iloc[:, col], cells[col][1]),
-                         styles.date if cells[col][1] == "date" else None)
+        sheet.set_column(col, col, _fitted_width(header, frame.iloc[:, col], kinds[col]),
+                         styles.date if kinds[col] == "date" else None)
     last_col = len(headers) - 1
     memory = sheet.constant_memory
     sheet.constant_memory = False
@@ -985,6 +1017,7 @@ def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
             streams[part] = _HistoryRows(frame, first_row + 2, styles.date._get_xf_index())
         return
     writers = []
+    cells = [_cells(frame.iloc[:, index]) for index in range(frame.shape[1])]
     for col, (values, kind) in enumerate(cells):
         if kind == "date":
             writers.append((col, values, sheet.write_number, styles.date))

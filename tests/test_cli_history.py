@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 import openpyxl
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from openpyxl.utils import get_column_letter
@@ -16,6 +17,7 @@ from bridge.cli import cli, history_for_run, history_options
 from bridge.history import History
 from bridge.sandbox.export import export_organisation
 from bridge.sandbox.organisation import Organisation
+from bridge.workbook import _HistoryRows, _SheetRows
 from tests.test_history import START, _expected_changes, _truth, make_devices, record
 
 
@@ -245,3 +247,21 @@ def test_mobile_runs_record_history(tmp_path: Path) -> None:
     assert (code, err) == (0, "")
     with History(store) as history_store:
         assert [r.run_id for r in history_store.runs()] == [3]
+
+
+def test_history_rows_render_as_the_report_rows() -> None:
+    """The Changes list is rendered column-wise; the XML must be exactly what the report's
+    row renderer makes (escapes, kept spaces, Excel's _x escapes, illegal characters)."""
+    frame = pd.DataFrame({
+        "Change": ["New partnership", "OS upgrade", None, "A & B <c>"],
+        "User": [" lead space", "trail ", "x_x0041_y", "bad\x01char"],
+        "Count": pd.array([1, None, 3, 4], dtype="Int64"),
+        "Share": [1.5, None, 2.25, 1e20],
+        "Flag": pd.array([True, False, None, True], dtype="boolean"),
+        "When": pd.to_datetime(["2026-01-01 08:00", None, "2025-06-16 08:20:30.5",
+                                "2020-02-29"], utc=True, format="mixed"),
+    })
+    ours = _HistoryRows(frame, 2, 7)
+    assert "".join(ours.chunks()) == "".join(_SheetRows(frame, ours.kinds, -1, 7, 7).chunks())
+    below = "".join(_HistoryRows(frame, 16, 7).chunks())
+    assert below.startswith('<row r="16"><c r="A16" t="inlineStr">') and 'r="F19"' in below
