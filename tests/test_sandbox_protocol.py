@@ -494,6 +494,18 @@ def test_concurrent_shell_limit_refuses_the_next_pool_with_exchanges_text(tiny: 
         assert sandbox.internal_errors == []
 
 
+def test_abandoned_shells_expire_after_the_idle_timeout(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, max_shells_per_user=1, shell_idle_timeout=0.3) as sandbox:
+        abandoned = pool(sandbox)
+        abandoned.open()  # never closed, as by a client that crashed
+        with pytest.raises(WSManFaultError):
+            pool(sandbox).open()
+        time.sleep(0.4)
+        with pool(sandbox) as runspace:
+            assert len(get_thing(runspace).output) == 3
+        assert sandbox.internal_errors == []
+
+
 def test_cmdlet_budget_gives_micro_delays_then_throttling_errors(tiny: TinyHost) -> None:
     with Sandbox(host=tiny, cmdlet_budget=2, budget_window=30, micro_delay=0.01) as sandbox:
         with pool(sandbox) as runspace:
@@ -676,3 +688,21 @@ def test_the_sandbox_keeps_each_library_in_one_module() -> None:
         if relative.startswith("sandbox/"):
             for library, owner in sandbox_owners.items():
                 assert library not in imported or relative == owner, (relative, library)
+
+
+def test_serve_https_prints_the_ca_file_to_trust(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from bridge.cli import cli
+
+    def interrupt(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", interrupt)  # Ctrl+C as soon as it is serving
+    result = CliRunner().invoke(cli, ["sandbox", "serve", "--mailboxes", "3", "--https"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert re.fullmatch(r"Sandbox: 3 mailboxes \(seed 1\) at https://127\.0\.0\.1:\d+/PowerShell",
+                        lines[0])
+    assert re.fullmatch(r"CA file: .*/ca\.pem", lines[4])
+    assert lines[5:] == ["Press Ctrl+C to stop.", "Stopped after 0 requests."]

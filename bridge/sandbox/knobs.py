@@ -21,6 +21,10 @@ class Knobs:
     # PowerShellMaxConcurrency: open shells (runspace pools) per user; the next Create
     # is refused with Exchange's throttling text. Exchange on-prem default 18, EXO 3.
     max_shells_per_user: int | None = None
+    # Seconds after which a shell nobody used (its client vanished without closing it)
+    # is forgotten, freeing its place under max_shells_per_user. The shell IdleTimeOut
+    # the sandbox announces is 900 s, like Exchange's default.
+    shell_idle_timeout: float = 900.0
     # Cmdlet budget (PowerShellMaxCmdlets per PowerShellMaxCmdletsTimePeriod): commands
     # over the budget within the window run after a micro delay with a warning; over
     # twice the budget they fail with the throttling error.

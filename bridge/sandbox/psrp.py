@@ -15,6 +15,7 @@ CLIXML without parsing it again).
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Iterator
@@ -252,6 +253,7 @@ class ShellSession:
         self.pool_queue: deque[PSRPMessage] = deque()
         self.pipelines: dict[uuid.UUID, PipelineRun] = {}
         self.closed = False
+        self.last_used = time.monotonic()
         # the last Receive answer of the most recent commands, replayed when pypsrp
         # resends the same message after a read timeout; one Receive per command at a time
         self.last_receive: OrderedDict[str, tuple[str, str]] = OrderedDict()

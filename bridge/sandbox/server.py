@@ -546,6 +546,8 @@ class Sandbox:
         shell_id = request.selectors.get("ShellId", "").upper()
         with self._lock:
             shell = self.shells.get(shell_id)
+        if shell is not None:
+            shell.last_used = time.monotonic()
         if shell is None or shell.user != user:
             raise wsman.WSManFault(
                 wsman.INVALID_SELECTORS,
@@ -562,6 +564,7 @@ class Sandbox:
         shell_id = (body.get("ShellId") or str(uuid.uuid4())).upper()
         creation = body.find("pwsh:creationXml", wsman.NS)
         with self._lock:
+            self._expire_idle_shells()
             limit = self.knobs.max_shells_per_user
             if limit is not None:
                 open_for_user = sum(1 for s in self.shells.values() if s.user == user)
@@ -574,6 +577,15 @@ class Sandbox:
         if creation is not None and creation.text:
             shell.feed(base64.b64decode(creation.text), None)
         return wsman.create_response(self.url, request.resource_uri, shell_id, user)
+
+    def _expire_idle_shells(self) -> None:
+        """Shells a client abandoned (no Delete) end after the idle timeout, as Exchange's
+        do; until then they count against the user's shell limit. Call under _lock."""
+        cutoff = time.monotonic() - self.knobs.shell_idle_timeout
+        for shell_id, shell in list(self.shells.items()):
+            if shell.last_used < cutoff:
+                del self.shells[shell_id]
+                shell.closed = True
 
     def _concurrency_message(self, user: str, limit: int) -> str:
         domain = user.split("@", 1)[-1]
