@@ -53,7 +53,7 @@ STREAMS = ("error", "warning", "verbose", "debug", "information", "progress")
 
 _NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _NAMESPACE_DECLARATION = 'xmlns="http://schemas.microsoft.com/powershell/2004/04"'
-_CHUNK = 1 << 16
+_CHUNK = 1 << 18
 _NO_DTD = "a DTD (<!DOCTYPE>) is not allowed in CLIXML; nothing was expanded or fetched"
 _WRAPPER = "_CLIXML"  # same length as "#< CLIXML", so lines and columns stay true
 
@@ -727,37 +727,46 @@ class _Document:
         if docinfo.internalDTD is not None or docinfo.externalDTD is not None:
             raise self.error(_NO_DTD, None)
 
-    def items(self) -> Iterator[tuple[str | None, Record]]:
-        parser = etree.XMLPullParser(
-            events=("end",), tag=sorted(_OBJ_TAGS | _OBJS_TAGS), **_PARSER_OPTIONS
-        )
+    def _drain(
+        self, blocks: list[etree._Element], *, complete: bool
+    ) -> Iterator[tuple[str | None, Record]]:
+        """Convert and drop the finished top-level items of the <Objs> blocks seen so far."""
         top_level = self.converter.top_level
-        checked = False
+        while blocks:
+            block = blocks[0]
+            finished = complete or len(blocks) > 1  # a later block started: this one ended
+            while len(block) > (0 if finished else 1):
+                item = block[0]
+                yield top_level(item)
+                item.clear()  # empty first: removing a whole subtree is slow
+                block.remove(item)
+            if not finished:
+                return
+            parent = block.getparent()
+            if parent is not None:
+                parent.remove(block)
+            blocks.pop(0)
+
+    def items(self) -> Iterator[tuple[str | None, Record]]:
+        # Events only for <Objs> starts: after each chunk, every child of an <Objs> but
+        # its last is complete (the parser has moved past it), so it is converted and
+        # dropped without any per-element event.
+        parser = etree.XMLPullParser(events=("start",), tag=sorted(_OBJS_TAGS), **_PARSER_OPTIONS)
+        blocks: list[etree._Element] = []
         try:
             for chunk in self._prepare(self.input.chunks()):
                 parser.feed(chunk)
                 for _event, item in parser.read_events():
-                    element = cast(etree._Element, item)
-                    if not checked:  # a DTD the quick look at the head missed
-                        self._refuse_dtd(element)
-                        checked = True
-                    parent = element.getparent()
-                    if element.tag in _OBJS_TAGS:
-                        if parent is not None and parent.tag != _WRAPPER:
-                            raise _Walk(element, "<Objs> inside another element")
-                        for child in list(element):
-                            yield top_level(child)
-                            element.remove(child)
-                        if parent is not None:
-                            parent.remove(element)
-                    elif parent is not None and parent.tag in _OBJS_TAGS:
-                        while (first := parent[0]) is not element:  # earlier primitives
-                            yield top_level(first)
-                            parent.remove(first)
-                        yield top_level(element)
-                        element.clear()  # empty first: removing a whole subtree is slow
-                        parent.remove(element)
+                    block = cast(etree._Element, item)
+                    if not blocks:  # a DTD the quick look at the head missed
+                        self._refuse_dtd(block)
+                    parent = block.getparent()
+                    if parent is not None and parent.tag != _WRAPPER:
+                        raise _Walk(block, "<Objs> inside another element")
+                    blocks.append(block)
+                yield from self._drain(blocks, complete=False)
             root = parser.close()
+            yield from self._drain(blocks, complete=True)
         except etree.XMLSyntaxError as exc:
             line, column = exc.position
             message = str(exc.msg or exc).split(", line ")[0]
