@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bridge import read_clixml
+from bridge import clixml, read_clixml
 from bridge.clixml import (
     SECURE_STRING,
     iter_records,
@@ -514,7 +514,7 @@ def _laughs(levels: int = 10) -> str:
     return f'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n{entities}]>\n{body}'
 
 
-@pytest.mark.parametrize("padding", [0, 70_000], ids=["dtd-at-start", "dtd-after-70kB"])
+@pytest.mark.parametrize("padding", [0, clixml._CHUNK + 1000], ids=["at-start", "past-head"])
 def test_billion_laughs_fails_fast_without_expanding(tmp_path: Path, padding: int) -> None:
     path = tmp_path / "laughs.xml"
     text = _laughs()
@@ -559,7 +559,7 @@ def test_external_entities_are_never_fetched(tmp_path: Path) -> None:
 
 def test_dtd_past_the_head_is_refused_by_the_parser_check(tmp_path: Path) -> None:
     path = tmp_path / "late-dtd.xml"
-    padding = "x" * 70_000
+    padding = "x" * (clixml._CHUNK + 1000)  # past the first chunk the head check reads
     path.write_text(
         f'<!--{padding}-->\n<!DOCTYPE Objs SYSTEM "http://127.0.0.1:9/x.dtd">\n<Objs><S>x</S></Objs>'
     )
