@@ -340,39 +340,74 @@ def session_for_settings(settings: Any) -> Any:
 
 
 class _ProgressBar:
-    """exchange.Progress on stderr with a bar, count, rate and ETA; only on a terminal."""
+    """exchange.Progress on stderr: a bar with count, rate and ETA when the total is known,
+    else a running count of objects with their rate. Only used on a terminal; thread safe
+    (bulk commands report from their worker threads)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: Any = None) -> None:
+        import sys
+        import threading
+
+        self._stream = stream or sys.stderr
+        self._lock = threading.Lock()
         self._bar: Any = None
+        self._label = ""
+        self._counting = False
         self._started = 0.0
+        self._shown = 0.0
         self._done = 0
 
     def start(self, label: str, total: int | None) -> None:
-        import sys
         import time
 
         self.finish()
-        self._started, self._done = time.monotonic(), 0
+        with self._lock:
+            self._label, self._done = label, 0
+            self._started = time.monotonic()
+            self._counting = total is None
+            if self._counting:
+                self._show(force=True)
+                return
 
-        def rate(_item: object) -> str:
-            seconds = time.monotonic() - self._started
-            return f"{self._done / seconds:.1f}/s" if seconds > 0 and self._done else ""
+            def rate(_item: object) -> str:
+                seconds = time.monotonic() - self._started
+                return f"{self._done / seconds:.1f}/s" if seconds > 0 and self._done else ""
 
-        self._bar = click.progressbar(
-            length=total or 1, label=label, file=sys.stderr,
-            show_pos=True, show_eta=True, item_show_func=rate,
-        )  # fmt: skip
-        self._bar.__enter__()
+            self._bar = click.progressbar(
+                length=total, label=label, file=self._stream,
+                show_pos=True, show_eta=True, item_show_func=rate,
+            )  # fmt: skip
+            self._bar.__enter__()
+
+    def _show(self, force: bool = False) -> None:
+        import time
+
+        now = time.monotonic()
+        if not force and now - self._shown < 0.1:
+            return
+        self._shown = now
+        seconds = now - self._started
+        rate = f"  {self._done / seconds:,.0f}/s" if seconds > 0 and self._done else ""
+        self._stream.write(f"\r{self._label}: {self._done:,} objects{rate}   ")
+        self._stream.flush()
 
     def advance(self, count: int = 1) -> None:
-        self._done += count
-        if self._bar is not None:
-            self._bar.update(count, current_item=self._done)
+        with self._lock:
+            self._done += count
+            if self._counting:
+                self._show()
+            elif self._bar is not None:
+                self._bar.update(count, current_item=self._done)
 
     def finish(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
+        with self._lock:
+            if self._counting:
+                self._show(force=True)
+                self._stream.write("\n")
+                self._counting = False
+            if self._bar is not None:
+                self._bar.__exit__(None, None, None)
+                self._bar = None
 
 
 def progress_for(quiet: bool) -> Any:

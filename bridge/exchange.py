@@ -13,7 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -43,6 +43,11 @@ class Progress(Protocol):
     def advance(self, count: int = 1) -> None: ...
 
     def finish(self) -> None: ...
+
+
+# Progress: ``start(label, total)`` begins a phase; ``total`` None means a running count
+# of objects received (bulk: how many will come is unknown), in which ``advance`` may be
+# negative when a retried command starts over.
 
 
 @dataclass
@@ -209,12 +214,13 @@ def _run_unit(
     commands: Command | list[Command],
     checkpoint: Checkpoint | None,
     warnings: list[str],
+    on_output: Callable[[int], None] | None = None,
 ) -> tuple[list[Row], list[Row]]:
     """Run one whole-command unit, or read it back from the checkpoint when it is done."""
     if checkpoint is not None and checkpoint.is_done(phase):
         return checkpoint.rows(phase).get("", []), []
     label = pipeline_text(commands)
-    result = session.run(commands)
+    result = session.run(commands, on_output=on_output)
     warnings.extend(result.warnings)
     errors = _record_rows(result.errors, mailbox=None, command=label)
     if checkpoint is not None:
@@ -231,22 +237,39 @@ def _bulk(
     workers: int,
     warnings: list[str],
 ) -> tuple[list[Row], list[Row], list[Row]]:
-    bar.start("Mailboxes and devices", 2)
+    # How many objects will come is unknown: the bar counts them as they arrive.
+    bar.start("Mailboxes and devices", None)
     units: list[tuple[str, Command | list[Command]]] = [
         (PHASE_MAILBOXES, mailbox_command(recipient_types)),
         (PHASE_DEVICES, device_pipeline(device_filter)),
     ]
+    received = {phase: 0 for phase, _ in units}
+
+    def counter(phase: str) -> Callable[[int], None]:
+        def on_output(count: int) -> None:  # called from the thread running ``phase``
+            bar.advance(count - received[phase])
+            received[phase] = count
+
+        return on_output
+
     results: dict[str, tuple[list[Row], list[Row]]] = {}
-    if workers >= 2:
+    for phase, _ in units:
+        if checkpoint is not None and checkpoint.is_done(phase):  # an earlier, interrupted run
+            results[phase] = (checkpoint.rows(phase).get("", []), [])
+            bar.advance(len(results[phase][0]))
+    todo = [(phase, commands) for phase, commands in units if phase not in results]
+    if workers >= 2 and len(todo) == 2:
         # The two commands do not depend on each other: run them side by side. The
         # checkpoint is written from this thread only.
-        unit_warnings: dict[str, list[str]] = {phase: [] for phase, _ in units}
+        unit_warnings: dict[str, list[str]] = {phase: [] for phase, _ in todo}
         with cf.ThreadPoolExecutor(max_workers=2) as pool:
             futures = {
-                pool.submit(_run_unit, session, phase, commands, None, unit_warnings[phase]): phase
-                for phase, commands in units
-                if not (checkpoint and checkpoint.is_done(phase))
-            }
+                pool.submit(
+                    _run_unit, session, phase, commands, None, unit_warnings[phase],
+                    counter(phase),
+                ): phase
+                for phase, commands in todo
+            }  # fmt: skip
             try:
                 for future in cf.as_completed(futures):
                     phase = futures[future]
@@ -255,20 +278,16 @@ def _bulk(
                         checkpoint.save(phase, "", rows, errors)
                     results[phase] = (rows, errors)
                     warnings.extend(unit_warnings[phase])
-                    bar.advance()
             except BaseException:
                 # Ctrl+C or a fatal error: the other command stops at its next round
                 # trip instead of streaming on; what finished is in the checkpoint
                 session.abort()
                 raise
-        for phase, commands in units:
-            if phase not in results:  # done in an earlier, interrupted run
-                results[phase] = _run_unit(session, phase, commands, checkpoint, warnings)
-                bar.advance()
     else:
-        for phase, commands in units:
-            results[phase] = _run_unit(session, phase, commands, checkpoint, warnings)
-            bar.advance()
+        for phase, commands in todo:
+            results[phase] = _run_unit(
+                session, phase, commands, checkpoint, warnings, counter(phase)
+            )
     bar.finish()
     mailboxes, mailbox_errors = results[PHASE_MAILBOXES]
     all_devices, device_errors = results[PHASE_DEVICES]

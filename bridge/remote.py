@@ -776,9 +776,16 @@ class Session:
 
     # ---- commands
 
-    def run(self, commands: Command | Sequence[Command]) -> CommandResult:
+    def run(
+        self,
+        commands: Command | Sequence[Command],
+        *,
+        on_output: Callable[[int], None] | None = None,
+    ) -> CommandResult:
         """Run one pipeline; retry transient failures on a fresh connection.
 
+        ``on_output(n)`` is told how many objects this try has received so far, as they
+        arrive (it starts again from 0 when a retry starts over), for progress display.
         Raises :class:`CommandNotFound` for a cmdlet the endpoint lacks (or RBAC hides),
         :class:`RemoteCommandError` for a terminating error, :class:`ConnectionFailed` /
         :class:`AuthenticationFailed` when the server cannot be used.
@@ -786,7 +793,9 @@ class Session:
         pipeline = [commands] if isinstance(commands, Command) else list(commands)
         if not pipeline:
             raise ValueError("no command to run")
-        return self._with_retries(pipeline_text(pipeline), lambda ps: _add_commands(ps, pipeline))
+        return self._with_retries(
+            pipeline_text(pipeline), lambda ps: _add_commands(ps, pipeline), on_output
+        )
 
     def run_script(
         self, script: str, parameters: Mapping[str, object] | None = None
@@ -800,7 +809,12 @@ class Session:
 
         return self._with_retries("script", build)
 
-    def _with_retries(self, label: str, build: Callable[[PowerShell], None]) -> CommandResult:
+    def _with_retries(
+        self,
+        label: str,
+        build: Callable[[PowerShell], None],
+        on_output: Callable[[int], None] | None = None,
+    ) -> CommandResult:
         policy = self.settings.retry
         attempt = 1
         while True:
@@ -808,7 +822,7 @@ class Session:
             channel: _Channel | None = None
             try:
                 channel = self._acquire()
-                result = self._invoke(channel, label, build)
+                result = self._invoke(channel, label, build, on_output)
             except _Transient as exc:
                 if channel is not None and exc.keep_connection:
                     self._release(channel)
@@ -840,7 +854,11 @@ class Session:
             return result
 
     def _invoke(
-        self, channel: _Channel, label: str, build: Callable[[PowerShell], None]
+        self,
+        channel: _Channel,
+        label: str,
+        build: Callable[[PowerShell], None],
+        on_output: Callable[[int], None] | None = None,
     ) -> CommandResult:
         ps = PowerShell(channel.pool)
         build(ps)
@@ -856,6 +874,8 @@ class Session:
                 if ps.output:
                     raw.extend(ps.output)
                     ps.output.clear()
+                    if on_output is not None:
+                        on_output(len(raw))
         except _LIBRARY_ERRORS as exc:
             _classify(exc, self.settings, first_contact=False)
             raise

@@ -235,3 +235,21 @@ def test_a_failed_run_keeps_its_progress_and_resume_finishes_it(tmp_path: Path) 
         assert sb.internal_errors == []
     frame = pd.read_csv(out, encoding="utf-8-sig", dtype=str)
     assert sorted(zip(frame["UserPrincipalName"], frame["DeviceId"], strict=True)) == expected
+
+
+def test_progress_counts_objects_when_the_total_is_unknown() -> None:
+    import io
+
+    from bridge.cli import _ProgressBar
+
+    stream = io.StringIO()
+    bar = _ProgressBar(stream)
+    bar.start("Mailboxes and devices", None)
+    for count in (5, -2, 10):  # a retried command starts its count over
+        bar.advance(count)
+    bar.finish()
+    assert stream.getvalue().startswith("\rMailboxes and devices: 0 objects")
+    assert (
+        stream.getvalue().rstrip().split("\r")[-1].startswith("Mailboxes and devices: 13 objects")
+    )
+    assert stream.getvalue().endswith("\n")

@@ -91,6 +91,34 @@ def test_bulk_filter_is_applied_on_the_server(sandbox: Sandbox) -> None:
     assert len(classic.devices) == len(device_ids)
 
 
+class _Recorder:
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, int | None]] = []
+        self.total = 0
+        self.finished = 0
+
+    def start(self, label: str, total: int | None) -> None:
+        self.phases.append((label, total))
+
+    def advance(self, count: int = 1) -> None:
+        self.total += count
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+def test_progress_counts_objects_in_bulk_and_mailboxes_per_mailbox(sandbox: Sandbox) -> None:
+    bulk, classic = _Recorder(), _Recorder()
+    with Session(settings_for(sandbox), sandbox.password) as session:
+        result = collect(session, "bulk", progress=bulk)
+        collect(session, "per-mailbox", progress=classic)
+    assert bulk.phases == [("Mailboxes and devices", None)] and bulk.finished == 1
+    # every object received: the mailboxes, and the devices of all mailboxes
+    assert bulk.total == len(result.mailboxes) + len(sandbox.organisation.devices)
+    assert classic.phases == [("Mailboxes", len(result.mailboxes))]
+    assert classic.total == len(result.mailboxes)
+
+
 class _Interrupt:
     """A progress reporter that presses Ctrl+C after ``after`` mailboxes."""
 
@@ -198,6 +226,14 @@ def test_a_cmdlet_missing_for_rbac_stops_the_run() -> None:
                 collect(session, "per-mailbox")
 
 
+class _InterruptAfterSave(Checkpoint):
+    """Ctrl+C (in the main thread, as a real one) right after the first unit is saved."""
+
+    def save(self, phase: str, key: str, rows: Any, errors: Any = ()) -> None:
+        super().save(phase, key, rows, errors)
+        raise KeyboardInterrupt
+
+
 def test_ctrl_c_in_bulk_stops_the_other_command_promptly(tmp_path: Path) -> None:
     # 0.1 s per object: Get-Mailbox for the shared and room mailboxes takes ~0.2 s, the
     # device pipeline (every mailbox's devices) ~2 s. Ctrl+C when the mailboxes are in
@@ -205,11 +241,11 @@ def test_ctrl_c_in_bulk_stops_the_other_command_promptly(tmp_path: Path) -> None
     with Sandbox(mailboxes=20, seed=7, latency_per_object=0.1) as sb:
         device_seconds = 0.1 * len(sb.organisation.devices)
         types = ("SharedMailbox", "RoomMailbox")
-        store = Checkpoint.open(tmp_path / "run", KEY, resume=False)
+        store = _InterruptAfterSave.open(tmp_path / "run", KEY, resume=False)
         with Session(settings_for(sb), sb.password) as session:
             started = time.monotonic()
             with pytest.raises(KeyboardInterrupt):
-                collect(session, "bulk", types, checkpoint=store, progress=_Interrupt(1))
+                collect(session, "bulk", types, checkpoint=store)
             elapsed = time.monotonic() - started
         store.close()
         assert elapsed < device_seconds - 0.5
