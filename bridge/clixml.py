@@ -445,18 +445,18 @@ class _Converter:
     def enum(self, element: etree._Element) -> object:
         """A nested <Obj>'s value, with a short path for the commonest one: an enum whose
         type names came before (<TNRef/><ToString>name</ToString>...)."""
-        if len(element) > 1:
-            head = element[0]
-            if head.tag == "TNRef":
-                info = self.types.get(head.get("RefId") or "")
-                if info is not None and info.kind == _ENUM:
-                    label = element[1]
-                    if label.tag == "ToString":
-                        name = self.to_string(label.text or "")
-                        own_id = element.get("RefId")
-                        if own_id is not None:
-                            self.objects[_ref_key(own_id)] = name
-                        return name
+        head = element[0] if len(element) else None
+        if head is not None and head.tag == "TNRef":
+            info = self.types.get(head.get("RefId") or "")
+            if info is not None and info.kind == _ENUM:
+                label = head.getnext()
+                if label is not None and label.tag == "ToString":
+                    text = label.text or ""
+                    name = self.tostrings.get(text) or self.to_string(text)
+                    own_id = element.get("RefId")
+                    if own_id is not None:
+                        self.objects[_ref_key(own_id)] = name
+                    return name
         return self.obj(element)[0]
 
     def obj(self, element: etree._Element) -> tuple[object, Record | None]:
