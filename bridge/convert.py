@@ -16,6 +16,7 @@ from bridge import clixml, workbook
 from bridge.errors import InputError, OutputError
 from bridge.output import FRAME_FORMATS, write_frame
 
+EXCEL_MAX_ROWS = 1_048_576  # rows in an Excel sheet, the header included
 #: Output types ``convert`` writes, by extension.
 OUTPUT_TYPES = (".xlsx", *FRAME_FORMATS)
 #: With several inputs and one table (.csv/.parquet/.json), rows say where they came from.
@@ -72,6 +73,13 @@ def convert(inputs: Sequence[Path], output: Path) -> list[ConvertedTable]:
         tables = {
             name: clixml.read_clixml(source) for name, source in zip(names, inputs, strict=True)
         }
+        for source, frame in zip(inputs, tables.values(), strict=True):
+            if len(frame) >= EXCEL_MAX_ROWS:
+                raise OutputError(
+                    f"cannot write {output}: {source} has {len(frame):,} rows and an Excel "
+                    f"sheet holds {EXCEL_MAX_ROWS - 1:,} below its header; "
+                    "write .csv or .parquet instead."
+                )
         workbook.write_tables(output, tables)
         return [
             ConvertedTable(source, len(frame), name)

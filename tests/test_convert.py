@@ -241,3 +241,19 @@ def test_readme_convert_example_prints_what_the_readme_says(
     result = CliRunner().invoke(cli, [*args[:-1], str(output)])
     assert result.exit_code == 0, result.output
     assert result.output.replace(str(output), args[-1]).splitlines() == expected
+
+
+def test_more_rows_than_an_excel_sheet_holds_is_refused(
+    tmp_path: Path, exports: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge import convert
+
+    monkeypatch.setattr(convert, "EXCEL_MAX_ROWS", 2)  # the real limit is 1,048,576 rows
+    output = tmp_path / "big.xlsx"
+    result = run(exports[0], "-o", output)
+    assert result.exit_code == 4
+    assert result.stderr == (
+        f"Error: cannot write {output}: {exports[0]} has 2 rows and an Excel sheet holds 1 "
+        "below its header; write .csv or .parquet instead.\n"
+    )
+    assert not output.exists()
