@@ -203,7 +203,9 @@ def collect(
         "reconnects": session.stats.reconnects - before.reconnects,
         "micro_delays": session.stats.micro_delays - before.micro_delays,
         "resumed": bool(checkpoint and checkpoint.resumed),
-        "warnings": sorted(set(warnings)),
+        # micro-delay warnings are Exchange pacing psbridge already follows (and counts in
+        # micro_delays); each carries its own numbers, so listing them would only be noise
+        "warnings": sorted({w for w in warnings if not w.startswith("Micro delay applied")}),
     }
     return Collection(mailboxes=mailboxes, devices=devices, errors=errors, meta=meta)
 

@@ -256,3 +256,12 @@ def test_ctrl_c_in_bulk_stops_the_other_command_promptly(tmp_path: Path) -> None
         assert resumed.meta["commands"] == 1
         assert [d["Identity"] for d in resumed.devices] == truth(sb, types)[1] != []
         assert sb.internal_errors == []
+
+
+def test_micro_delays_are_counted_not_listed_as_warnings() -> None:
+    with Sandbox(mailboxes=6, seed=2, cmdlet_budget=4, budget_window=5.0, micro_delay=0.01) as sb:
+        with Session(settings_for(sb), sb.password) as session:
+            result = collect(session, "per-mailbox", concurrency=1)
+        assert sb.internal_errors == []
+    assert result.meta["micro_delays"] >= 1
+    assert result.meta["warnings"] == []
