@@ -862,7 +862,7 @@ class Session:
     ) -> CommandResult:
         ps = PowerShell(channel.pool)
         build(ps)
-        raw: list[_RawOutput] = []
+        rows: list[Row] = []
         try:
             ps.begin_invoke()
             while ps.state == PSInvocationState.RUNNING:
@@ -872,10 +872,12 @@ class Session:
                     raise RemoteCommandError(f"{label}: stopped (the run was interrupted)")
                 ps.poll_invoke()
                 if ps.output:
-                    raw.extend(ps.output)
+                    # read each batch as it arrives: only rows are kept, never the XML
+                    # of a whole large answer
+                    rows.extend(_read_output(item, label) for item in ps.output)
                     ps.output.clear()
                     if on_output is not None:
-                        on_output(len(raw))
+                        on_output(len(rows))
         except _LIBRARY_ERRORS as exc:
             _classify(exc, self.settings, first_contact=False)
             raise
@@ -888,7 +890,6 @@ class Session:
             self._release_pipeline(ps)
             _raise_terminating(label, terminating, self.settings)
         self._release_pipeline(ps)
-        rows = [_read_output(item, label) for item in raw]
         return CommandResult(rows=rows, errors=errors, warnings=warning_texts)
 
     def _release_pipeline(self, ps: PowerShell) -> None:
