@@ -1049,6 +1049,8 @@ def write_changes_sheet(book: Any, history: HistoryView, styles: _Styles,
     """
     sheet = book.add_worksheet("Changes")
     sheet.hide_gridlines(2)
+    sheet.set_landscape()
+    sheet.fit_to_pages(1, 0)  # printed: as wide as one page
     current, previous = history.current, history.previous
     sheet.write_string(0, 0, _HISTORY_TITLE, styles.title)
     if previous is None:
@@ -1102,6 +1104,8 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
     """The Trend sheet: one row per run, line charts by protocol, platform and staleness."""
     sheet = book.add_worksheet("Trend")
     sheet.hide_gridlines(2)
+    sheet.set_landscape()
+    sheet.fit_to_pages(1, 0)  # printed: as wide as one page
     trend = history.trend
     runs = len(trend)
     sheet.write_string(0, 0, "Trend", styles.title)
