@@ -213,7 +213,11 @@ def _expectation(name: str) -> tuple[int, dict[tuple[int, str], Any]]:
     return EXPECTED[matches[0]]
 
 
-@pytest.mark.parametrize("name", _corpus_files() or ["(corpus missing)"])
+@pytest.mark.parametrize(
+    "name",
+    _corpus_files() or ["(corpus missing)"],
+    ids=lambda name: name.replace("microsoft__CSS-Exchange__", "").replace("jborean93__", ""),
+)
 def test_corpus_file_reads_with_expected_rows_and_values(corpus_dir: Path, name: str) -> None:
     rows, values = _expectation(name)
     records = list(iter_records(corpus_dir / name))
