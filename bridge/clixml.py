@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -243,6 +244,7 @@ _PROGRESS_FIELDS = {
 _PLAIN, _ENUM, _SIZE_KIND, _UNLIMITED, _EXCHANGE = range(5)
 
 
+@functools.lru_cache(maxsize=4096)
 def _kind(type_names: tuple[str, ...]) -> int:
     """How objects of this type become plain values, decided once per type-name list."""
     names = [name.removeprefix("Deserialized.") for name in type_names]
@@ -265,6 +267,7 @@ class _TypeInfo:
 
 
 _NO_TYPE = _TypeInfo((), _PLAIN)
+_NAMES: dict[str, str] = {}  # raw property name -> decoded, shared (bounded by _CACHE_LIMIT)
 _CACHED_LENGTH = 32
 _CACHE_LIMIT = 50_000
 _MISSING = object()
@@ -285,7 +288,9 @@ class _Converter:
     def __init__(self, *, structured: bool = False) -> None:
         self.objects: dict[int | str, object] = {}  # RefId (a number: kept as int) -> value
         self.types: dict[str, _TypeInfo] = {}
-        self.names: dict[str, str] = {}
+        # shared by every reader: property names are few, and parse_element (one PSRP
+        # message at a time) would otherwise start from nothing on every call
+        self.names = _NAMES
         self.structured = structured
         self.saw_progress = False
         # Short strings repeat (DeviceType, enum names, "en-US"): one object per distinct
@@ -318,7 +323,9 @@ class _Converter:
             return ""
         known = self.names.get(raw)
         if known is None:
-            known = self.names[raw] = _unescape(raw) if "_x" in raw else raw
+            known = _unescape(raw) if "_x" in raw else raw
+            if len(self.names) < _CACHE_LIMIT:
+                self.names[raw] = known
         return known
 
     def value(self, element: etree._Element) -> object:
