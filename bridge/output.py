@@ -37,6 +37,16 @@ def _output_error(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}.")
 
 
+def _final_mode(target: Path) -> int:
+    """The replaced file's mode, else what open() would give under the current umask."""
+    try:
+        return target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_write(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
@@ -60,6 +70,9 @@ def atomic_write(path: Path | str) -> Iterator[Path]:
     try:
         try:
             yield temp_path
+            # mkstemp makes the file private (0600); a report is an ordinary file, so give
+            # it the mode a plain open() would, or keep the mode of the file it replaces.
+            os.chmod(temp_path, _final_mode(target))
             os.replace(temp_path, target)
         except OSError as exc:
             raise _output_error(target, exc) from exc

@@ -45,6 +45,25 @@ def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+def test_new_file_gets_the_umask_mode_and_a_replaced_file_keeps_its_mode(
+    tmp_path: Path,
+) -> None:
+    umask = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.csv"
+        with atomic_write(fresh) as temp_path:
+            temp_path.write_text("x")
+        assert fresh.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+        shared = tmp_path / "shared.csv"
+        shared.write_text("old")
+        shared.chmod(0o664)
+        with atomic_write(shared) as temp_path:
+            temp_path.write_text("new")
+        assert shared.stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(umask)
+
+
 def test_permission_error_says_close_it_in_excel(tmp_path: Path) -> None:
     target = tmp_path / "report.xlsx"
     with pytest.raises(OutputError) as caught, atomic_write(target):
