@@ -944,7 +944,9 @@ def _live_run_details(meta: dict[str, object], organisation: str,
 @click.option("--seed", type=int, default=1, show_default=True,
               help="Seed of the sandbox organisation.")
 @click.option("--open", "open_report", is_flag=True, help="Open the workbook when written.")
-def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool) -> None:
+@history_options
+def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
+                 history_settings: history.HistorySettings) -> None:
     """Try psbridge: the report of a sandbox Exchange organisation, collected live.
 
     Starts the built-in Exchange sandbox on 127.0.0.1, connects to it over WSMan/PSRP
@@ -979,7 +981,14 @@ def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool) -> 
         run = workbook.RunDetails(**{**run.__dict__, "source": "psbridge demo: sandbox "
                                      f"organisation ({mailboxes} mailboxes, seed {seed}) "
                                      "over WSMan/PSRP"})
-        workbook.write_report(output, report, run)
+        # Recorded like any run (issue 7), under a name of its own so that a sandbox
+        # never shares a history with a real organisation or a sandbox of another size.
+        view = history_for_run(
+            history_settings, report, server=run.server, source="demo",
+            organisation=f"{run.organisation} (psbridge sandbox, {mailboxes} mailboxes, "
+                         f"seed {seed})",
+            finished=run.finished, psbridge_version=__version__)
+        workbook.write_report(output, report, run, history=view)
     _finish(report, output, open_report)
 
 

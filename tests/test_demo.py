@@ -46,14 +46,33 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
         f"  Never synced            {sum(d.last_success is None for d in devices):>8,}",
     ]
     book = openpyxl.load_workbook(output)
-    assert book.sheetnames == ["Summary", "Devices", "Users without devices", "Run"]
+    assert book.sheetnames == ["Summary", "Devices", "Users without devices", "Run",
+                               "Changes", "Trend"]
     assert book["Devices"].max_row == len(devices) + 1
     run = {row[0]: row[1] for row in book["Run"].iter_rows(values_only=True) if row[0]}
     assert run["Source"] == ("psbridge demo: sandbox organisation (200 mailboxes, seed 1) over "
                              "WSMan/PSRP")
     assert run["Organisation"] == "Contoso"
-    # the demo leaves the user's history alone
-    assert "Changes" not in book.sheetnames
+    # the demo records its run like any other, under a name of its own: a second run
+    # compares with the first and finds the same organisation unchanged
+    assert "Nothing to compare yet" in " ".join(
+        str(cell) for row in book["Changes"].iter_rows(values_only=True) for cell in row if cell)
+    again = CliRunner().invoke(cli, ["demo", "-o", "again.xlsx"])
+    assert again.exit_code == 0, again.output
+    listing = CliRunner().invoke(cli, ["history", "list"])
+    assert listing.stdout.count("Contoso (psbridge sandbox, 200 mailboxes, seed 1)") == 2
+    changes = openpyxl.load_workbook(tmp_path / "again.xlsx")["Changes"]
+    text = " ".join(str(c) for row in changes.iter_rows(values_only=True) for c in row if c)
+    assert "Nothing to compare yet" not in text
+    assert "No changes: the same partnerships" in text
+
+
+def test_demo_without_history_writes_no_history_sheets(tmp_path: Path) -> None:
+    output = tmp_path / "demo.xlsx"
+    result = CliRunner().invoke(cli, ["demo", "--mailboxes", "10", "--no-history",
+                                      "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "Changes" not in openpyxl.load_workbook(output).sheetnames
 
 
 def test_demo_size_seed_output_and_open(tmp_path: Path,
