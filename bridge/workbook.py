@@ -16,6 +16,7 @@ import shlex
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -846,33 +847,9 @@ def write_report(
     devices, Errors (only when some), Run, then Changes and Trend when ``history`` is
     given. A workbook open in Excel gives an OutputError naming the file.
     """
-    target = Path(path)
-    # Row data waits in temporary files beside the output (not in a small /tmp), in a
-    # folder of their own so a failed run leaves nothing behind.
-    with (
-        atomic_write(target) as temp_path,
-        tempfile.TemporaryDirectory(
-            prefix=".psbridge-", dir=temp_path.parent, ignore_cleanup_errors=True
-        ) as rows_dir,
-    ):
-        package = Path(rows_dir) / "package.xlsx"
-        book = xlsxwriter.Workbook(
-            str(package),
-            {
-                "constant_memory": True,
-                "strings_to_numbers": False,
-                "strings_to_formulas": False,
-                "strings_to_urls": False,
-                "tmpdir": rows_dir,
-            },
-        )
-        book.set_properties(
-            {
-                "title": "Mobile device report",
-                "creator": "psbridge",
-                "comments": f"psbridge {run_info.version}",
-            }
-        )
+    properties = {"title": "Mobile device report", "creator": "psbridge",
+                  "comments": f"psbridge {run_info.version}"}
+    with _streamed_workbook(path, properties) as (book, streams):
         writer = _ReportWriter(book, report, run_info, rows_per_sheet)
         writer.summary()
         # printed (and rendered to PDF): the columns up to DeviceAccessState
@@ -897,12 +874,47 @@ def write_report(
             # ``book`` is an XlsxWriter Workbook in constant-memory mode: write each
             # sheet's rows top to bottom (_Grid helps), tables via _add_streamed_table.
             writer.streams.update(write_history_sheets(book, history))
+        streams.update(writer.streams)
+
+
+@contextmanager
+def _streamed_workbook(
+    path: Path | str, properties: dict[str, str]
+) -> Iterator[tuple[xlsxwriter.Workbook, dict[str, _SheetRows]]]:
+    """An XlsxWriter book in constant-memory mode whose table rows are streamed in after.
+
+    The caller writes the book's structure and fills the yielded ``streams`` (sheet XML
+    name -> rows); on leaving, the package is closed, the rows are streamed into it and
+    the result replaces ``path`` atomically. Row data waits in temporary files beside the
+    output (not in a small /tmp), in a folder of their own so a failed run leaves nothing.
+    """
+    target = Path(path)
+    with (
+        atomic_write(target) as temp_path,
+        tempfile.TemporaryDirectory(
+            prefix=".psbridge-", dir=temp_path.parent, ignore_cleanup_errors=True
+        ) as rows_dir,
+    ):
+        package = Path(rows_dir) / "package.xlsx"
+        book = xlsxwriter.Workbook(
+            str(package),
+            {
+                "constant_memory": True,
+                "strings_to_numbers": False,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "tmpdir": rows_dir,
+            },
+        )
+        book.set_properties(properties)
+        streams: dict[str, _SheetRows] = {}
+        yield book, streams
         try:
             book.close()
         except xlsxwriter.exceptions.FileCreateError as exc:
             raise OutputError(f"cannot write {target}: {exc.args[0]}") from exc
         try:
-            _stream_rows_into(package, temp_path, writer.streams)
+            _stream_rows_into(package, temp_path, streams)
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}.") from exc
 
@@ -1190,25 +1202,6 @@ def write_history_sheets(book: Any, history: HistoryView) -> dict[str, _SheetRow
 
 def write_history_workbook(path: Path | str, history: HistoryView) -> None:
     """A workbook of just Changes and Trend (``psbridge diff``), written atomically."""
-    target = Path(path)
-    with (
-        atomic_write(target) as temp_path,
-        tempfile.TemporaryDirectory(
-            prefix=".psbridge-", dir=temp_path.parent, ignore_cleanup_errors=True
-        ) as rows_dir,
-    ):
-        package = Path(rows_dir) / "package.xlsx"
-        book = xlsxwriter.Workbook(str(package), {
-            "constant_memory": True, "strings_to_numbers": False,
-            "strings_to_formulas": False, "strings_to_urls": False, "tmpdir": rows_dir,
-        })
-        book.set_properties({"title": "psbridge history", "creator": "psbridge"})
-        streams = write_history_sheets(book, history)
-        try:
-            book.close()
-        except xlsxwriter.exceptions.FileCreateError as exc:
-            raise OutputError(f"cannot write {target}: {exc.args[0]}") from exc
-        try:
-            _stream_rows_into(package, temp_path, streams)
-        except OSError as exc:
-            raise OutputError(f"cannot write {target}: {exc.strerror or exc}.") from exc
+    properties = {"title": "psbridge history", "creator": "psbridge"}
+    with _streamed_workbook(path, properties) as (book, streams):
+        streams.update(write_history_sheets(book, history))
