@@ -1050,10 +1050,13 @@ def sandbox_export(folder: Path, mailboxes: int, seed: int) -> None:
               help="Answer every Nth request with --http-error-status.")
 @click.option("--http-error-status", type=click.Choice(["500", "503"]), default="503",
               show_default=True)
+@click.option("--fixed-clock", is_flag=True,
+              help="Date the organisation from its fixed reference time (as tests and the "
+                   "demo do) instead of from now.")
 def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms: float,
                   object_latency_ms: float, max_shells: int | None, cmdlet_budget: int | None,
                   budget_window: float, drop_after: int | None, http_error_every: int | None,
-                  http_error_status: str) -> None:
+                  http_error_status: str, fixed_clock: bool) -> None:
     """Serve an emulated Exchange PowerShell endpoint on 127.0.0.1 until Ctrl+C.
 
     Prints the URL and the user and password it generated for this run (a throwaway
@@ -1062,9 +1065,14 @@ def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms:
     import time
 
     from bridge.sandbox import Sandbox
+    from bridge.sandbox.organisation import Organisation
 
+    # A live report counts days since the last sync from now; an organisation dated from
+    # its fixed 2025 reference time would look entirely stale to it.
+    organisation = Organisation(mailboxes=mailboxes, seed=seed,
+                                reference_time=None if fixed_clock else datetime.now(UTC))
     sandbox = Sandbox(
-        mailboxes=mailboxes, seed=seed, https=https, port=port,
+        mailboxes=mailboxes, seed=seed, https=https, port=port, organisation=organisation,
         latency_per_command=latency_ms / 1000, latency_per_object=object_latency_ms / 1000,
         max_shells_per_user=max_shells, cmdlet_budget=cmdlet_budget,
         budget_window=budget_window, drop_after_objects=drop_after,
