@@ -37,6 +37,14 @@ class BridgeGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Error: interrupted; what was collected so far is kept.", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # the last line of defence: a bug, said as one line
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (a bug in psbridge: "
+                       "run again with --debug and report the traceback).", err=True)
+            ctx.exit(int(ExitCode.INTERNAL))
 
 
 @click.group(cls=BridgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
