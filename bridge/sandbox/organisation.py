@@ -757,6 +757,21 @@ def _local(value: datetime) -> datetime:
 # ---- property lists, in the order Exchange declares them ---------------------------------
 
 
+def _ad_object_tail(changed: datetime, created: datetime, identity: str) -> list[Prop]:
+    """The properties every ADObject ends with (ADObject, ADRawEntry, ConfigurableObject)."""
+    return [
+        ("WhenChanged", "DTL", _local(changed)),
+        ("WhenCreated", "DTL", _local(created)),
+        ("WhenChangedUTC", "DTZ", changed),
+        ("WhenCreatedUTC", "DTZ", created),
+        ("OrganizationId", "S", ""),
+        ("Id", "S", identity),
+        ("OriginatingServer", "S", DOMAIN_CONTROLLER),
+        ("IsValid", "B", True),
+        ("ObjectState", "S", "Unchanged"),
+    ]
+
+
 def mailbox_props(mb: MailboxEntry) -> list[Prop]:
     """Get-Mailbox's properties for one mailbox (a realistic subset, Exchange's order)."""
     room = mb.kind == "room"
@@ -813,15 +828,7 @@ def mailbox_props(mb: MailboxEntry) -> list[Prop]:
         ("Guid", "G", mb.guid),
         ("ObjectCategory", "S", f"{DOMAIN}/Configuration/Schema/Person"),
         ("ObjectClass", "MV:StringCollection", ["top", "person", "organizationalPerson", "user"]),
-        ("WhenChanged", "DTL", _local(mb.when_changed)),
-        ("WhenCreated", "DTL", _local(mb.when_created)),
-        ("WhenChangedUTC", "DTZ", mb.when_changed),
-        ("WhenCreatedUTC", "DTZ", mb.when_created),
-        ("OrganizationId", "S", ""),
-        ("Id", "S", identity),
-        ("OriginatingServer", "S", DOMAIN_CONTROLLER),
-        ("IsValid", "B", True),
-        ("ObjectState", "S", "Unchanged"),
+        *_ad_object_tail(mb.when_changed, mb.when_created, identity),
     ]
 
 
@@ -857,15 +864,7 @@ def cas_mailbox_props(mb: MailboxEntry) -> list[Prop]:
         ("DistinguishedName", "S", mb.distinguished_name),
         ("Identity", "S", identity),
         ("Guid", "G", mb.guid),
-        ("WhenChanged", "DTL", _local(mb.when_changed)),
-        ("WhenCreated", "DTL", _local(mb.when_created)),
-        ("WhenChangedUTC", "DTZ", mb.when_changed),
-        ("WhenCreatedUTC", "DTZ", mb.when_created),
-        ("OrganizationId", "S", ""),
-        ("Id", "S", identity),
-        ("OriginatingServer", "S", DOMAIN_CONTROLLER),
-        ("IsValid", "B", True),
-        ("ObjectState", "S", "Unchanged"),
+        *_ad_object_tail(mb.when_changed, mb.when_created, identity),
     ]
 
 
@@ -951,15 +950,7 @@ def mobile_device_props(device: DeviceEntry) -> list[Prop]:
         ("Guid", "G", device.guid),
         ("ObjectCategory", "S", f"{DOMAIN}/Configuration/Schema/ms-Exch-Active-Sync-Device"),
         ("ObjectClass", "MV:StringCollection", ["top", "msExchActiveSyncDevice"]),
-        ("WhenChanged", "DTL", _local(device.when_changed)),
-        ("WhenCreated", "DTL", _local(created)),
-        ("WhenChangedUTC", "DTZ", device.when_changed),
-        ("WhenCreatedUTC", "DTZ", created),
-        ("OrganizationId", "S", ""),
-        ("Id", "S", identity),
-        ("OriginatingServer", "S", DOMAIN_CONTROLLER),
-        ("IsValid", "B", True),
-        ("ObjectState", "S", "Unchanged"),
+        *_ad_object_tail(device.when_changed, created, identity),
     ]
 
 
