@@ -331,6 +331,26 @@ def test_clixml_stream_in_utf16_keeps_line_numbers(tmp_path: Path) -> None:
     assert len(list(iter_records(good))) == 2
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_with_a_declaration_and_wide_characters(tmp_path: Path, codec: str) -> None:
+    # what Windows PowerShell writes: an encoding declaration, and characters past
+    # U+FFFF as surrogate pairs
+    text = '<?xml version="1.0" encoding="utf-16"?>\r\n' + SAMPLE.replace("Ann", "Ann \U0001f4f1")
+    bom = b"\xff\xfe" if codec == "utf-16-le" else b"\xfe\xff"
+    path = tmp_path / "declared.xml"
+    path.write_bytes(bom + text.encode(codec))
+    assert list(iter_records(path)) == [{"Name": "Ann \U0001f4f1", "Count": 3}]
+
+
+def test_utf16_cut_in_the_middle_of_a_character(tmp_path: Path) -> None:
+    path = tmp_path / "cut.xml"
+    path.write_bytes(b"\xff\xfe" + SAMPLE.encode("utf-16-le") + b"<")
+    with pytest.raises(ClixmlError) as caught:
+        list(iter_records(path))
+    assert str(caught.value) == (
+        f"{path}: line 1, column 165: malformed XML: Invalid bytes in character encoding")
+
+
 PSRP_OUTPUT = (
     '<Obj RefId="0"><TN RefId="0"><T>Microsoft.Exchange.Data.Directory.Management.Mailbox</T>'
     '<T>System.Object</T></TN><ToString>Ann</ToString><Props><S N="Alias">ann</S>'
