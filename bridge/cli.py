@@ -480,17 +480,19 @@ def collecting(
     # the run folder is checked before the password prompt: a forgotten --resume is
     # reported at once
     store = checkpoints.Checkpoint.open(run_dir, run_key, resume=collection.get("resume", False))
+    progress = progress_for(connection.get("quiet", False))
     try:
         session = session_for_settings(settings)
         with session:
             result = exchange.collect(
                 session, strategy=collection["strategy"], recipient_types=recipient_types,
-                device_filter=device_filter, checkpoint=store,
-                progress=progress_for(connection.get("quiet", False)),
+                device_filter=device_filter, checkpoint=store, progress=progress,
                 concurrency=session.settings.concurrency,
             )  # fmt: skip
         yield result
     except BaseException:
+        if progress is not None:  # end the bar's line and show the terminal's cursor again
+            progress.finish()
         if store.has_progress():
             store.close()
             click.echo(f"Progress is saved in {run_dir}; run the same command with --resume "

@@ -253,3 +253,29 @@ def test_progress_counts_objects_when_the_total_is_unknown() -> None:
         stream.getvalue().rstrip().split("\r")[-1].startswith("Mailboxes and devices: 13 objects")
     )
     assert stream.getvalue().endswith("\n")
+
+
+def test_a_failed_run_ends_the_progress_bar_and_shows_the_cursor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # on a terminal the bar hides the cursor; a run that stops mid-way (here the connection
+    # drops, as after Ctrl+C) must give the cursor back and end the bar's line before
+    # "Progress is saved ..."
+    import io
+
+    from bridge import cli as cli_module
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(cli_module, "progress_for", lambda quiet: cli_module._ProgressBar(terminal))
+    with Sandbox(mailboxes=40, seed=5, drop_after_objects=40) as sb:
+        out = tmp_path / "devices.csv"
+        failed = invoke(sb, ["mobile", "--all-devices", "-o", str(out), "--strategy",
+                             "per-mailbox", "--concurrency", "1", "--retries", "0",
+                             *connect_args(sb)])  # fmt: skip
+    assert failed.exit_code == 5, failed.output
+    assert "Mailboxes  [#" in terminal.getvalue()  # the bar was shown
+    assert terminal.getvalue().endswith("\x1b[?25h\n")
