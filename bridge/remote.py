@@ -15,7 +15,6 @@ import random
 import re
 import sys
 import threading
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -624,13 +623,15 @@ class Session:
         password: str | None = None,
         *,
         rng: random.Random | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.__password = password
         self.stats = SessionStats()
         self._rng = rng or random.Random()
+        # None: wait on ``_stopped``, so abort() and close() cut a backoff wait short
         self._sleep = sleep
+        self._stopped = threading.Event()
         self._lock = threading.Condition()
         self._idle: list[_Channel] = []
         self._open_count = 0
@@ -666,15 +667,22 @@ class Session:
                         f"cannot open a PowerShell session at {self.settings.url}: gave up "
                         f"after {attempt} tries: {exc}"
                     ) from exc
-                self._sleep(policy.delay(attempt, self._rng, exc.server_wait))
+                self._pause(policy.delay(attempt, self._rng, exc.server_wait))
                 attempt += 1
                 continue
             self._release(channel)
             return
 
+    def _pause(self, seconds: float) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        else:
+            self._stopped.wait(seconds)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._stopped.set()
             idle, self._idle = self._idle, []
             self._open_count -= len(idle)
             self._lock.notify_all()
@@ -689,6 +697,7 @@ class Session:
         """
         with self._lock:
             self._aborted = self._closed = True
+            self._stopped.set()
             self._lock.notify_all()
 
     def set_concurrency(self, connections: int) -> None:
@@ -828,6 +837,8 @@ class Session:
                     self._release(channel)
                 elif channel is not None:
                     self._discard(channel)
+                if self._aborted:
+                    raise RemoteCommandError(f"{label}: stopped (the run was interrupted)") from exc
                 if attempt >= policy.attempts:
                     raise ConnectionFailed(
                         f"{label}: gave up after {attempt} tries: {exc}"
@@ -837,7 +848,9 @@ class Session:
                 with self._lock:
                     self.stats.retries += 1
                 attempt += 1
-                self._sleep(delay)
+                # a Ctrl+C elsewhere (abort) ends this wait at once: a thread left
+                # sleeping out "Please wait for 300 seconds" would hold the exit up
+                self._pause(delay)
                 continue
             except BridgeError:
                 if channel is not None:  # the server answered: the connection is fine
@@ -917,7 +930,7 @@ class Session:
     def _wait_for_pace(self) -> None:
         pace = self._pace
         if pace > 0:
-            self._sleep(pace)
+            self._pause(pace)
 
 
 def _add_commands(ps: PowerShell, pipeline: Sequence[Command]) -> None:

@@ -265,3 +265,44 @@ def test_micro_delays_are_counted_not_listed_as_warnings() -> None:
         assert sb.internal_errors == []
     assert result.meta["micro_delays"] >= 1
     assert result.meta["warnings"] == []
+
+
+class _ThrottledDevicesHost:
+    """Exchange Online's budget refusal ("Please wait for N seconds") for every device
+    pipeline; Get-Mailbox answers after a moment, once the device pipeline is waiting."""
+
+    def __init__(self, organisation: Organisation, wait_seconds: int) -> None:
+        self.real = ExchangeCmdlets(organisation)
+        self.wait_seconds = wait_seconds
+
+    def has_command(self, name: str) -> bool:
+        return self.real.has_command(name)
+
+    def invoke(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
+        if commands[0].name.lower() == "get-mobiledevice":
+            spec = ErrorSpec(
+                message="Operation aborted because the operation has exceeded your throttling "
+                f"policy budget. Please wait for {self.wait_seconds} seconds.",
+                exception_type="System.Management.Automation.RemoteException",
+                category="NotSpecified",
+                fully_qualified_error_id="OverBudget",
+            )
+            return PipelineOutcome(events=iter(()), terminating=spec)
+        time.sleep(0.3)
+        return self.real.invoke(commands, user)
+
+
+def test_ctrl_c_does_not_wait_out_another_commands_retry_backoff(tmp_path: Path) -> None:
+    # the device pipeline is told to wait 20 s before retrying; Ctrl+C meanwhile (right
+    # after Get-Mailbox is saved) must end the run at once, not after the wait
+    organisation = Organisation(mailboxes=8, seed=3)
+    with Sandbox(organisation=organisation, host=_ThrottledDevicesHost(organisation, 20)) as sb:
+        store = _InterruptAfterSave.open(tmp_path / "run", KEY, resume=False)
+        with Session(settings_for(sb), sb.password) as session:
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                collect(session, "bulk", checkpoint=store)
+            elapsed = time.monotonic() - started
+        store.close()
+        assert sb.internal_errors == []
+    assert elapsed < 5
