@@ -216,15 +216,15 @@ def parameter_value(text: str) -> object:
     """A command-line parameter value typed as PowerShell would bind it sensibly.
 
     ``true``/``$false`` -> bool; a 32-bit integer without leading zeros -> int; a comma
-    list -> list of str; ``'quoted'`` or ``"quoted"`` -> the text inside, unsplit (a
-    doubled quote inside stands for one, as in PowerShell: ``'O''Brien, Pat'``);
+    list (commas inside quotes do not count: ``Name -like 'Smith, *'`` stays whole) ->
+    list of str; ``'quoted'`` or ``"quoted"`` -> the text inside, unsplit (a doubled
+    quote inside stands for one, as in PowerShell: ``'O''Brien, Pat'``);
     anything else (``Unlimited``, identities, OPATH filters) -> str, which PowerShell's
     binder converts to the parameter's own type.
     """
     stripped = text.strip()
-    if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
-        quote = stripped[0]
-        return stripped[1:-1].replace(quote * 2, quote)  # PowerShell's doubled quote
+    if _is_quoted(stripped):
+        return _unquote(stripped)
     lowered = stripped.lower()
     if lowered in ("true", "$true"):
         return True
@@ -232,9 +232,37 @@ def parameter_value(text: str) -> object:
         return False
     if _INT.match(stripped) and int(stripped) in _INT32:
         return int(stripped)
-    if "," in stripped:
-        return [part.strip() for part in stripped.split(",") if part.strip()]
+    items = _split_commas(stripped)
+    if len(items) > 1:
+        return [_unquote(item) if _is_quoted(item) else item for item in items if item]
     return text
+
+
+def _is_quoted(text: str) -> bool:
+    return len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+
+
+def _unquote(text: str) -> str:
+    quote = text[0]
+    return text[1:-1].replace(quote * 2, quote)  # PowerShell's doubled quote
+
+
+def _split_commas(text: str) -> list[str]:
+    """``text`` split at commas outside quotes (``Name -like 'Smith, *'`` stays whole)."""
+    items: list[str] = []
+    start = 0
+    quote = ""
+    for at, char in enumerate(text):
+        if quote:
+            if char == quote:  # a doubled quote closes and reopens: the same in the end
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == ",":
+            items.append(text[start:at].strip())
+            start = at + 1
+    items.append(text[start:].strip())
+    return items
 
 
 def parse_parameter(spec: str) -> tuple[str, object]:

@@ -381,6 +381,9 @@ def test_sessions_are_closed_on_the_server(sandbox: Sandbox) -> None:
         ("'O''Brien, Pat'", "O'Brien, Pat"),
         ("Smith, Pat", ["Smith", "Pat"]),
         ('"a,b"', "a,b"),
+        # a comma inside quotes does not split (an OPATH filter stays one string)
+        ("DisplayName -like 'Smith, *'", "DisplayName -like 'Smith, *'"),
+        ("'O''Brien, Pat',Sales", ["O'Brien, Pat", "Sales"]),
         (
             "DeviceModel -eq 'Outlook for iOS and Android'",
             "DeviceModel -eq 'Outlook for iOS and Android'",
