@@ -604,12 +604,15 @@ class _Channel:
     def open(self) -> None:
         self.pool.open()
 
-    def close(self) -> None:
-        """Close the pool politely; a broken connection is simply dropped."""
+    def close(self, settings: ConnectionSettings, password: str | None) -> None:
+        """Close the pool politely; when that fails, delete its shell over a fresh
+        connection (this one may be broken by the failure, pypsrp #21)."""
         try:
             self.pool.close()
         except _LIBRARY_ERRORS as exc:
             log.debug("closing a runspace pool failed: %s", exc)
+            self.abandon(settings, password)
+            return
         self.wsman.close()
 
     def abandon(
@@ -623,15 +626,18 @@ class _Channel:
         """
         self.wsman.close()
         shell = self.pool.shell
-        if not shell.id or not delete_shell:
+        # (pypsrp sets shell.id before the Create; ``opened`` says the server made it)
+        if not shell.opened or not delete_shell:
             return
-        fresh = _connect(settings, password, brief=True)
-        try:
-            fresh.delete(shell.resource_uri, selector_set=shell._selector_set)
-        except _LIBRARY_ERRORS as exc:
-            log.debug("could not delete an abandoned shell: %s", exc)
-        finally:
-            fresh.close()
+        for _ in range(2):  # a second fresh connection when the first try fails too
+            fresh = _connect(settings, password, brief=True)
+            try:
+                fresh.delete(shell.resource_uri, selector_set=shell._selector_set)
+                return
+            except _LIBRARY_ERRORS as exc:
+                log.debug("could not delete an abandoned shell: %s", exc)
+            finally:
+                fresh.close()
 
 
 # --------------------------------------------------------------------------- session
@@ -715,7 +721,7 @@ class Session:
             self._open_count -= len(idle)
             self._lock.notify_all()
         for channel in idle:
-            channel.close()
+            channel.close(self.settings, self.__password)
 
     def abort(self) -> None:
         """Make commands running in other threads stop at their next round trip.
@@ -747,7 +753,8 @@ class Session:
         try:
             channel.open()
         except _LIBRARY_ERRORS as exc:
-            channel.wsman.close()
+            # the shell may exist already (Create answered, the Receive after it failed)
+            channel.abandon(self.settings, self.__password)
             _classify(exc, self.settings, first_contact=not self._ever_connected)
             raise  # _classify always raises; this keeps mypy and readers sure of it
         except OSError as exc:
@@ -802,7 +809,7 @@ class Session:
                 close = False
             self._lock.notify()
         if close:
-            channel.close()
+            channel.close(self.settings, self.__password)
 
     def _discard(self, channel: _Channel, *, delete_shell: bool = True) -> None:
         channel.abandon(self.settings, self.__password, delete_shell=delete_shell)

@@ -308,6 +308,20 @@ def test_http_server_errors_are_retried(status: int) -> None:
         assert sb.internal_errors == []
 
 
+@pytest.mark.parametrize("every", [7, 8, 9, 10])
+def test_a_failed_close_or_drop_leaves_no_shell_on_the_server(every: int) -> None:
+    # every Nth request fails with 503: somewhere among these, the closing Delete (9)
+    # and a command on a connection then abandoned (7). A shell left behind counts
+    # against the user's runspace limit (Exchange Online: 3) until it idles out (15 min).
+    with Sandbox(mailboxes=3, seed=2, http_error_every=every) as sb:
+        settings = settings_for(sb, retry=RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.02))
+        with Session(settings, sb.password) as session:
+            for _ in range(2):
+                assert len(session.run(Command("Get-Mailbox")).rows) == 3
+        assert sb.open_shells() == 0
+        assert sb.internal_errors == []
+
+
 def test_stalled_receive_trips_the_read_timeout_gives_up_then_recovers() -> None:
     # two Receives hang past the read timeout: two tries fail and the run gives up;
     # the next command is served on a fresh connection (pypsrp #21)
