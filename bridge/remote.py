@@ -595,6 +595,8 @@ class _Channel:
 
     def __init__(self, settings: ConnectionSettings, password: str | None) -> None:
         self.wsman = _connect(settings, password)
+        # a request failed after the command's answer was complete: do not reuse it
+        self.broken = False
         self.pool = RunspacePool(
             self.wsman, configuration_name=settings.configuration, min_runspaces=1,
             max_runspaces=1,
@@ -800,6 +802,9 @@ class Session:
                 raise
 
     def _release(self, channel: _Channel) -> None:
+        if channel.broken:
+            self._discard(channel)
+            return
         with self._lock:
             if self._closed:
                 self._open_count -= 1
@@ -933,14 +938,13 @@ class Session:
             self.stats.commands += 1
         errors = [_error_record(record) for record in ps.streams.error]
         warning_texts = [_warning_text(record) for record in ps.streams.warning]
+        self._release_pipeline(channel, ps)
         if ps.state == PSInvocationState.FAILED:
             terminating = errors.pop() if errors else ErrorRecord("", "NotSpecified", "", "")
-            self._release_pipeline(ps)
             _raise_terminating(label, terminating, self.settings)
-        self._release_pipeline(ps)
         return CommandResult(rows=rows, errors=errors, warnings=warning_texts)
 
-    def _release_pipeline(self, ps: PowerShell) -> None:
+    def _release_pipeline(self, channel: _Channel, ps: PowerShell) -> None:
         # Signal terminate: MS-WSMV says the client MUST send it before the next command
         # so the server can free the command; without it Windows refuses commands once
         # MaxConcurrentCommandsPerShell (1000) is reached (pypsrp #148), i.e. halfway
@@ -948,8 +952,11 @@ class Session:
         try:
             ps.close()
         except _LIBRARY_ERRORS as exc:
-            _classify(exc, self.settings, first_contact=False)
-            raise
+            # The answer is complete: running the command again (a Set- or Remove- one
+            # through psbridge run, too) would be wrong. Drop the connection instead;
+            # deleting its shell frees the command on the server.
+            log.debug("%s: freeing the finished command failed: %s", ps.id, exc)
+            channel.broken = True
 
     def _note_warnings(self, texts: Iterable[str]) -> None:
         """Exchange Online's micro delays: slow the pace while they come, relax after."""

@@ -322,6 +322,19 @@ def test_a_failed_close_or_drop_leaves_no_shell_on_the_server(every: int) -> Non
         assert sb.internal_errors == []
 
 
+def test_a_failed_signal_after_a_finished_command_does_not_run_it_again() -> None:
+    # the 5th request, the Signal that frees a finished command, fails with 503: the
+    # command's answer is complete, so it is returned, not run a second time (which for
+    # a Set-/Remove- cmdlet given to psbridge run would do the change twice)
+    with Sandbox(mailboxes=3, seed=2, http_error_every=5) as sb:
+        with Session(settings_for(sb), sb.password) as session:
+            assert len(session.run(Command("Get-Mailbox")).rows) == 3
+            assert (session.stats.commands, session.stats.retries) == (1, 0)
+            assert session.stats.reconnects == 1  # the connection is suspect after it
+        assert sb.open_shells() == 0
+        assert sb.internal_errors == []
+
+
 def test_stalled_receive_trips_the_read_timeout_gives_up_then_recovers() -> None:
     # two Receives hang past the read timeout: two tries fail and the run gives up;
     # the next command is served on a fresh connection (pypsrp #21)
