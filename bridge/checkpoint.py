@@ -9,8 +9,8 @@ resumed run neither re-queries a finished unit nor duplicates its rows.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-import shutil
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
@@ -214,8 +214,10 @@ class Checkpoint:
         self._db.close()
 
     def discard(self) -> None:
-        """Delete the run folder once its results are safely written elsewhere."""
+        """Delete the run's files once its results are safely written elsewhere, and the
+        folder when nothing else is in it (``--run-dir`` may name a folder in use)."""
         self.close()
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-journal"):
             (self.folder / (CHECKPOINT_FILE + suffix)).unlink(missing_ok=True)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()  # only when empty

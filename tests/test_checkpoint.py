@@ -100,3 +100,13 @@ def test_discard_removes_the_folder(tmp_path: Path) -> None:
     store.save("mailboxes", "", [])
     store.discard()
     assert not (tmp_path / "run").exists()
+
+
+def test_discard_never_deletes_files_it_did_not_write(tmp_path: Path) -> None:
+    # --run-dir may name a folder the admin already uses (e.g. Documents)
+    (tmp_path / "keep.txt").write_text("mine")
+    store = Checkpoint.open(tmp_path, KEY, resume=False)
+    store.save("mailboxes", "", [])
+    store.discard()
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
