@@ -21,6 +21,10 @@ EXCEL_MAX_ROWS = 1_048_576  # rows in an Excel sheet, the header included
 OUTPUT_TYPES = (".xlsx", *FRAME_FORMATS)
 #: With several inputs and one table (.csv/.parquet/.json), rows say where they came from.
 SOURCE_COLUMN = "Source"
+#: ... under this name when the objects have a Source property of their own (Get-Command,
+#: Get-MessageTrackingLog), which must not be overwritten
+SOURCE_FILE_COLUMN = "SourceFile"
+_LABEL = "\0source"  # the label's key until the frame shows which name is free
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,14 @@ def _labels(sources: Sequence[Path]) -> list[str]:
 def _with_source(sources: Sequence[Path], labels: Sequence[str]) -> Iterator[clixml.Record]:
     for source, label in zip(sources, labels, strict=True):
         for record in clixml.iter_records(source):
-            yield {SOURCE_COLUMN: label, **record}
+            yield {_LABEL: label, **record}
 
 
 def convert(inputs: Sequence[Path], output: Path) -> list[ConvertedTable]:
     """Convert CLIXML files to ``output`` (.xlsx: one sheet per input, named from the file;
     .csv/.parquet/.json: one table, with a ``Source`` column first when there are several
-    inputs). Returns what each input gave."""
+    inputs, ``SourceFile`` if the objects have a Source of their own). Returns what each
+    input gave."""
     if not inputs:
         raise InputError("no input files given")
     _check_paths(inputs, output)
@@ -91,8 +96,10 @@ def convert(inputs: Sequence[Path], output: Path) -> list[ConvertedTable]:
         return [ConvertedTable(inputs[0], len(frame), None)]
     labels = _labels(inputs)
     frame = clixml.records_to_frame(_with_source(inputs, labels))
+    column = SOURCE_FILE_COLUMN if SOURCE_COLUMN in frame.columns else SOURCE_COLUMN
+    frame = frame.rename(columns={_LABEL: column})
     write_frame(output, frame)
-    counts = frame[SOURCE_COLUMN].value_counts() if len(frame) else pd.Series(dtype=int)
+    counts = frame[column].value_counts() if len(frame) else pd.Series(dtype=int)
     return [
         ConvertedTable(source, int(counts.get(label, 0)), None)
         for source, label in zip(inputs, labels, strict=True)

@@ -114,6 +114,31 @@ def test_several_inputs_to_one_table_get_a_source_column(
     assert frame["DeviceModel"].tolist()[2] == "iPhone14C3"
 
 
+def test_objects_with_a_source_of_their_own_keep_it(tmp_path: Path) -> None:
+    # Get-Command and Get-MessageTrackingLog objects have a Source property: stacking their
+    # files must neither overwrite it nor lose which file a row came from
+    tracking = (
+        f'<Objs Version="1.1.0.1" {NS}>\n'
+        '  <Obj RefId="0"><TN RefId="0"><T>Deserialized.Microsoft.Exchange.Management.'
+        "TransportLogSearchTasks.MessageTrackingEvent</T></TN><Props>"
+        '<S N="EventId">RECEIVE</S><S N="Source">SMTP</S></Props></Obj>\n'
+        "</Objs>"
+    )
+    first, second = tmp_path / "ex01.xml", tmp_path / "ex02.xml"
+    first.write_text(tracking, encoding="utf-8")
+    second.write_text(tracking.replace("SMTP", "STOREDRIVER"), encoding="utf-8")
+    output = tmp_path / "tracking.csv"
+    result = run(first, second, "-o", output)
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        f"{first}: 1 row(s)\n{second}: 1 row(s)\nWrote {output}\n"
+    )
+    frame = pd.read_csv(output, encoding="utf-8-sig")
+    assert list(frame.columns) == ["SourceFile", "EventId", "Source"]
+    assert frame["SourceFile"].tolist() == ["ex01.xml", "ex02.xml"]
+    assert frame["Source"].tolist() == ["SMTP", "STOREDRIVER"]
+
+
 def test_the_readme_example_on_the_bundled_export(tmp_path: Path) -> None:
     counts = json.loads((EXPORT / "psbridge-manifest.json").read_text())["counts"]
     mailboxes, devices = EXPORT / "Mailboxes.xml", EXPORT / "MobileDeviceStatistics.xml"
