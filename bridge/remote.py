@@ -934,6 +934,13 @@ class Session:
         except _LIBRARY_ERRORS as exc:
             _classify(exc, self.settings, first_contact=False)
             raise
+        except BridgeError:
+            if ps.state == PSInvocationState.RUNNING:
+                # output psbridge cannot read (ClixmlError): the pipeline runs on, and on
+                # this connection's one runspace the next command would queue behind it
+                # for ever. Dropping the connection deletes its shell, pipeline and all.
+                channel.broken = True
+            raise
         with self._lock:
             self.stats.commands += 1
         errors = [_error_record(record) for record in ps.streams.error]

@@ -13,6 +13,7 @@ import pytest
 
 from bridge.errors import (
     AuthenticationFailed,
+    ClixmlError,
     CommandNotFound,
     ConfigError,
     ConnectionFailed,
@@ -27,6 +28,9 @@ from bridge.remote import (
     parse_parameter,
     pipeline_text,
 )
+from bridge.sandbox.cmdlets import ExchangeCmdlets
+from bridge.sandbox.contract import CommandCall, PipelineOutcome, SerializedObject
+from bridge.sandbox.organisation import Organisation
 from bridge.sandbox.server import Sandbox
 
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, max_server_wait=2.0)
@@ -331,6 +335,42 @@ def test_a_failed_signal_after_a_finished_command_does_not_run_it_again() -> Non
             assert len(session.run(Command("Get-Mailbox")).rows) == 3
             assert (session.stats.commands, session.stats.retries) == (1, 0)
             assert session.stats.reconnects == 1  # the connection is suspect after it
+        assert sb.open_shells() == 0
+        assert sb.internal_errors == []
+
+
+class _UnreadableOutputHost:
+    """Get-Unreadable: an object psbridge cannot read, then more output still coming."""
+
+    def __init__(self, organisation: Organisation) -> None:
+        self.real = ExchangeCmdlets(organisation)
+
+    def has_command(self, name: str) -> bool:
+        return name == "Get-Unreadable" or self.real.has_command(name)
+
+    def invoke(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
+        if commands[0].name != "Get-Unreadable":
+            return self.real.invoke(commands, user)
+
+        def events() -> Iterator[object]:
+            yield SerializedObject('<Obj RefId="0"><MS><I32 N="N">many</I32></MS></Obj>')
+            for _ in range(20):
+                yield SerializedObject('<Obj RefId="0"><MS><I32 N="N">1</I32></MS></Obj>')
+
+        return PipelineOutcome(events=events())
+
+
+def test_unreadable_output_does_not_leave_its_pipeline_holding_the_runspace() -> None:
+    # the pipeline runs on after the unreadable object; on the one runspace of that
+    # connection a real server would queue the next command behind it for ever
+    organisation = Organisation(mailboxes=3, seed=2)
+    host = _UnreadableOutputHost(organisation)
+    with Sandbox(organisation=organisation, host=host, latency_per_object=0.02) as sb:
+        with Session(settings_for(sb, concurrency=1), sb.password) as session:
+            with pytest.raises(ClixmlError, match="bad I32 value 'many'"):
+                session.run(Command("Get-Unreadable"))
+            assert session.stats.reconnects == 1  # dropped, its shell deleted
+            assert len(session.run(Command("Get-Mailbox")).rows) == 3
         assert sb.open_shells() == 0
         assert sb.internal_errors == []
 
