@@ -636,6 +636,9 @@ class _Channel:
             try:
                 fresh.delete(shell.resource_uri, selector_set=shell._selector_set)
                 return
+            except WSManFaultError as exc:  # the server answered (e.g. no such shell)
+                log.debug("could not delete an abandoned shell: %s", exc)
+                return
             except _LIBRARY_ERRORS as exc:
                 log.debug("could not delete an abandoned shell: %s", exc)
             finally:
