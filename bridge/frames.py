@@ -687,13 +687,15 @@ def load_exports(sources: Sequence[Path]) -> OfflineExport:
     """Read Get-Mailbox and Get-MobileDeviceStatistics Export-Clixml files (or folders).
 
     Files are told apart by the type names inside, not by their names; other CLIXML
-    files are an error, so a wrong file is never silently ignored. Error rows and the
+    files are an error, so a wrong file is never silently ignored (one without any object
+    stands for an empty device export). Error rows and the
     organisation come from the folder's psbridge-manifest.json when there is one.
     """
     from bridge import clixml
 
     export = OfflineExport()
     files = _export_files(sources)
+    empty_files: list[Path] = []
     for path in files:
         kind = export_kind(path)
         if kind == "mailboxes":
@@ -702,6 +704,10 @@ def load_exports(sources: Sequence[Path]) -> OfflineExport:
         elif kind == "devices":
             export.device_files.append(path)
             export.devices += clixml.iter_records(path)
+        elif next(clixml.iter_records(path), None) is None:
+            # no object at all (a malformed file raises here, with line and column):
+            # Export-Clixml of an organisation without a single mobile device
+            empty_files.append(path)
         else:
             raise InputError(
                 f"{path} is neither a Get-Mailbox nor a Get-MobileDeviceStatistics export "
@@ -710,6 +716,8 @@ def load_exports(sources: Sequence[Path]) -> OfflineExport:
         raise InputError("no Get-Mailbox export among the files given: export both "
                          "Get-Mailbox and Get-MobileDeviceStatistics (ps_scripts/"
                          "Export-PsbridgeData.ps1).")
+    if not export.device_files and empty_files:
+        export.device_files.append(empty_files[0])
     if not export.device_files:
         raise InputError("no Get-MobileDeviceStatistics export among the files given: export "
                          "both Get-Mailbox and Get-MobileDeviceStatistics (ps_scripts/"

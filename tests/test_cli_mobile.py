@@ -258,6 +258,31 @@ def test_a_file_of_another_cmdlet_is_refused() -> None:
         "in it).\n")
 
 
+def test_an_export_without_any_device_gives_a_report(tmp_path: Path) -> None:
+    # Export-Clixml of no objects at all (nobody has a mobile device) writes an empty <Objs>
+    shutil.copy(EXPORT / "Mailboxes.xml", tmp_path)
+    (tmp_path / "MobileDeviceStatistics.xml").write_bytes(
+        '\ufeff<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04" />'
+        .encode("utf-16-le"))
+    output = tmp_path / "report.xlsx"
+    result = _mobile("--from-clixml", str(tmp_path), "-o", str(output), "--no-history")
+    assert result.exit_code == 0, result.output
+    assert f"  Users without devices   {len(USERS):>8,}\n" in result.stdout
+    assert "  Devices                        0\n" in result.stdout
+    assert len(_devices(output)) == 1  # the header
+
+
+def test_a_malformed_file_is_reported_as_such(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.xml"
+    broken.write_text('<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/'
+                      '2004/04">\n  <Obj RefId="0">\n    <Props>\n', encoding="utf-8")
+    result = _mobile("--from-clixml", str(broken), "--from-clixml", str(EXPORT), "--no-history")
+    assert result.exit_code == 3
+    assert result.stderr == (
+        f"Error: {broken}: line 4, column 1: malformed XML: Premature end of data in tag Props "
+        "line 3\n")
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--from-clixml", str(EXPORT), "--server", "mail"],
      "Error: --from-clixml reads files: leave out --server/--profile."),
