@@ -173,6 +173,8 @@ def _text_table(headers: tuple[str, ...], rows: Sequence[tuple[object, ...]]) ->
 def history_show(run_id: int, history_path: Path | None) -> None:
     """Show one run: its figures and what changed since the run before it."""
     path = history_path or history.default_history_path()
+    if not path.exists():  # opening it would create an empty history there
+        raise HistoryError(f"there is no history at {path}; run 'psbridge mobile' first.")
     with history.History(path) as store:
         view = store.view(run_id)
         protocols = store.counts(run_id, "SyncProtocol")

@@ -87,6 +87,13 @@ def test_history_show_unknown_run(db: Path) -> None:
         3, "", f"Error: there is no run 9 in history {db}; see 'psbridge history list'.\n")
 
 
+def test_history_show_without_a_file_creates_none(tmp_path: Path) -> None:
+    missing = tmp_path / "none.sqlite"
+    assert run("history", "show", "1", "--history", str(missing)) == (
+        3, "", f"Error: there is no history at {missing}; run 'psbridge mobile' first.\n")
+    assert not missing.exists()
+
+
 def test_history_prune(db: Path) -> None:
     assert run("history", "prune", "--keep", "1", "--history", str(db)) == (
         0, "Removed 1 run(s); kept the newest 1 per organisation.\n", "")
