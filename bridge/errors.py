@@ -15,12 +15,12 @@ class ExitCode(IntEnum):
     OK = 0
     INTERNAL = 1  # a bug: an exception that is not a BridgeError
     USAGE = 2  # bad command line (click's own code)
-    INPUT = 3  # unreadable or malformed input (CLIXML, config, missing file)
+    INPUT = 3  # unreadable or malformed input (CLIXML, missing file)
     OUTPUT = 4  # cannot write the output (locked workbook, full disk, bad extension)
     CONNECTION = 5  # server unreachable: DNS, refused, TLS, timeout
     AUTHENTICATION = 6  # credentials refused
     REMOTE = 7  # the server refused or failed a command (unknown cmdlet, RBAC, terminating error)
-    CONFIG = 8  # bad profile or settings
+    CONFIG = 8  # missing or invalid config file, bad profile or settings
     PARTIAL = 9  # the run finished but some mailboxes or commands failed (see Errors sheet)
     INTERRUPTED = 130  # Ctrl+C; what was collected is kept
 
