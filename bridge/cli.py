@@ -40,11 +40,24 @@ class BridgeGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # the last line of defence: a bug, said as one line
+            if isinstance(exc, BrokenPipeError):  # `psbridge ... | head`: not a bug
+                _silence_stdout()
+                ctx.exit(int(ExitCode.PIPE_CLOSED))
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (a bug in psbridge: "
                        "run again with --debug and report the traceback).", err=True)
             ctx.exit(int(ExitCode.INTERNAL))
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away (``| head``; sockets' broken pipes arrive
+    wrapped by bridge.remote), send stdout to devnull so Python's flush at exit is quiet."""
+    import os
+    import sys
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @click.group(cls=BridgeGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     CONFIG = 8  # missing or invalid config file, bad profile or settings
     PARTIAL = 9  # the run finished but some mailboxes or commands failed (see Errors sheet)
     INTERRUPTED = 130  # Ctrl+C; what was collected is kept
+    PIPE_CLOSED = 141  # the reader of stdout went away (`| head`), as a shell's SIGPIPE code
 
 
 class BridgeError(Exception):

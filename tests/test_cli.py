@@ -39,3 +39,23 @@ def test_an_unexpected_exception_is_one_error_line_and_exit_1(
         "with --debug and report the traceback).\n")
     debug = CliRunner().invoke(cli, ["--debug", "convert", "in.xml", "-o", "out.csv"])
     assert isinstance(debug.exception, ZeroDivisionError)
+
+
+def test_a_reader_that_stops_early_is_not_a_bug(tmp_path: Path) -> None:
+    # `psbridge convert ... | head -0`: the pipe is closed before psbridge prints; no
+    # "unexpected BrokenPipeError (a bug)" line, the shell's SIGPIPE code instead
+    import subprocess
+    import sys
+
+    export = Path(__file__).resolve().parent.parent / "samples" / "exchange-export"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from bridge.cli import main; main()", "convert",
+         str(export / "Mailboxes.xml"), "-o", str(tmp_path / "out.csv")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 141
+    assert stderr == b""
+    assert (tmp_path / "out.csv").is_file()  # the work was done before the first print
