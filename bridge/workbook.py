@@ -569,7 +569,7 @@ class _ReportWriter:
                 2,
                 0,
                 f"Days since the last sync are counted from {as_of:%Y-%m-%d %H:%M} "
-                "UTC (when the data was taken).",
+                "UTC, not from when this report was made.",
                 styles.subtitle,
             )
         grid.put(4, 0, "Key figures", styles.section)

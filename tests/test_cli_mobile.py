@@ -91,6 +91,18 @@ def test_offline_report_from_the_sample_export(tmp_path: Path) -> None:
     assert str(run["Days since last sync counted from (UTC)"]) == "2025-06-16 08:20:00"
 
 
+def test_summary_says_from_when_days_are_counted(tmp_path: Path) -> None:
+    # from the export's time, or from --as-of (which is not "when the data was taken")
+    output = tmp_path / "report.xlsx"
+    for as_of in ([], ["--as-of", "2027-01-01"]):
+        result = _mobile("--from-clixml", str(EXPORT), "-o", str(output), "--no-history", *as_of)
+        assert result.exit_code == 0, result.output
+        when = "2027-01-01 00:00" if as_of else "2025-06-16 08:20"
+        assert openpyxl.load_workbook(output)["Summary"]["A3"].value == (
+            f"Days since the last sync are counted from {when} UTC, not from when this report "
+            "was made.")
+
+
 def test_files_are_classified_by_type_names_not_file_names(tmp_path: Path) -> None:
     shutil.copy(EXPORT / "Mailboxes.xml", tmp_path / "b.xml")
     shutil.copy(EXPORT / "MobileDeviceStatistics.xml", tmp_path / "a.xml")
