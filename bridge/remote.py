@@ -15,6 +15,7 @@ import random
 import re
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -668,7 +669,7 @@ class Session:
         self.__password = password
         self.stats = SessionStats()
         self._rng = rng or random.Random()
-        # None: wait on ``_stopped``, so abort() and close() cut a backoff wait short
+        # None: sleep, cut short by ``_stopped`` (set by abort() and close())
         self._sleep = sleep
         self._stopped = threading.Event()
         self._lock = threading.Condition()
@@ -715,8 +716,15 @@ class Session:
     def _pause(self, seconds: float) -> None:
         if self._sleep is not None:
             self._sleep(seconds)
-        else:
-            self._stopped.wait(seconds)
+            return
+        # short sleeps, not Event.wait: on Windows Ctrl+C does not interrupt a lock wait
+        # (bpo-29971), but does interrupt time.sleep
+        deadline = time.monotonic() + seconds
+        while not self._stopped.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
 
     def close(self) -> None:
         with self._lock:
