@@ -909,9 +909,11 @@ class Session:
                 raise
             except BaseException:
                 # Ctrl+C mid-request leaves the connection in an unknown state: drop it,
-                # without keeping the user waiting on housekeeping (the shell idles out)
+                # and delete its shell (a quick request on a fresh connection): left to
+                # idle out, it would hold one of Exchange Online's 3 runspaces for 15
+                # minutes, and a few Ctrl+C in a row would lock --resume out
                 if channel is not None:
-                    self._discard(channel, delete_shell=False)
+                    self._discard(channel)
                 raise
             self._release(channel)
             self._note_warnings(result.warnings)

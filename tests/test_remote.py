@@ -375,6 +375,21 @@ def test_unreadable_output_does_not_leave_its_pipeline_holding_the_runspace() ->
         assert sb.internal_errors == []
 
 
+def test_ctrl_c_mid_command_leaves_no_shell_behind() -> None:
+    # Exchange Online allows 3 shells: a few Ctrl+C in a row, each leaving its shell
+    # for the 15-minute idle timeout, and --resume would be refused
+    def interrupt(count: int) -> None:
+        raise KeyboardInterrupt
+
+    with Sandbox(mailboxes=20, seed=2, latency_per_object=0.01) as sb:
+        with Session(settings_for(sb), sb.password) as session:
+            for _ in range(2):
+                with pytest.raises(KeyboardInterrupt):
+                    session.run(Command("Get-Mailbox"), on_output=interrupt)
+        assert sb.open_shells() == 0
+        assert sb.internal_errors == []
+
+
 def test_stalled_receive_trips_the_read_timeout_gives_up_then_recovers() -> None:
     # two Receives hang past the read timeout: two tries fail and the run gives up;
     # the next command is served on a fresh connection (pypsrp #21)
