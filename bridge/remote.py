@@ -578,7 +578,8 @@ def _connect(settings: ConnectionSettings, password: str | None, *, brief: bool 
             Any, min(settings.connect_timeout, 5) if brief else settings.connect_timeout
         ),
         read_timeout=cast(Any, min(settings.read_timeout, 10) if brief else settings.read_timeout),
-        operation_timeout=settings.operation_timeout,
+        # below the read timeout, brief or not (pypsrp #182)
+        operation_timeout=min(settings.operation_timeout, 8 if brief else 2**31),
         max_envelope_size=MAX_ENVELOPE_SIZE,
         **extra,
     )

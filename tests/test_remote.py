@@ -390,6 +390,19 @@ def test_ctrl_c_mid_command_leaves_no_shell_behind() -> None:
         assert sb.internal_errors == []
 
 
+def test_housekeeping_connections_keep_the_operation_timeout_below_the_read_timeout() -> None:
+    # the quick connection that deletes an abandoned shell caps its read timeout at 10 s;
+    # its WSMan OperationTimeout must stay below that (pypsrp #182), or a server busy
+    # stopping the shell's pipeline answers after the client gave up
+    from bridge.remote import _connect
+
+    wsman = _connect(ConnectionSettings(server="mail.contoso.com"), None, brief=True)
+    try:
+        assert wsman.operation_timeout < wsman.transport.read_timeout
+    finally:
+        wsman.close()
+
+
 def test_stalled_receive_trips_the_read_timeout_gives_up_then_recovers() -> None:
     # two Receives hang past the read timeout: two tries fail and the run gives up;
     # the next command is served on a fresh connection (pypsrp #21)
