@@ -35,7 +35,7 @@ from xlsxwriter.utility import xl_col_to_name, xl_range
 from bridge.errors import OutputError
 from bridge.frames import NATIVE_PROTOCOL, NEVER, REST_PROTOCOL, Report
 from bridge.history import CHANGE_KINDS, HistoryView
-from bridge.output import atomic_write
+from bridge.output import _output_error, atomic_write
 
 DATE_FORMAT = "yyyy-mm-dd hh:mm"
 MAX_SHEET_NAME = 31
@@ -912,11 +912,13 @@ def _streamed_workbook(
         try:
             book.close()
         except xlsxwriter.exceptions.FileCreateError as exc:
+            if exc.args and isinstance(exc.args[0], OSError):  # a full disk says so
+                raise _output_error(target, exc.args[0]) from exc
             raise OutputError(f"cannot write {target}: {exc.args[0]}") from exc
         try:
             _stream_rows_into(package, temp_path, streams)
         except OSError as exc:
-            raise OutputError(f"cannot write {target}: {exc.strerror or exc}.") from exc
+            raise _output_error(target, exc) from exc
 
 
 # --- history sheets (owner: history) ---

@@ -269,6 +269,32 @@ def test_cell_text_survives_the_streamed_rows(tmp_path: Path) -> None:
     assert sorted(row[days] for row in rows[1:]) == list(range(len(names)))
 
 
+@pytest.mark.parametrize("where", ["package", "rows"])
+def test_a_full_disk_says_so(report: frames.Report, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    import errno
+
+    import xlsxwriter
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    def no_space(*_args: object) -> None:
+        if where == "package":
+            raise xlsxwriter.exceptions.FileCreateError(full)
+        raise full
+
+    if where == "package":
+        monkeypatch.setattr(xlsxwriter.Workbook, "close", no_space)
+    else:
+        monkeypatch.setattr(workbook, "_stream_rows_into", no_space)
+    target = tmp_path / "report.xlsx"
+    with pytest.raises(OutputError) as caught:
+        write_report(target, report, _run())
+    assert str(caught.value) == (
+        f"cannot write {target}: the disk is full. Free some space and run again.")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failed_write_leaves_nothing_behind(report: frames.Report, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*_args: object) -> None:
