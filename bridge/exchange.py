@@ -13,16 +13,17 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from bridge.checkpoint import Checkpoint
 from bridge.errors import CommandNotFound, ConfigError, RemoteCommandError
 from bridge.remote import Command, CommandResult, ErrorRecord, Session, pipeline_text
 
 Row = dict[str, object]
+_T = TypeVar("_T")
 
 STRATEGIES = ("bulk", "per-mailbox")
 DEFAULT_RECIPIENT_TYPES = ("UserMailbox",)
@@ -137,6 +138,19 @@ def run_cmdlet(
         command = Command(name, {**parameters, "ResultSize": "Unlimited"})
         result = session.run(command)
     return command, result
+
+
+def _completed(futures: Iterable[cf.Future[_T]]) -> Iterator[cf.Future[_T]]:
+    """``cf.as_completed``, but never blocking more than 0.2 s at a time.
+
+    On Windows before Python 3.14 Ctrl+C does not interrupt a lock wait (CPython
+    gh-74157), and as_completed blocks in one until a future finishes: in a bulk run
+    Ctrl+C went unnoticed until a whole Get-MobileDevice pipeline had finished.
+    """
+    pending = set(futures)
+    while pending:
+        done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+        yield from done
 
 
 class _NoProgress:
@@ -273,7 +287,7 @@ def _bulk(
                 for phase, commands in todo
             }  # fmt: skip
             try:
-                for future in cf.as_completed(futures):
+                for future in _completed(futures):
                     phase = futures[future]
                     rows, errors = future.result()
                     if checkpoint is not None:
@@ -352,7 +366,7 @@ def _per_mailbox(
         pool = cf.ThreadPoolExecutor(max_workers=workers)
         try:
             futures = [pool.submit(query, identity) for identity in todo]
-            for future in cf.as_completed(futures):
+            for future in _completed(futures):
                 keep(*future.result())
         except BaseException:
             # on Ctrl+C or a fatal error: queued mailboxes are dropped, those in flight
