@@ -620,7 +620,7 @@ class _Channel:
         self.wsman.close()
 
     def abandon(
-        self, settings: ConnectionSettings, password: str | None, *, delete_shell: bool = True
+        self, settings: ConnectionSettings, password: str | None, *, tries: int = 2
     ) -> None:
         """Forget a broken connection and delete its shell over a fresh one.
 
@@ -631,9 +631,9 @@ class _Channel:
         self.wsman.close()
         shell = self.pool.shell
         # (pypsrp sets shell.id before the Create; ``opened`` says the server made it)
-        if not shell.opened or not delete_shell:
+        if not shell.opened:
             return
-        for _ in range(2):  # a second fresh connection when the first try fails too
+        for _ in range(tries):  # another fresh connection when a try fails in transit
             fresh = _connect(settings, password, brief=True)
             try:
                 fresh.delete(shell.resource_uri, selector_set=shell._selector_set)
@@ -828,8 +828,8 @@ class Session:
         if close:
             channel.close(self.settings, self.__password)
 
-    def _discard(self, channel: _Channel, *, delete_shell: bool = True) -> None:
-        channel.abandon(self.settings, self.__password, delete_shell=delete_shell)
+    def _discard(self, channel: _Channel, *, tries: int = 2) -> None:
+        channel.abandon(self.settings, self.__password, tries=tries)
         with self._lock:
             self._open_count -= 1
             self.stats.reconnects += 1
@@ -912,9 +912,10 @@ class Session:
                 # Ctrl+C mid-request leaves the connection in an unknown state: drop it,
                 # and delete its shell (a quick request on a fresh connection): left to
                 # idle out, it would hold one of Exchange Online's 3 runspaces for 15
-                # minutes, and a few Ctrl+C in a row would lock --resume out
+                # minutes, and a few Ctrl+C in a row would lock --resume out. One try
+                # only: the user is waiting.
                 if channel is not None:
-                    self._discard(channel)
+                    self._discard(channel, tries=1)
                 raise
             self._release(channel)
             self._note_warnings(result.warnings)
