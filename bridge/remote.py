@@ -135,6 +135,11 @@ class ConnectionSettings:
             )
         if self.port is not None and not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is not between 1 and 65535")
+        if self.operation_timeout < 1:
+            # 0 would make every Receive return at once: a busy loop against the server
+            raise ConfigError("the operation timeout must be at least 1 s")
+        if self.connect_timeout <= 0:
+            raise ConfigError("the connect timeout must be above 0 s")
         if self.operation_timeout >= self.read_timeout:
             raise ConfigError(
                 f"operation timeout ({self.operation_timeout} s) must be below the read "

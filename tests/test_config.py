@@ -95,6 +95,9 @@ def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
         ({"server": "x", "auth": "certificate"}, "certificate authentication needs --https"),
         ({"server": "x", "auth": "certificate", "https": True}, "needs certificate_pem"),
         ({"server": "x", "port": 0}, "port 0 is not between 1 and 65535"),
+        ({"server": "x", "operation_timeout": 0}, "operation timeout must be at least 1 s"),
+        ({"server": "x", "connect_timeout": 0}, "connect timeout must be above 0"),
+        ({"server": "x", "read_timeout": -1, "operation_timeout": -5}, "at least 1 s"),
         ({"server": "x", "https": True, "ca_bundle": "/no/such/ca.pem"}, "ca_bundle /no/such"),
     ],
 )
