@@ -35,7 +35,10 @@ class BridgeGroup(click.Group):
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
         except KeyboardInterrupt:
-            click.echo("Error: interrupted; what was collected so far is kept.", err=True)
+            # only a run that saved its progress (see `collecting`) has kept anything
+            kept = bool(ctx.obj and ctx.obj.get("progress_saved"))
+            click.echo("Error: interrupted; what was collected so far is kept." if kept
+                       else "Error: interrupted.", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -512,6 +515,9 @@ def collecting(
             store.close()
             click.echo(f"Progress is saved in {run_dir}; run the same command with --resume "
                        "to continue.", err=True)  # fmt: skip
+            root = click.get_current_context().find_root()
+            if isinstance(root.obj, dict):
+                root.obj["progress_saved"] = True
         else:
             store.discard()  # nothing to resume: do not leave a folder that blocks a rerun
         raise

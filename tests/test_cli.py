@@ -59,3 +59,18 @@ def test_a_reader_that_stops_early_is_not_a_bug(tmp_path: Path) -> None:
     assert process.wait(timeout=60) == 141
     assert stderr == b""
     assert (tmp_path / "out.csv").is_file()  # the work was done before the first print
+
+
+def test_ctrl_c_claims_nothing_was_kept_unless_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # convert (or run, demo) keeps nothing when interrupted; only `mobile` saves progress
+    import bridge.convert
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bridge.convert, "convert", interrupted)
+    result = CliRunner().invoke(cli, ["convert", "in.xml", "-o", str(tmp_path / "out.csv")])
+    assert result.exit_code == 130
+    assert result.stderr == "Error: interrupted.\n"
