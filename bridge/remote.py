@@ -618,6 +618,9 @@ class _Channel:
         connection (this one may be broken by the failure, pypsrp #21)."""
         try:
             self.pool.close()
+        except requests.exceptions.Timeout as exc:
+            # a hung server: more tries would only keep the user waiting at the exit
+            log.debug("closing a runspace pool timed out: %s", exc)
         except _LIBRARY_ERRORS as exc:
             log.debug("closing a runspace pool failed: %s", exc)
             self.abandon(settings, password)
@@ -643,7 +646,8 @@ class _Channel:
             try:
                 fresh.delete(shell.resource_uri, selector_set=shell._selector_set)
                 return
-            except WSManFaultError as exc:  # the server answered (e.g. no such shell)
+            except (WSManFaultError, requests.exceptions.Timeout) as exc:
+                # the server answered (e.g. no such shell), or hangs: no second try
                 log.debug("could not delete an abandoned shell: %s", exc)
                 return
             except _LIBRARY_ERRORS as exc:
