@@ -542,7 +542,11 @@ def build_report(
     # Users without devices: before the stale filter, which only narrows the device list.
     with_devices = np.zeros(len(scoped), dtype=bool)
     with_devices[owner] = True
-    lonely = scoped[~with_devices]
+    # a mailbox whose devices could not be read (it is on the Errors sheet) is not known
+    # to be without devices
+    failed = set(error_rows["Mailbox"].dropna().str.lower())
+    unread = scoped["Identity"].str.lower().isin(failed).to_numpy(dtype=bool, na_value=False)
+    lonely = scoped[~with_devices & ~unread]
     users_without = pd.DataFrame({
         "User": lonely["DisplayName"].fillna(lonely["Name"]),
         "PrimarySmtpAddress": lonely["PrimarySmtpAddress"],

@@ -134,6 +134,19 @@ def test_one_device_under_two_mailboxes_appears_under_both(org: Organisation) ->
     assert counts[shared.index].tolist() == shared.tolist()
 
 
+def test_a_mailbox_that_failed_is_not_without_devices(org: Organisation) -> None:
+    # per-mailbox collection or the export script could not read its devices: it is on the
+    # Errors sheet, and nothing is known about its devices
+    users = [m for m in org.mailbox_entries if m.kind == "user"]
+    lonely = [m for m in users if not any(d.model == OUTLOOK for d in m.devices)]
+    failed = [{"Mailbox": lonely[0].identity.upper(), "Category": "NotSpecified",
+               "Message": "couldn't be found", "When": NOW}]
+    report = build_report(org.mailboxes, org.devices, failed, run_started=org.reference_time)
+    assert report.figures.errors == 1
+    assert report.figures.users_without_devices == len(lonely) - 1
+    assert lonely[0].smtp not in set(report.users_without_devices["PrimarySmtpAddress"])
+
+
 def test_missing_properties_become_empty_columns() -> None:
     # An older Exchange: no ClientType, no DeviceOS, DeviceID spelled as Exchange declares it.
     mailboxes = [{"Identity": "c.com/U/A", "DisplayName": "A"}]
