@@ -425,6 +425,15 @@ class _ProgressBar:
             elif self._bar is not None:
                 self._bar.update(count, current_item=self._done)
 
+    def note(self, text: str) -> None:
+        """A line of its own (a retry warning): the bar's line is cleared, then redrawn."""
+        import shutil
+
+        blank = " " * (shutil.get_terminal_size().columns - 1)  # no ANSI: old Windows consoles
+        with self._lock:
+            self._stream.write(f"\r{blank}\r{text}\n")
+            self._stream.flush()
+
     def finish(self) -> None:
         with self._lock:
             if self._counting:
@@ -442,7 +451,17 @@ def progress_for(quiet: bool) -> Any:
 
     if quiet or not sys.stderr.isatty():
         return None
-    return _ProgressBar()
+    import logging
+
+    bar = _ProgressBar()
+
+    class AboveTheBar(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            bar.note(self.format(record))
+
+    # bridge's warnings (retries) go on lines of their own, not glued to the bar
+    logging.getLogger("bridge").addHandler(AboveTheBar(logging.WARNING))
+    return bar
 
 
 def collection_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -279,3 +279,34 @@ def test_a_failed_run_ends_the_progress_bar_and_shows_the_cursor(
     assert failed.exit_code == 5, failed.output
     assert "Mailboxes  [#" in terminal.getvalue()  # the bar was shown
     assert terminal.getvalue().endswith("\x1b[?25h\n")
+
+
+def test_retry_warnings_get_their_own_line_above_the_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import logging
+    import sys
+
+    from bridge import cli as cli_module
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    logger = logging.getLogger("bridge")
+    before = list(logger.handlers)
+    try:
+        bar = cli_module.progress_for(quiet=False)
+        assert bar is not None
+        bar.start("Mailboxes", 10)
+        bar.advance()
+        logging.getLogger("bridge.remote").warning("Get-X: dropped; retrying in %.1f s", 1.0)
+        bar.finish()
+    finally:
+        for handler in [h for h in logger.handlers if h not in before]:
+            logger.removeHandler(handler)
+    text = terminal.getvalue()
+    line = text.index("Get-X: dropped; retrying in 1.0 s\n")
+    assert "1/10" in text[:line]  # the bar was drawn first ...
+    assert text[:line].endswith(" \r")  # ... and its line blanked before the warning
