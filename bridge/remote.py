@@ -13,6 +13,7 @@ import importlib
 import logging
 import random
 import re
+import ssl
 import sys
 import threading
 import time
@@ -412,10 +413,7 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
             "Kerberos ticket first (kinit)."
         ) from exc
     if isinstance(exc, requests.exceptions.SSLError):
-        raise ConnectionFailed(
-            f"TLS certificate verification failed for {where}. Give the issuing CA with "
-            "--ca-bundle FILE (or, for a test lab only, --no-verify)."
-        ) from exc
+        raise _tls_failure(exc, settings) from exc
     if isinstance(exc, requests.exceptions.ConnectionError) and first_contact:
         # A connection that never worked: wrong name, nothing listening, firewall.
         reason = _socket_reason(exc)
@@ -465,6 +463,53 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
     if isinstance(exc, ValueError):
         # pypsrp checks its arguments with ValueError (e.g. an auth without its inputs)
         raise ConfigError(f"invalid connection settings: {exc}") from exc
+
+
+#: OpenSSL's reasons when the answer to a ClientHello is no TLS record at all: a plain
+#: HTTP server on that port ("record layer failure" is OpenSSL 3.2+'s name for it)
+_NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "UNKNOWN_PROTOCOL",
+     "PACKET_LENGTH_TOO_LONG", "RECORD_LENGTH_MISMATCH"}
+)  # fmt: skip
+_SSL_TEXT = re.compile(r"^\[SSL(?:: [A-Z0-9_]+)?\]\s*|\s*\(_ssl\.c:\d+\)$")
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl.SSLError buried in requests' SSLError (args, causes, urllib3's .reason)."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLError):
+            return item
+        stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None)])
+        stack.extend(item.args)
+    return None
+
+
+def _tls_failure(exc: BaseException, settings: ConnectionSettings) -> ConnectionFailed:
+    """A failed TLS handshake -> what it means: plain HTTP, an untrusted certificate, other."""
+    where = settings.url
+    cause = _ssl_cause(exc)
+    reason = str(getattr(cause, "reason", "") or "") if cause is not None else ""
+    detail = str(cause.args[1]) if cause is not None and len(cause.args) > 1 else str(cause or exc)
+    detail = _SSL_TEXT.sub("", detail).strip() or reason.replace("_", " ").lower()
+    if reason in _NOT_TLS_REASONS:
+        return ConnectionFailed(
+            f"the server at {where} does not speak HTTPS (TLS handshake failed: {detail}); "
+            "check --https/--http and --port."
+        )
+    if settings.verify and (
+        isinstance(cause, ssl.SSLCertVerificationError) or reason == "CERTIFICATE_VERIFY_FAILED"
+    ):
+        return ConnectionFailed(
+            f"TLS certificate verification failed for {where}. Give the issuing CA with "
+            "--ca-bundle FILE (or, for a test lab only, --no-verify)."
+        )
+    return ConnectionFailed(f"the TLS handshake with {where} failed: {detail}.")
 
 
 def _denied(exc: WSManFaultError | WinRMTransportError) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import random
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -110,6 +112,51 @@ def test_tls_verification_failure_is_one_clear_error(tls_sandbox: Sandbox) -> No
     assert str(caught.value) == (
         f"TLS certificate verification failed for {settings.url}. Give the issuing CA with "
         "--ca-bundle FILE (or, for a test lab only, --no-verify)."
+    )
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_plain_http_on_the_https_port_is_told_apart_from_verification(
+    sandbox: Sandbox, verify: bool
+) -> None:
+    settings = settings_for(sandbox, https=True, verify=verify, retry=RetryPolicy(attempts=1))
+    with pytest.raises(ConnectionFailed) as caught:
+        Session(settings, sandbox.password).open()
+    assert str(caught.value) == (
+        f"the server at {settings.url} does not speak HTTPS (TLS handshake failed: wrong "
+        "version number); check --https/--http and --port."
+    ) or str(caught.value) == (
+        f"the server at {settings.url} does not speak HTTPS (TLS handshake failed: record "
+        "layer failure); check --https/--http and --port."
+    )  # (OpenSSL 3.2+ calls it a record layer failure)
+    assert caught.value.exit_code == 5
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_another_tls_failure_says_what_it_is(verify: bool) -> None:
+    """A server answering the ClientHello with a handshake_failure alert."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(4096)
+            connection.sendall(b"\x15\x03\x03\x00\x02\x02\x28")  # fatal handshake_failure
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    settings = ConnectionSettings(
+        server="127.0.0.1", port=listener.getsockname()[1], https=True, auth="ntlm",
+        username="u", verify=verify, retry=RetryPolicy(attempts=1),
+    )  # fmt: skip
+    try:
+        with pytest.raises(ConnectionFailed) as caught:
+            Session(settings, "p").open()
+    finally:
+        thread.join(5)
+        listener.close()
+    assert str(caught.value) == (
+        f"the TLS handshake with {settings.url} failed: sslv3 alert handshake failure."
     )
 
 
