@@ -148,10 +148,15 @@ class ConnectionSettings:
             )
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
-        if self.auth in ("basic", "certificate") and not self.https:
+        if self.auth == "basic" and not self.https:
             raise ConfigError(
-                f"{self.auth} authentication needs --https: over HTTP only Kerberos/NTLM "
+                "basic authentication needs --https: over HTTP only Kerberos/NTLM "
                 "can encrypt the traffic (and Exchange refuses Basic over HTTP)"
+            )
+        if self.auth == "certificate" and not self.https:
+            raise ConfigError(
+                "certificate authentication needs --https: the client certificate is "
+                "presented in the TLS handshake, which plain HTTP does not have"
             )
         if self.auth == "certificate" and not (self.certificate_pem and self.certificate_key_pem):
             raise ConfigError("certificate authentication needs certificate_pem and key_pem")

@@ -207,6 +207,22 @@ def test_unreachable_servers(server: str, port: int, message: str) -> None:
     assert str(caught.value) == f"cannot connect to {settings.url}: {message}."
 
 
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ("basic", "basic authentication needs --https: over HTTP only Kerberos/NTLM can "
+                  "encrypt the traffic (and Exchange refuses Basic over HTTP)"),
+        ("certificate", "certificate authentication needs --https: the client certificate "
+                        "is presented in the TLS handshake, which plain HTTP does not have"),
+    ],
+)  # fmt: skip
+def test_basic_and_certificate_auth_over_http_say_why_not(auth: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ConnectionSettings(server="x", auth=auth, username="u", certificate_pem="c.pem",
+                           certificate_key_pem="k.pem")  # fmt: skip
+    assert str(caught.value) == message
+
+
 def test_a_server_name_that_is_no_host_name() -> None:
     settings = ConnectionSettings(server="bad host name", port=80, auth="ntlm", username="u")
     with pytest.raises(ConfigError) as caught:
