@@ -9,6 +9,7 @@ a :class:`bridge.errors.BridgeError` here; transient ones are retried with backo
 
 from __future__ import annotations
 
+import html
 import importlib
 import logging
 import random
@@ -21,6 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any, cast
 
 import requests
@@ -400,6 +402,15 @@ def _server_wait(text: str) -> float | None:
 def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact: bool) -> None:
     """Raise the BridgeError (fatal) or :class:`_Transient` (retry) that ``exc`` means."""
     where = settings.url
+    context = exc.__context__
+    if (
+        isinstance(exc, WSManFaultError)
+        and exc.code is None and exc.reason is None and exc.provider_fault is None
+        and isinstance(context, WinRMTransportError)
+    ):  # fmt: skip
+        # an HTML error page that happens to be well-formed XML (IIS's 500 page) is no
+        # fault: pypsrp parsed it as one with no details; judge the HTTP answer instead
+        exc = context
     if isinstance(exc, AuthenticationError):
         raise AuthenticationFailed(
             f"the server refused the credentials of {settings.who} (auth: {settings.auth}) "
@@ -450,9 +461,8 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
                 f"no PowerShell endpoint at {where} (HTTP 404): check --path and --port."
             ) from exc
         if exc.code in (500, 502, 503, 504, 429):
-            text = " ".join(str(exc.response_text or "").split())[:300]
-            raise _Transient(f"HTTP {exc.code} from {where} {text}".strip()) from exc
-        raise ConnectionFailed(f"HTTP {exc.code} from {where}.") from exc
+            raise _Transient(_http_status_line(exc.code, exc.response_text, where)) from exc
+        raise ConnectionFailed(f"{_http_status_line(exc.code, None, where)}.") from exc
     if isinstance(exc, InvalidPSRPOperation | FragmentError | SerializationError):
         text = str(exc)
         if _THROTTLED.search(text):
@@ -515,6 +525,35 @@ def _tls_failure(exc: BaseException, settings: ConnectionSettings) -> Connection
             "--ca-bundle FILE (or, for a test lab only, --no-verify)."
         )
     return ConnectionFailed(f"the TLS handshake with {where} failed: {detail}.")
+
+
+_MARKUP_SKIPPED = re.compile(
+    r"<!--.*?-->|<!DOCTYPE[^>]*>|<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL
+)
+_TAG = re.compile(r"<[^>]*>")
+_BODY_TEXT_LIMIT = 150
+
+
+def _http_status_line(code: int | None, body: object, where: str) -> str:
+    """``HTTP 503 Service Unavailable from URL: <the page's text, tags stripped, short>``.
+
+    An IIS error page repeats its title in a heading: each piece of text is kept once,
+    and not at all when it only repeats the reason phrase."""
+    try:
+        reason = HTTPStatus(code or 0).phrase
+    except ValueError:
+        reason = ""
+    head = f"HTTP {code} {reason}".rstrip() + f" from {where}"
+    text = html.unescape(_MARKUP_SKIPPED.sub(" ", str(body or "")))
+    pieces: list[str] = []
+    for chunk in _TAG.split(text):
+        piece = " ".join(chunk.split())
+        if piece and piece.lower() != reason.lower() and piece not in pieces:
+            pieces.append(piece)
+    summary = " ".join(pieces)
+    if len(summary) > _BODY_TEXT_LIMIT:
+        summary = summary[: _BODY_TEXT_LIMIT - 3].rsplit(" ", 1)[0] + "..."
+    return f"{head}: {summary}" if summary else head
 
 
 def _denied(exc: WSManFaultError | WinRMTransportError) -> bool:

@@ -360,19 +360,36 @@ def test_a_server_busy_at_first_contact_is_retried_then_reported() -> None:
         with pytest.raises(ConnectionFailed) as caught:
             Session(settings, sb.password).open()
         assert sb.internal_errors == []
-    assert str(caught.value).startswith(
-        f"cannot open a PowerShell session at {settings.url}: gave up after 2 tries: HTTP 503"
+    assert str(caught.value) == (
+        f"cannot open a PowerShell session at {settings.url}: gave up after 2 tries: HTTP 503 "
+        f"Service Unavailable from {settings.url}: HTTP Error 503. The service is unavailable."
     )
 
 
-@pytest.mark.parametrize("status", [500, 503])
-def test_http_server_errors_are_retried(status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "text"),
+    [
+        (500, "Internal Server Error from {url}: 500 - Internal server error. There is a "
+              "problem with the resource you are looking for, and it cannot be displayed."),
+        (503, "Service Unavailable from {url}: HTTP Error 503. The service is unavailable."),
+    ],
+)  # fmt: skip
+def test_http_server_errors_are_retried_with_one_short_warning(
+    status: int, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with Sandbox(mailboxes=5, seed=2, http_error_every=9, http_error_status=status) as sb:
-        with Session(settings_for(sb), sb.password) as session:
+        settings = settings_for(sb)
+        with caplog.at_level(logging.WARNING), Session(settings, sb.password) as session:
             for _ in range(4):
                 assert len(session.run(Command("Get-Mailbox")).rows) == 5
             assert session.stats.retries >= 1
         assert sb.internal_errors == []
+    warnings = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert warnings
+    for warning in warnings:
+        head, _, _ = warning.rpartition("; retrying in ")
+        assert head.endswith(f"HTTP {status} " + text.format(url=settings.url))
+        assert "<" not in warning and len(warning) < 400
 
 
 @pytest.mark.parametrize("every", [7, 8, 9, 10])
