@@ -556,6 +556,10 @@ def _http_status_line(code: int | None, body: object, where: str) -> str:
     return f"{head}: {summary}" if summary else head
 
 
+def _tries(count: int) -> str:
+    return "1 try" if count == 1 else f"{count} tries"
+
+
 def _denied(exc: WSManFaultError | WinRMTransportError) -> bool:
     """Signed in, but refused (HTTP 403, or Exchange's "Access is denied." fault)."""
     if isinstance(exc, WinRMTransportError):
@@ -804,7 +808,7 @@ class Session:
                 if attempt >= policy.attempts:
                     raise ConnectionFailed(
                         f"cannot open a PowerShell session at {self.settings.url}: gave up "
-                        f"after {attempt} tries: {exc}"
+                        f"after {_tries(attempt)}: {exc}"
                     ) from exc
                 self._pause(policy.delay(attempt, self._rng, exc.server_wait))
                 attempt += 1
@@ -991,7 +995,7 @@ class Session:
                     raise RemoteCommandError(f"{label}: stopped (the run was interrupted)") from exc
                 if attempt >= policy.attempts:
                     raise ConnectionFailed(
-                        f"{label}: gave up after {attempt} tries: {exc}"
+                        f"{label}: gave up after {_tries(attempt)}: {exc}"
                     ) from exc
                 delay = policy.delay(attempt, self._rng, exc.server_wait)
                 log.warning("%s: %s; retrying in %.1f s", label, exc, delay)

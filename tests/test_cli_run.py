@@ -213,7 +213,7 @@ def test_a_failed_run_keeps_its_progress_and_resume_finishes_it(tmp_path: Path) 
             "continue."
         )
         assert lines[-1].startswith("Error: Get-MobileDeviceStatistics -Mailbox ")
-        assert "gave up after 1 tries: the connection to" in lines[-1]
+        assert "gave up after 1 try: the connection to" in lines[-1]
         assert not out.exists()
 
         rerun = invoke(sb, base)

@@ -354,14 +354,16 @@ def test_dropped_connection_reconnects_and_loses_nothing() -> None:
         assert sb.internal_errors == []
 
 
-def test_a_server_busy_at_first_contact_is_retried_then_reported() -> None:
+@pytest.mark.parametrize(("attempts", "tries"), [(1, "1 try"), (2, "2 tries")])
+def test_a_server_busy_at_first_contact_is_retried_then_reported(attempts: int, tries: str
+                                                                 ) -> None:
     with Sandbox(mailboxes=2, seed=2, http_error_every=1, http_error_status=503) as sb:
-        settings = settings_for(sb, retry=RetryPolicy(attempts=2, base_delay=0.01))
+        settings = settings_for(sb, retry=RetryPolicy(attempts=attempts, base_delay=0.01))
         with pytest.raises(ConnectionFailed) as caught:
             Session(settings, sb.password).open()
         assert sb.internal_errors == []
     assert str(caught.value) == (
-        f"cannot open a PowerShell session at {settings.url}: gave up after 2 tries: HTTP 503 "
+        f"cannot open a PowerShell session at {settings.url}: gave up after {tries}: HTTP 503 "
         f"Service Unavailable from {settings.url}: HTTP Error 503. The service is unavailable."
     )
 
