@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
+import os
+import socket
 import sqlite3
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -23,6 +27,7 @@ from bridge.errors import ConfigError, InputError
 Row = dict[str, object]
 
 CHECKPOINT_FILE = "checkpoint.sqlite"
+LOCK_FILE = "psbridge.lock"
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -109,13 +114,164 @@ def decode_row(text: str) -> Row:
     return value
 
 
-class Checkpoint:
-    """A run folder's store. Open with :meth:`open`; write from one thread."""
+# ---- the run folder's lock: one run at a time
 
-    def __init__(self, folder: Path, connection: sqlite3.Connection, resumed: bool) -> None:
+#: where the lock sits: a byte past any content, so the holder's PID stays readable
+#: (Windows refuses reads of a locked range)
+_LOCK_OFFSET = 1 << 16
+
+
+class RunFolderLock:
+    """An exclusive lock on a run folder for the life of a run.
+
+    A byte-range lock on ``psbridge.lock`` (``flock`` on POSIX, ``msvcrt.locking`` on
+    Windows): the operating system drops it when the process ends, however it ends, so
+    a crashed run never leaves a stale lock. The file holds the holder's PID and host for
+    the message a second run gets; it is left in place when the run keeps its progress.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot use the run folder {self.path.parent}: {_os_reason(exc)}"
+            ) from exc
+        try:
+            locked = _try_lock(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigError(
+                f"cannot lock the run folder {self.path.parent}: {_os_reason(exc)}"
+            ) from exc
+        if not locked:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise ConfigError(
+                f"another psbridge run is using {self.path.parent}{holder}; "
+                "wait for it to finish"
+            )
+        with contextlib.suppress(OSError):  # the PID is for messages only
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+
+    def __del__(self) -> None:
+        # a store dropped without close() (a library caller's slip) frees the folder as
+        # a dropped file object frees its handle
+        self.release()
+
+    def release(self, *, remove: bool = False) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if remove and sys.platform != "win32":
+            # POSIX: unlink while still locked, so no other run can lock the old file
+            # just before it disappears
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        _unlock(fd)
+        os.close(fd)
+        if remove and sys.platform == "win32":
+            with contextlib.suppress(OSError):  # another run may have it open: it stays
+                self.path.unlink()
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock ``fd`` without waiting; False when another process (or open file) holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EDEADLK):
+                return False
+            raise
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+    return True
+
+
+def _unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):  # closing the file drops the lock anyway
+        if sys.platform == "win32":
+            import msvcrt
+
+            os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_holder(fd: int) -> str:
+    """`` (pid N)`` or `` (pid N on HOST)`` from the lock file, or "" when unreadable."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 200).decode("utf-8", "replace").split()
+    except OSError:
+        return ""
+    if not text or not text[0].isdigit():
+        return ""
+    host = text[1] if len(text) > 1 else ""
+    if host and host != socket.gethostname():
+        return f" (pid {text[0]} on {host})"
+    return f" (pid {text[0]})"
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _make_folder(path: Path) -> None:
+    """Create the run folder, or one clear ConfigError line saying why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # the name is taken by a file
+        raise ConfigError(
+            f"cannot create the run folder {path}: a file of that name is in the way "
+            "(give another --run-dir or output name)"
+        ) from exc
+    except NotADirectoryError as exc:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        what = f"{blocker} is a file, not a folder" if blocker else "a part of it is a file"
+        raise ConfigError(
+            f"cannot create the run folder {path}: {what} (give another --run-dir or "
+            "output path)"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run folder {path}: {_os_reason(exc)}") from exc
+
+
+class Checkpoint:
+    """A run folder's store. Open with :meth:`open`; write from one thread.
+
+    It holds the folder's lock until :meth:`close` or :meth:`discard`: a second run of
+    the same command meanwhile gets a ConfigError instead of sharing the store."""
+
+    def __init__(
+        self, folder: Path, connection: sqlite3.Connection, resumed: bool,
+        lock: RunFolderLock | None = None,
+    ) -> None:  # fmt: skip
         self.folder = folder
         self.resumed = resumed
         self._db = connection
+        self._lock = lock
 
     @classmethod
     def open(cls, folder: Path | str, run_key: Mapping[str, object], *, resume: bool) -> Checkpoint:
@@ -128,14 +284,32 @@ class Checkpoint:
         path = Path(folder)
         file = path / CHECKPOINT_FILE
         key_text = json.dumps(_encode(dict(run_key)), sort_keys=True)
-        existed = file.exists()
-        if existed and not resume:
+        created = not path.exists()
+        _make_folder(path)
+        lock = RunFolderLock(path)
+        try:
+            lock.acquire()
+        except ConfigError:
+            if created:  # leave no empty folder behind
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise
+        try:
+            return cls._open_locked(path, file, key_text, lock, resume=resume)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _open_locked(
+        cls, path: Path, file: Path, key_text: str, lock: RunFolderLock, *, resume: bool
+    ) -> Checkpoint:
+        if file.exists() and not resume:
             raise ConfigError(
                 f"an interrupted run is saved in {path}: add --resume to continue it, "
                 "or delete that folder to start over"
             )
         try:
-            path.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(file, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a committed unit survives a crash of the process
@@ -157,7 +331,7 @@ class Checkpoint:
                 db.execute("BEGIN")
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
                 db.execute("INSERT INTO meta VALUES ('run_key', ?)", (key_text,))
-        return cls(path, db, resumed=bool(meta))
+        return cls(path, db, resumed=bool(meta), lock=lock)
 
     # ---- reading
 
@@ -211,13 +385,18 @@ class Checkpoint:
             raise ConfigError(f"cannot save progress in {self.folder}: {exc}") from exc
 
     def close(self) -> None:
+        """Close the store and release the run folder (its saved progress stays)."""
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def discard(self) -> None:
         """Delete the run's files once its results are safely written elsewhere, and the
         folder when nothing else is in it (``--run-dir`` may name a folder in use)."""
-        self.close()
+        self._db.close()
         for suffix in ("", "-wal", "-shm", "-journal"):
             (self.folder / (CHECKPOINT_FILE + suffix)).unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.release(remove=True)
         with contextlib.suppress(OSError):
             self.folder.rmdir()  # only when empty

@@ -10,8 +10,10 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from click.testing import CliRunner
 
 from bridge.checkpoint import Checkpoint, decode_row, default_run_dir, encode_row
+from bridge.cli import cli
 from bridge.errors import ConfigError, InputError
 
 KEY = {"server": "http://mail:80/PowerShell", "strategy": "per-mailbox"}
@@ -110,3 +112,86 @@ def test_discard_never_deletes_files_it_did_not_write(tmp_path: Path) -> None:
     store.discard()
     assert (tmp_path / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_until_the_first_ends(tmp_path: Path) -> None:
+    first = Checkpoint.open(tmp_path / "run", KEY, resume=False)
+    first.save("mailboxes", "", [{"Identity": "a"}])
+    for resume in (False, True):  # neither "interrupted" nor a second writer
+        with pytest.raises(ConfigError) as caught:
+            Checkpoint.open(tmp_path / "run", KEY, resume=resume)
+        assert str(caught.value) == (
+            f"another psbridge run is using {tmp_path / 'run'} (pid {os.getpid()}); "
+            "wait for it to finish"
+        )
+        assert caught.value.exit_code == 8
+    first.close()
+    again = Checkpoint.open(tmp_path / "run", KEY, resume=True)
+    assert again.rows("mailboxes") == {"": [{"Identity": "a"}]}
+    again.discard()
+    assert not (tmp_path / "run").exists()
+
+
+def _hold_the_folder(folder: str, ready: object, done: object) -> None:
+    store = Checkpoint.open(folder, KEY, resume=False)
+    ready.set()  # type: ignore[attr-defined]
+    done.wait(30)  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_another_process_holding_the_folder_is_named_by_its_pid(tmp_path: Path) -> None:
+    context = mp.get_context("fork")
+    ready, done = context.Event(), context.Event()
+    child = context.Process(target=_hold_the_folder, args=(str(tmp_path / "run"), ready, done))
+    child.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(ConfigError) as caught:
+            Checkpoint.open(tmp_path / "run", KEY, resume=True)
+        assert str(caught.value) == (
+            f"another psbridge run is using {tmp_path / 'run'} (pid {child.pid}); "
+            "wait for it to finish"
+        )
+    finally:
+        done.set()
+        child.join(30)
+    Checkpoint.open(tmp_path / "run", KEY, resume=True).close()
+
+
+def test_the_cli_refuses_a_second_run_with_one_line_and_exit_8(tmp_path: Path) -> None:
+    out = tmp_path / "report.xlsx"
+    holder = Checkpoint.open(default_run_dir(out), {"other": "run"}, resume=False)
+    try:
+        result = CliRunner().invoke(
+            cli, ["mobile", "--server", "127.0.0.1", "--port", "1", "--user", "u", "-o", str(out)],
+            env={"PSBRIDGE_PASSWORD": "p"},
+        )
+    finally:
+        holder.close()
+    assert result.exit_code == 8, result.output
+    assert result.output.splitlines()[-1] == (
+        f"Error: another psbridge run is using {default_run_dir(out)} (pid {os.getpid()}); "
+        "wait for it to finish"
+    )
+
+
+@pytest.mark.parametrize("under", ["", "deeper/"])
+def test_a_run_folder_under_a_file_is_one_clear_error(tmp_path: Path, under: str) -> None:
+    (tmp_path / "notes.txt").write_text("a file")
+    folder = tmp_path / "notes.txt" / f"{under}run"
+    with pytest.raises(ConfigError) as caught:
+        Checkpoint.open(folder, KEY, resume=False)
+    assert str(caught.value) == (
+        f"cannot create the run folder {folder}: {tmp_path / 'notes.txt'} is a file, not a "
+        "folder (give another --run-dir or output path)"
+    )
+
+
+def test_a_run_folder_name_taken_by_a_file_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "run").write_text("a file")
+    with pytest.raises(ConfigError) as caught:
+        Checkpoint.open(tmp_path / "run", KEY, resume=False)
+    assert str(caught.value) == (
+        f"cannot create the run folder {tmp_path / 'run'}: a file of that name is in the way "
+        "(give another --run-dir or output name)"
+    )
