@@ -393,3 +393,37 @@ def test_statistics_without_identity_or_input_is_a_missing_mandatory_parameter(
         "Cannot process command because of one or more missing mandatory parameters: Identity.")
     assert outcome.terminating.fully_qualified_error_id == (
         "MissingMandatoryParameter,Microsoft.Exchange.Management.Tasks.GetMobileDeviceStatistics")
+
+
+def test_get_organization_config(host: ExchangeCmdlets, org: Organisation) -> None:
+    from bridge.clixml import parse_element
+
+    events, outcome = run(host, call("Get-OrganizationConfig"))
+    assert outcome.terminating is None
+    [config] = objects(events)
+    assert type_names(config) == [
+        "Microsoft.Exchange.Data.Directory.Management.OrganizationConfig",
+        "Microsoft.Exchange.Data.Directory.Management.ADPresentationObject",
+        "Microsoft.Exchange.Data.Directory.ADObject",
+        "Microsoft.Exchange.Data.Directory.ADRawEntry",
+        "Microsoft.Exchange.Data.ConfigurableObject",
+        "System.Object",
+    ]
+    record = parse_element(config.clixml)
+    assert isinstance(record, dict)
+    assert record["Name"] == record["Identity"] == org.organization == "Contoso"
+    assert record["DisplayName"] == "" and record["IsDehydrated"] is False
+    assert record["DistinguishedName"] == (
+        "CN=Contoso,CN=Microsoft Exchange,CN=Services,CN=Configuration,DC=contoso,DC=com")
+    assert re.fullmatch(r"[0-9a-f-]{36}", str(record["Guid"]))
+    # the same object on every call; the name follows the organisation's
+    again, _ = run(host, call("Get-OrganizationConfig"))
+    assert objects(again)[0].clixml == config.clixml
+    other = Organisation(mailboxes=2, seed=5)
+    other.organization = "Fabrikam"
+    [renamed] = objects(run(ExchangeCmdlets(other), call("Get-OrganizationConfig"))[0])
+    assert props(renamed)["Name"] == "Fabrikam"
+    _, outcome = run(host, call("Get-OrganizationConfig", Foo="x"))
+    assert outcome.terminating is not None and outcome.terminating.fully_qualified_error_id == (
+        "NamedParameterNotFound,"
+        "Microsoft.Exchange.Management.SystemConfigurationTasks.GetOrganizationConfig")

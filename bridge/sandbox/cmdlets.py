@@ -2,7 +2,8 @@
 :class:`~bridge.sandbox.organisation.Organisation`, behind the :class:`CmdletHost` contract.
 
 Implemented as Exchange 2019 behaves for a remote client: Get-Mailbox, Get-CASMailbox,
-Get-MobileDevice, Get-MobileDeviceStatistics (also fed by ``Get-MobileDevice |``), the
+Get-MobileDevice, Get-MobileDeviceStatistics (also fed by ``Get-MobileDevice |``),
+Get-OrganizationConfig (a small subset of its properties), the
 default ResultSize of 1000 with Exchange's warning, non-terminating "couldn't be found"
 errors, terminating parameter-binding errors. Objects are serialized once per
 organisation object and streamed as :class:`SerializedObject`.
@@ -10,11 +11,12 @@ organisation object and streamed as :class:`SerializedObject`.
 
 from __future__ import annotations
 
+import random
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from bridge.sandbox.contract import (
@@ -94,6 +96,9 @@ _CLASS = {
     "Get-CASMailbox": "Microsoft.Exchange.Management.RecipientTasks.GetCASMailbox",
     "Get-MobileDevice": "Microsoft.Exchange.Management.Tasks.GetMobileDevice",
     "Get-MobileDeviceStatistics": "Microsoft.Exchange.Management.Tasks.GetMobileDeviceStatistics",
+    # unverified: the task class name is assumed from Exchange's naming pattern
+    "Get-OrganizationConfig":
+        "Microsoft.Exchange.Management.SystemConfigurationTasks.GetOrganizationConfig",
 }
 
 _NOT_FOUND_TYPE = "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
@@ -181,6 +186,7 @@ _CMDLETS = {
          "ShowRecoveryPassword": "switch"},
         ("Identity",),
     ),
+    "get-organizationconfig": _Cmdlet("Get-OrganizationConfig", {}, ()),
 }
 
 
@@ -244,6 +250,8 @@ class ExchangeCmdlets:
             return self._get_mailbox(params, "CASMailbox", upstream)
         if cmdlet.name == "Get-MobileDevice":
             return self._get_mobile_device(params, upstream)
+        if cmdlet.name == "Get-OrganizationConfig":
+            return self._get_organization_config()
         return self._get_mobile_device_statistics(params, upstream)
 
     # ---- binding ------------------------------------------------------------------------
@@ -475,6 +483,11 @@ class ExchangeCmdlets:
         yield from _limit(
             selected, params, lambda mb: _Item(shape, mb), isinstance_of=MailboxEntry)
 
+    def _get_organization_config(self) -> Iterator[Any]:
+        org = self.organisation
+        yield SerializedObject(serialize_object(
+            "OrganizationConfig", org.organization, organization_config_props(org), RefScope()))
+
     def _upstream_mailboxes(self, upstream: Iterator[Any]) -> Iterator[Any]:
         for event in upstream:
             if isinstance(event, _Item):
@@ -567,6 +580,43 @@ class ExchangeCmdlets:
                     yield _Item("MobileDeviceConfiguration", event)
             else:
                 yield event
+
+
+def organization_config_props(org: Organisation) -> list[Prop]:
+    """Get-OrganizationConfig's properties: a small subset of the 200-odd Exchange sends.
+
+    Names, kinds and the Name/DisplayName/DistinguishedName/LegacyExchangeDN/ObjectClass
+    shapes follow the corpus's Exchange 2019 export (DisplayName empty on-prem; ADObjectIds
+    as strings, as the remote endpoint sends them). Unverified: the Guid (derived from the
+    seed here), the version strings and WhenCreated.
+    """
+    dc = ",".join(f"DC={part}" for part in org.domain.split("."))
+    name = org.organization
+    guid = str(uuid.UUID(int=random.Random(f"org-{org.seed}").getrandbits(128), version=4))
+    return [
+        ("DisplayName", "S", ""),
+        ("IsDehydrated", "B", False),
+        ("IsMixedMode", "B", False),
+        ("MapiHttpEnabled", "B", True),
+        ("OrganizationId", "S", ""),
+        ("AdminDisplayName", "S", None),
+        ("ExchangeVersion", "S", "0.20 (15.0.0.0)"),  # unverified
+        ("Name", "S", name),
+        ("DistinguishedName", "S",
+         f"CN={name},CN=Microsoft Exchange,CN=Services,CN=Configuration,{dc}"),
+        ("Identity", "S", name),
+        ("Guid", "G", guid),
+        ("ObjectCategory", "S",
+         f"{org.domain}/Configuration/Schema/ms-Exch-Organization-Container"),
+        ("ObjectClass", "MV:StringCollection", ["top", "container", "msExchOrganizationContainer"]),
+        # unverified: any date years back will do
+        ("WhenCreated", "DTL", (org.reference_time - timedelta(days=2190)).astimezone(
+            timezone(SERVER_OFFSET))),
+        ("LegacyExchangeDN", "S", f"/o={name}"),
+        ("OriginatingServer", "S", org.domain_controller),
+        ("IsValid", "B", True),
+        ("ObjectState", "S", "Unchanged"),
+    ]
 
 
 def _canonical_switch(lowered: str) -> str:

@@ -52,6 +52,12 @@ TYPE_NAMES: dict[str, tuple[str, ...]] = {
         "Microsoft.Exchange.Management.Tasks.MobileDeviceConfiguration",
         "System.Object",
     ),
+    # as in the corpus's Exchange 2019 Get-OrganizationConfig export
+    "OrganizationConfig": (
+        "Microsoft.Exchange.Data.Directory.Management.OrganizationConfig",
+        "Microsoft.Exchange.Data.Directory.Management.ADPresentationObject",
+        *_AD_BASE,
+    ),
     # multi-valued property collections
     "ProxyAddressCollection": (
         "Microsoft.Exchange.Data.ProxyAddressCollection",
