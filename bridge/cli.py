@@ -958,7 +958,10 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
         report = frames.build_report(result.mailboxes, result.devices, result.errors,
                                      options=report_options, run_started=as_of or started)
         server = str(result.meta.get("server", ""))
-        organisation = frames.organisation_name(report.mailboxes, server)
+        # Get-OrganizationConfig's Name, as an export's manifest records it: one history
+        # for live and offline runs of one organisation
+        organisation = (str(result.meta.get("organization") or "")
+                        or frames.organisation_name(report.mailboxes, server))
         run = _live_run_details(result.meta, organisation, started)
         view = history_for_run(history_settings, report, organisation=organisation,
                                server=server, source="live", finished=run.finished,
@@ -1027,7 +1030,9 @@ def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
         click.echo(f"Collected {len(result.mailboxes)} mailboxes and {len(result.devices)} "
                    f"devices in {result.meta.get('seconds', 0):.1f} s "
                    f"({result.meta.get('commands', 0)} commands, bulk strategy).")
-        run = _live_run_details(result.meta, sandbox.organisation.organization, started)
+        organisation = (str(result.meta.get("organization") or "")
+                        or frames.organisation_name(report.mailboxes, sandbox.host))
+        run = _live_run_details(result.meta, organisation, started)
         run = workbook.RunDetails(**{**run.__dict__, "source": "psbridge demo: sandbox "
                                      f"organisation ({mailboxes} mailboxes, seed {seed}) "
                                      "over WSMan/PSRP"})

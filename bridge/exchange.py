@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from bridge.checkpoint import Checkpoint
-from bridge.errors import CommandNotFound, ConfigError, RemoteCommandError
+from bridge.errors import BridgeError, CommandNotFound, ConfigError, RemoteCommandError
 from bridge.remote import Command, CommandResult, ErrorRecord, Session, pipeline_text
 
 Row = dict[str, object]
@@ -74,6 +74,34 @@ def device_pipeline(device_filter: str | None = None) -> list[Command]:
     if device_filter:
         parameters["Filter"] = device_filter
     return [Command("Get-MobileDevice", parameters), Command("Get-MobileDeviceStatistics")]
+
+
+def organization_command() -> Command:
+    """``Get-OrganizationConfig``: its Name is what Export-PsbridgeData.ps1 records."""
+    return Command("Get-OrganizationConfig", {})
+
+
+def organization_name(session: Session) -> tuple[str | None, str | None]:
+    """The organisation's name from ``Get-OrganizationConfig``, or (None, why not).
+
+    On-prem the Name is the organisation ("Contoso"); in Exchange Online the tenant's
+    initial domain. The same name as the export script's manifest, so live and offline
+    runs of one organisation share a history. Never fails the run: a user whose RBAC
+    roles lack the cmdlet, or any failure, gives None and the reason.
+    """
+    try:
+        result = session.run(organization_command())
+    except CommandNotFound:
+        return None, "Get-OrganizationConfig is not available to this user"
+    except BridgeError as exc:
+        return None, f"Get-OrganizationConfig failed: {exc}"
+    for row in result.rows:
+        name = row.get("Name")
+        if isinstance(name, str) and name.strip():
+            return name.strip(), None
+    if result.errors:
+        return None, f"Get-OrganizationConfig failed: {result.errors[0].message}"
+    return None, "Get-OrganizationConfig returned no name"
 
 
 def mailbox_devices_command(identity: str) -> Command:
@@ -191,14 +219,28 @@ def collect(
     clock = time.perf_counter()
     before = dataclasses.replace(session.stats)
     warnings: list[str] = []
-    if strategy == "bulk":
-        mailboxes, devices, errors = _bulk(
-            session, recipient_types, device_filter, checkpoint, bar, workers, warnings
-        )
-    else:
-        mailboxes, devices, errors = _per_mailbox(
-            session, recipient_types, checkpoint, bar, workers, warnings
-        )
+    # One cheap command for the organisation's name: beside the others when a second
+    # connection is allowed, else first.
+    naming = cf.ThreadPoolExecutor(max_workers=1) if workers >= 2 else None
+    try:
+        if naming is not None:
+            named = naming.submit(organization_name, session)
+        else:
+            organization, organization_note = organization_name(session)
+        if strategy == "bulk":
+            mailboxes, devices, errors = _bulk(
+                session, recipient_types, device_filter, checkpoint, bar, workers, warnings
+            )
+        else:
+            mailboxes, devices, errors = _per_mailbox(
+                session, recipient_types, checkpoint, bar, workers, warnings
+            )
+        if naming is not None:
+            for future in _completed([named]):
+                organization, organization_note = future.result()
+    finally:
+        if naming is not None:
+            naming.shutdown(wait=False, cancel_futures=True)
     meta: dict[str, object] = {
         "strategy": strategy,
         "recipient_types": list(recipient_types),
@@ -207,6 +249,10 @@ def collect(
         "device_filter_requested": device_filter,
         "server": session.settings.url,
         "configuration": session.settings.configuration,
+        # Get-OrganizationConfig's Name; None: it could not be read (organization_note
+        # says why) and the report names the organisation by its mailboxes' domain
+        "organization": organization,
+        "organization_note": organization_note,
         "user": session.settings.username,
         "concurrency": workers,
         "started": started,

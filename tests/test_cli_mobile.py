@@ -16,7 +16,9 @@ from click.testing import CliRunner, Result
 
 from bridge.cli import cli
 from bridge.frames import OUTLOOK_MOBILE_MODEL
+from bridge.history import History
 from bridge.sandbox import Sandbox
+from bridge.sandbox.export import export_organisation
 from bridge.sandbox.organisation import Organisation
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -131,6 +133,32 @@ def test_live_and_offline_give_identical_devices_sheets(endpoint: Sandbox,
     assert run["Strategy"] == "bulk" and run["Server"] == "127.0.0.1"
     assert run["Server-side device filter"] == "DeviceModel -eq 'Outlook for iOS and Android'"
     assert endpoint.password not in str(run)
+
+
+def test_live_and_offline_runs_share_one_history(endpoint: Sandbox, tmp_path: Path) -> None:
+    """Both name the organisation by Get-OrganizationConfig's Name (the export's manifest
+    records it): one history, and the offline run compares with the live one."""
+    store = tmp_path / "history.sqlite"
+    live, offline = tmp_path / "live.xlsx", tmp_path / "offline.xlsx"
+    result = _mobile(*_live_args(endpoint), "-o", str(live), "--as-of", AS_OF,
+                     "--history", str(store), env={"PSBRIDGE_PASSWORD": endpoint.password})
+    assert result.exit_code == 0, result.output
+    run = {row[0]: row[1] for row in
+           openpyxl.load_workbook(live)["Run"].iter_rows(values_only=True) if row[0]}
+    assert run["Organisation"] == endpoint.organisation.organization == "Contoso"
+    export_organisation(endpoint.organisation, tmp_path / "export")
+    result = _mobile("--from-clixml", str(tmp_path / "export"), "-o", str(offline),
+                     "--history", str(store))
+    assert result.exit_code == 0, result.output
+    changes = openpyxl.load_workbook(offline)["Changes"]
+    assert changes["A2"].value.startswith("Contoso  ·  run 2 (")
+    assert "compared with run 1 (" in changes["A2"].value
+    notes = [cell for row in changes.iter_rows(values_only=True) for cell in row
+             if isinstance(cell, str) and cell.startswith("No changes:")]
+    assert len(notes) == 1
+    with History(store) as history:
+        assert [(r.organisation, r.source) for r in history.runs()] == [
+            ("Contoso", "live"), ("Contoso", "clixml")]
 
 
 def test_live_per_mailbox_strategy_gives_the_same_devices(endpoint: Sandbox,

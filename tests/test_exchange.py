@@ -61,8 +61,10 @@ def test_both_strategies_give_the_ground_truth(sandbox: Sandbox, types: tuple[st
     assert plain(classic.devices) == bulk.devices
     assert all(d["QueriedMailbox"] == device_parent(d) for d in classic.devices)
     assert bulk.errors == classic.errors == []
-    assert bulk.meta["commands"] == 2
-    assert classic.meta["commands"] == 1 + len(mailbox_ids)
+    # each run also asks Get-OrganizationConfig for the organisation's name
+    assert bulk.meta["commands"] == 3
+    assert classic.meta["commands"] == 2 + len(mailbox_ids)
+    assert bulk.meta["organization"] == classic.meta["organization"] == "Contoso"
 
 
 def test_a_device_under_two_mailboxes_is_kept_under_both(sandbox: Sandbox) -> None:
@@ -155,8 +157,9 @@ def test_interrupted_run_resumes_without_requery_or_duplicates(
     assert saved == 7
     with Session(settings_for(sandbox), sandbox.password) as session:
         resumed = collect(session, "per-mailbox", checkpoint=resumed_store, concurrency=concurrency)
-    # only the mailboxes not yet saved were queried again (Get-Mailbox was saved too)
-    assert resumed.meta["commands"] == len(straight.mailboxes) - saved
+    # only the mailboxes not yet saved were queried again (Get-Mailbox was saved too),
+    # plus Get-OrganizationConfig
+    assert resumed.meta["commands"] == len(straight.mailboxes) - saved + 1
     assert resumed.meta["resumed"] is True
     assert resumed.mailboxes == straight.mailboxes
     assert resumed.devices == straight.devices
@@ -166,7 +169,7 @@ def test_bulk_resume_skips_finished_commands(sandbox: Sandbox, tmp_path: Path) -
     with Session(settings_for(sandbox), sandbox.password) as session:
         first = collect(session, "bulk", checkpoint=Checkpoint.open(tmp_path, KEY, resume=False))
         again = collect(session, "bulk", checkpoint=Checkpoint.open(tmp_path, KEY, resume=True))
-    assert again.meta["commands"] == 0
+    assert again.meta["commands"] == 1  # Get-OrganizationConfig only
     assert (again.mailboxes, again.devices) == (first.mailboxes, first.devices)
 
 
@@ -253,7 +256,7 @@ def test_ctrl_c_in_bulk_stops_the_other_command_promptly(tmp_path: Path) -> None
         assert resumed_store.is_done("mailboxes") and not resumed_store.is_done("devices")
         with Session(settings_for(sb), sb.password) as session:
             resumed = collect(session, "bulk", types, checkpoint=resumed_store)
-        assert resumed.meta["commands"] == 1
+        assert resumed.meta["commands"] == 2  # the device pipeline, Get-OrganizationConfig
         assert [d["Identity"] for d in resumed.devices] == truth(sb, types)[1] != []
         assert sb.internal_errors == []
 
@@ -306,3 +309,48 @@ def test_ctrl_c_does_not_wait_out_another_commands_retry_backoff(tmp_path: Path)
         store.close()
         assert sb.internal_errors == []
     assert elapsed < 5
+
+
+class _NoOrganizationConfigHost:
+    """The sandbox's Exchange cmdlets without Get-OrganizationConfig (RBAC), or with it
+    failing (a terminating error)."""
+
+    def __init__(self, organisation: Organisation, missing: bool) -> None:
+        self.real = ExchangeCmdlets(organisation)
+        self.missing = missing
+
+    def has_command(self, name: str) -> bool:
+        if self.missing and name.lower() == "get-organizationconfig":
+            return False
+        return self.real.has_command(name)
+
+    def invoke(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
+        if commands[0].name.lower() == "get-organizationconfig":
+            spec = ErrorSpec(
+                message="Active Directory operation failed on DC01.contoso.com.",
+                exception_type="Microsoft.Exchange.Data.Directory.ADOperationException",
+                category="WriteError",
+                fully_qualified_error_id="GetOrganizationConfig",
+            )
+            return PipelineOutcome(events=iter(()), terminating=spec)
+        return self.real.invoke(commands, user)
+
+
+@pytest.mark.parametrize("strategy", ["bulk", "per-mailbox"])
+@pytest.mark.parametrize("missing", [True, False])
+def test_no_organization_config_falls_back_quietly(strategy: str, missing: bool) -> None:
+    organisation = Organisation(mailboxes=12, seed=3)
+    host = _NoOrganizationConfigHost(organisation, missing)
+    with Sandbox(organisation=organisation, host=host) as sb:
+        with Session(settings_for(sb), sb.password) as session:
+            result = collect(session, strategy)
+        assert sb.internal_errors == []
+    users = [m for m in organisation.mailboxes if m["RecipientTypeDetails"] == "UserMailbox"]
+    assert len(result.mailboxes) == len(users) and result.errors == []
+    assert result.meta["organization"] is None
+    note = str(result.meta["organization_note"])
+    if missing:
+        assert note == "Get-OrganizationConfig is not available to this user"
+    else:
+        assert note.startswith("Get-OrganizationConfig failed: ")
+        assert "Active Directory operation failed on DC01.contoso.com." in note
