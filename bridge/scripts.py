@@ -46,6 +46,10 @@ SCRIPT_NAMES = (EXPORT_SCRIPT, EXO_SCRIPT)
 # The environment variable psbridge reads a .pfx password from, and hands on to pwsh
 # under the same name (the script reads it through -CertificatePasswordVariable).
 CERTIFICATE_PASSWORD_VARIABLE = "PSBRIDGE_CERTIFICATE_PASSWORD"
+# psbridge's own sign-in password (bridge.config.PASSWORD_VARIABLE, not imported: that
+# would load pypsrp for --via pwsh). pwsh signs in with the app's certificate and never
+# needs it, so it is kept out of pwsh's environment.
+_SIGN_IN_PASSWORD_VARIABLE = "PSBRIDGE_PASSWORD"
 
 # Every parameter of Get-PsbridgeExoData.ps1 that psbridge may pass (tests check these
 # against the script's param() block). CertificatePassword, a SecureString, is declared
@@ -382,8 +386,13 @@ def collect_via_pwsh(
     fails (non-zero exit) raises with the error's message.
     """
     pwsh = find_pwsh(executable)
-    env = dict(os.environ)
-    env.pop(CERTIFICATE_PASSWORD_VARIABLE, None)
+    # the environment pwsh needs (PATH, PSModulePath, HOME, proxies...) without
+    # psbridge's secrets; the .pfx password is put back below only when it is used
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name.upper() not in (_SIGN_IN_PASSWORD_VARIABLE, CERTIFICATE_PASSWORD_VARIABLE)
+    }
     password_variable = None
     if certificate_password:
         if app.certificate_file is None:

@@ -18,6 +18,7 @@ from xml.etree import ElementTree
 import pytest
 from psrpcore.types import serialize
 
+from bridge.config import PASSWORD_VARIABLE
 from bridge.errors import AuthenticationFailed, PowerShellNotFound, RemoteCommandError
 from bridge.sandbox import Sandbox
 from bridge.sandbox.contract import ErrorSpec
@@ -97,8 +98,8 @@ STAND_IN = """\
 import json, os, sys
 folder = os.environ["FAKE_PWSH_DIR"]
 with open(os.path.join(folder, "call.json"), "w") as call:
-    json.dump({"argv": sys.argv, "password": os.environ.get("PSBRIDGE_CERTIFICATE_PASSWORD")},
-              call)
+    json.dump({"argv": sys.argv, "password": os.environ.get("PSBRIDGE_CERTIFICATE_PASSWORD"),
+               "env": dict(os.environ)}, call)
 for name, stream in (("stdout.bin", sys.stdout), ("stderr.bin", sys.stderr)):
     path = os.path.join(folder, name)
     if os.path.exists(path):
@@ -197,7 +198,9 @@ def test_pwsh_argv_output_and_error_records(fake_pwsh: Path, organisation: Organ
     progress = _RecordingProgress()
     collection = collect_via_pwsh(app, recipient_types=TYPES, all_devices=False, progress=progress)
 
-    assert _call(fake_pwsh) == {
+    call = _call(fake_pwsh)
+    call.pop("env")
+    assert call == {
         "argv": [
             shutil.which("pwsh"),
             "-NoProfile",
@@ -248,12 +251,18 @@ def test_pwsh_certificate_password_travels_in_the_environment_only(
     fake_pwsh: Path, organisation: Organisation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(CERTIFICATE_PASSWORD_VARIABLE, "left-over-from-the-shell")
+    monkeypatch.setenv(PASSWORD_VARIABLE, "exchange-sign-in-S3cret!")
+    monkeypatch.setenv("PSMODULEPATH", "/opt/modules")
     app = ExoApp(TENANT, APP_ID, certificate_file="/secure/app.pfx")
     secret = "pfx-S3cret!"
     collection = collect_via_pwsh(app, certificate_password=secret)
     call = _call(fake_pwsh)
     assert call["password"] == secret
     assert secret not in " ".join(call["argv"])
+    # pwsh gets what it needs, not psbridge's own sign-in password
+    assert PASSWORD_VARIABLE not in call["env"]
+    assert call["env"]["PSMODULEPATH"] == "/opt/modules"
+    assert call["env"]["PATH"] == os.environ["PATH"]
     assert call["argv"][7:] == [
         "-Organization",
         TENANT,
@@ -273,9 +282,11 @@ def test_pwsh_without_password_does_not_leak_one_from_the_shell(
     fake_pwsh: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(CERTIFICATE_PASSWORD_VARIABLE, "left-over-from-the-shell")
+    monkeypatch.setenv(PASSWORD_VARIABLE, "exchange-sign-in-S3cret!")
     collect_via_pwsh(ExoApp(TENANT, APP_ID, certificate_file="app.pfx"))
     call = _call(fake_pwsh)
     assert call["password"] is None
+    assert "exchange-sign-in-S3cret!" not in json.dumps(call["env"])
     assert "-CertificatePasswordVariable" not in call["argv"]
 
 
