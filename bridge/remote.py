@@ -22,7 +22,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any, cast
 
 import requests
@@ -532,6 +531,14 @@ _MARKUP_SKIPPED = re.compile(
 )
 _TAG = re.compile(r"<[^>]*>")
 _BODY_TEXT_LIMIT = 150
+#: reason phrases of the statuses an endpoint answers with (http.HTTPStatus has them,
+#: but the stdlib http package stays in the sandbox's server module)
+_HTTP_REASONS = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 413: "Content Too Large",
+    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
+}  # fmt: skip
 
 
 def _http_status_line(code: int | None, body: object, where: str) -> str:
@@ -539,10 +546,7 @@ def _http_status_line(code: int | None, body: object, where: str) -> str:
 
     An IIS error page repeats its title in a heading: each piece of text is kept once,
     and not at all when it only repeats the reason phrase."""
-    try:
-        reason = HTTPStatus(code or 0).phrase
-    except ValueError:
-        reason = ""
+    reason = _HTTP_REASONS.get(code or 0, "")
     head = f"HTTP {code} {reason}".rstrip() + f" from {where}"
     text = html.unescape(_MARKUP_SKIPPED.sub(" ", str(body or "")))
     pieces: list[str] = []
