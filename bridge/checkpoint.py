@@ -247,15 +247,15 @@ def _make_folder(path: Path) -> None:
             f"cannot create the run folder {path}: a file of that name is in the way "
             "(give another --run-dir or output name)"
         ) from exc
-    except NotADirectoryError as exc:
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-        what = f"{blocker} is a file, not a folder" if blocker else "a part of it is a file"
-        raise ConfigError(
-            f"cannot create the run folder {path}: {what} (give another --run-dir or "
-            "output path)"
-        ) from exc
     except OSError as exc:
-        raise ConfigError(f"cannot create the run folder {path}: {_os_reason(exc)}") from exc
+        # POSIX says "Not a directory", Windows "cannot find the path": name the file
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is None:
+            raise ConfigError(f"cannot create the run folder {path}: {_os_reason(exc)}") from exc
+        raise ConfigError(
+            f"cannot create the run folder {path}: {blocker} is a file, not a folder (give "
+            "another --run-dir or output path)"
+        ) from exc
 
 
 class Checkpoint:
