@@ -926,6 +926,12 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
             raise click.UsageError("--from-clixml reads files: leave out --server/--profile.")
         if via["via"] != "direct":
             raise click.UsageError("--from-clixml reads files: leave out --via.")
+        source = click.get_current_context().get_parameter_source
+        if any(source(name) is not click.core.ParameterSource.DEFAULT
+               for name in ("strategy", "resume", "run_dir")):
+            raise click.UsageError(
+                "--from-clixml reads files: --strategy, --resume and --run-dir are for "
+                "collecting from a server; leave them out.")
         export = frames.load_exports(list(from_clixml))
         run_started = as_of or export.created or started
         report = frames.build_report(export.mailboxes, export.devices, export.errors,
@@ -1011,6 +1017,8 @@ def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
     if output.suffix.lower() != ".xlsx":
         raise OutputError(f"cannot write {output}: the demo writes a workbook; use a name "
                           "ending in .xlsx.")
+    if not output.parent.is_dir():  # say so before collecting, not after
+        raise OutputError(f"cannot write {output}: folder {output.parent} does not exist.")
     options = frames.ReportOptions()
     started = datetime.now(UTC)
     with Sandbox(mailboxes=mailboxes, seed=seed) as sandbox:

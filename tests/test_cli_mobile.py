@@ -326,6 +326,12 @@ def test_a_malformed_file_is_reported_as_such(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--from-clixml", str(EXPORT), "--server", "mail"],
      "Error: --from-clixml reads files: leave out --server/--profile."),
+    (["--from-clixml", str(EXPORT), "--strategy", "per-mailbox"],
+     "Error: --from-clixml reads files: --strategy, --resume and --run-dir are for collecting "
+     "from a server; leave them out."),
+    (["--from-clixml", str(EXPORT), "--resume"],
+     "Error: --from-clixml reads files: --strategy, --resume and --run-dir are for collecting "
+     "from a server; leave them out."),
     (["--from-clixml", str(EXPORT), "--format", "csv", "-o", "a.xlsx"],
      "Error: Invalid value for '-o' / '--output': a.xlsx does not end in .csv"),
     (["--from-clixml", str(EXPORT), "--stale-buckets", "90,30"],

@@ -91,6 +91,15 @@ def test_demo_size_seed_output_and_open(tmp_path: Path,
     assert f"Report written to {output.resolve()}" in result.stdout
 
 
+def test_demo_refuses_a_missing_folder_before_starting(tmp_path: Path) -> None:
+    target = tmp_path / "no-such-folder" / "demo.xlsx"
+    result = CliRunner().invoke(cli, ["demo", "-o", str(target)])
+    assert result.exit_code == 4
+    assert result.stdout == ""  # nothing started, nothing collected
+    assert result.stderr == (f"Error: cannot write {target}: folder {target.parent} does not "
+                             "exist.\n")
+
+
 def test_demo_writes_only_workbooks(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path / "demo.csv")])
     assert result.exit_code == 4
