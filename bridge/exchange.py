@@ -20,7 +20,14 @@ from typing import Protocol, TypeVar
 
 from bridge.checkpoint import Checkpoint
 from bridge.errors import BridgeError, CommandNotFound, ConfigError, RemoteCommandError
-from bridge.remote import Command, CommandResult, ErrorRecord, Session, pipeline_text
+from bridge.remote import (
+    Command,
+    CommandResult,
+    ErrorRecord,
+    Session,
+    is_read_only,
+    pipeline_text,
+)
 
 Row = dict[str, object]
 _T = TypeVar("_T")
@@ -157,12 +164,14 @@ def run_cmdlet(
     """Run one cmdlet for ``psbridge run``; never stop at Exchange's default 1000 items.
 
     When the server warns that it stopped at its default ResultSize and the caller did
-    not choose one, the cmdlet is run again with ``-ResultSize Unlimited``.
+    not choose one, the cmdlet is run again with ``-ResultSize Unlimited`` (a read-only
+    one only: a Set- or Remove- one run again would make its change twice).
     """
     command = Command(name, parameters)
     result = session.run(command)
     chose_size = any(key.lower() == "resultsize" for key in parameters)
-    if not chose_size and any(w.startswith(_RESULT_SIZE_WARNING) for w in result.warnings):
+    warned = any(w.startswith(_RESULT_SIZE_WARNING) for w in result.warnings)
+    if not chose_size and warned and is_read_only(command):
         command = Command(name, {**parameters, "ResultSize": "Unlimited"})
         result = session.run(command)
     return command, result

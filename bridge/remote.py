@@ -225,6 +225,24 @@ def is_cmdlet_name(name: str) -> bool:
     return bool(_CMDLET_NAME.match(name))
 
 
+#: Verbs whose cmdlets only read, so running one twice changes nothing: Exchange's read
+#: cmdlets are Get-* and Test-* (Test- probes; repeating a probe is harmless), plus the
+#: object utilities an endpoint may expose (Select-/Sort-/Measure-/Group-/Format-Object).
+#: Not Search- (Search-Mailbox -DeleteContent deletes mail) nor Export- (Export-
+#: AutoDiscoverConfig writes to Active Directory, others write files on the server).
+_READ_ONLY_VERBS = frozenset({"get", "test", "select", "sort", "measure", "group", "format"})
+
+
+def is_read_only(commands: Command | Sequence[Command]) -> bool:
+    """True when every command of the pipeline only reads (judged by its verb), so it
+    may be run again after a failure that leaves unknown whether it ran."""
+    pipeline = [commands] if isinstance(commands, Command) else commands
+    return all(
+        is_cmdlet_name(c.name) and c.name.split("-", 1)[0].lower() in _READ_ONLY_VERBS
+        for c in pipeline
+    )
+
+
 def parameter_value(text: str) -> object:
     """A command-line parameter value typed as PowerShell would bind it sensibly.
 
@@ -386,6 +404,8 @@ class _Transient(Exception):
         # True when the server answered normally (a throttled command): the connection
         # is fine, and a new one would spend Exchange's runspace budget for nothing
         self.keep_connection = keep_connection
+        # True when the command had reached the server: it may have run, in part or whole
+        self.maybe_ran = False
 
 
 def _fault_text(exc: WSManFaultError) -> str:
@@ -961,7 +981,10 @@ class Session:
         if not pipeline:
             raise ValueError("no command to run")
         return self._with_retries(
-            pipeline_text(pipeline), lambda ps: _add_commands(ps, pipeline), on_output
+            pipeline_text(pipeline),
+            lambda ps: _add_commands(ps, pipeline),
+            on_output,
+            rerun_safe=is_read_only(pipeline),
         )
 
     def run_script(
@@ -974,14 +997,20 @@ class Session:
             for name, value in (parameters or {}).items():
                 ps.add_parameter(name, value)
 
-        return self._with_retries("script", build)
+        # psbridge's own ps_scripts only collect (Get-PsbridgeExoData.ps1): safe to rerun
+        return self._with_retries("script", build, rerun_safe=True)
 
     def _with_retries(
         self,
         label: str,
         build: Callable[[PowerShell], None],
         on_output: Callable[[int], None] | None = None,
+        *,
+        rerun_safe: bool,
     ) -> CommandResult:
+        """Run ``build``'s pipeline, retrying transient failures. A failure after the
+        command reached the server is retried only when ``rerun_safe`` (it only reads):
+        a Set-/Remove-/New- command run again would make its change twice."""
         policy = self.settings.retry
         attempt = 1
         while True:
@@ -997,6 +1026,11 @@ class Session:
                     self._discard(channel)
                 if self._aborted:
                     raise RemoteCommandError(f"{label}: stopped (the run was interrupted)") from exc
+                if exc.maybe_ran and not rerun_safe:
+                    raise RemoteCommandError(
+                        f"{label}: {exc}; the command had been sent, so it may or may not "
+                        "have run: check its effect before running it again"
+                    ) from exc
                 if attempt >= policy.attempts:
                     raise ConnectionFailed(
                         f"{label}: gave up after {_tries(attempt)}: {exc}"
@@ -1037,8 +1071,10 @@ class Session:
         ps = PowerShell(channel.pool)
         build(ps)
         rows: list[Row] = []
+        started = False
         try:
             ps.begin_invoke()
+            started = True
             while ps.state == PSInvocationState.RUNNING:
                 if self._aborted:
                     # stop the command on the server too, then leave the connection
@@ -1053,7 +1089,14 @@ class Session:
                     if on_output is not None:
                         on_output(len(rows))
         except _LIBRARY_ERRORS as exc:
-            _classify(exc, self.settings, first_contact=False)
+            try:
+                _classify(exc, self.settings, first_contact=False)
+            except _Transient as transient:
+                # A fault answering the Command request means the server refused the
+                # command; any other failure from sending it on leaves unknown whether
+                # it ran (a drop or timeout may come after the server started it).
+                transient.maybe_ran = started or not isinstance(exc, WSManFaultError)
+                raise
             raise
         except BridgeError:
             if ps.state == PSInvocationState.RUNNING:

@@ -11,6 +11,9 @@ from click.testing import CliRunner, Result
 from openpyxl import load_workbook
 
 from bridge.cli import cli
+from bridge.sandbox.cmdlets import ExchangeCmdlets
+from bridge.sandbox.contract import CommandCall, PipelineOutcome, SerializedObject, WarningMessage
+from bridge.sandbox.organisation import Organisation
 from bridge.sandbox.server import Sandbox
 
 
@@ -87,6 +90,47 @@ def test_unknown_cmdlet_exit_code(sandbox: Sandbox, tmp_path: Path) -> None:
         "Error: Get-Nothing: the endpoint has no such cmdlet (or your RBAC roles do not grant "
         "it): The term 'Get-Nothing' is not recognized"
     )
+
+
+class _SetThingHost:
+    """Set-Thing: one object and Exchange's default-ResultSize warning; counts its runs."""
+
+    def __init__(self, organisation: Organisation) -> None:
+        self.real = ExchangeCmdlets(organisation)
+        self.runs = 0
+
+    def has_command(self, name: str) -> bool:
+        return name == "Set-Thing" or self.real.has_command(name)
+
+    def invoke(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
+        if commands[0].name != "Set-Thing":
+            return self.real.invoke(commands, user)
+        self.runs += 1
+        warning = WarningMessage("By default, only the first 1000 items are returned.")
+        thing = SerializedObject('<Obj RefId="0"><MS><I32 N="N">1</I32></MS></Obj>')
+        return PipelineOutcome(events=iter([warning, thing]))
+
+
+@pytest.mark.parametrize("drop", [None, 1])
+def test_a_change_is_never_run_twice(drop: int | None, tmp_path: Path) -> None:
+    # neither to lift the default ResultSize nor after a failure once it was sent
+    organisation = Organisation(mailboxes=2, seed=2)
+    host = _SetThingHost(organisation)
+    with Sandbox(organisation=organisation, host=host, drop_after_objects=drop) as sb:
+        out = tmp_path / "x.csv"
+        result = invoke(sb, ["run", "Set-Thing", "-o", str(out), *connect_args(sb)])
+        assert sb.internal_errors == []
+    assert host.runs == 1
+    if drop is None:
+        assert result.exit_code == 0, result.output
+        assert result.output.endswith(f"Set-Thing: 1 row(s) -> {out}\n")
+        return
+    assert result.exit_code == 7, result.output
+    assert result.output == (
+        f"Error: Set-Thing: the connection to {sb.url} dropped; the command had been sent, "
+        "so it may or may not have run: check its effect before running it again\n"
+    )
+    assert not out.exists()
 
 
 def test_server_errors_make_a_partial_result(sandbox: Sandbox, tmp_path: Path) -> None:

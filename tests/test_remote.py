@@ -26,6 +26,7 @@ from bridge.remote import (
     ConnectionSettings,
     RetryPolicy,
     Session,
+    is_read_only,
     parameter_value,
     parse_parameter,
     pipeline_text,
@@ -419,6 +420,81 @@ def test_a_failed_signal_after_a_finished_command_does_not_run_it_again() -> Non
             assert session.stats.reconnects == 1  # the connection is suspect after it
         assert sb.open_shells() == 0
         assert sb.internal_errors == []
+
+
+class _ChangingHost:
+    """Set-Thing / Get-Thing: two objects each; counts how often each cmdlet ran."""
+
+    def __init__(self, organisation: Organisation) -> None:
+        self.real = ExchangeCmdlets(organisation)
+        self.runs: dict[str, int] = {"Set-Thing": 0, "Get-Thing": 0}
+
+    def has_command(self, name: str) -> bool:
+        return name in self.runs or self.real.has_command(name)
+
+    def invoke(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
+        name = commands[0].name
+        if name not in self.runs:
+            return self.real.invoke(commands, user)
+        self.runs[name] += 1
+        thing = '<Obj RefId="0"><MS><I32 N="N">{}</I32></MS></Obj>'
+        return PipelineOutcome(events=iter([SerializedObject(thing.format(n)) for n in (1, 2)]))
+
+
+def test_a_change_that_broke_after_it_was_sent_is_not_run_again() -> None:
+    # the connection drops after every 3rd object, i.e. after the first object of the
+    # 2nd and 4th commands: a read-only Get- is run again whole, but a Set- is not (it
+    # would make its change twice): one error saying to check first
+    organisation = Organisation(mailboxes=2, seed=2)
+    host = _ChangingHost(organisation)
+    with Sandbox(organisation=organisation, host=host, drop_after_objects=3) as sb:
+        settings = settings_for(sb)
+        with Session(settings, sb.password) as session:
+            for _ in range(2):
+                assert session.run(Command("Get-Thing")).rows == [{"N": 1}, {"N": 2}]
+            assert host.runs["Get-Thing"] == 3
+            with pytest.raises(RemoteCommandError) as caught:
+                session.run(Command("Set-Thing", {"Identity": "a b"}))
+            assert host.runs["Set-Thing"] == 1
+        assert sb.internal_errors == []
+    assert caught.value.exit_code == 7
+    assert str(caught.value) == (
+        f"Set-Thing -Identity 'a b': the connection to {settings.url} dropped; the command "
+        "had been sent, so it may or may not have run: check its effect before running it again"
+    )
+
+
+def test_a_change_the_server_refused_unrun_is_retried() -> None:
+    # over twice the cmdlet budget the server refuses the command before running it:
+    # safe to send again, even for a Set-
+    organisation = Organisation(mailboxes=2, seed=2)
+    host = _ChangingHost(organisation)
+    with Sandbox(organisation=organisation, host=host, cmdlet_budget=1, budget_window=0.3) as sb:
+        with Session(settings_for(sb), sb.password) as session:
+            for _ in range(3):
+                assert len(session.run(Command("Set-Thing")).rows) == 2
+            assert session.stats.retries >= 1
+        assert sb.internal_errors == []
+    assert host.runs["Set-Thing"] == 3
+
+
+@pytest.mark.parametrize(
+    ("names", "read_only"),
+    [
+        (["Get-Mailbox"], True),
+        (["get-mailbox", "Select-Object"], True),
+        (["Test-MAPIConnectivity"], True),
+        (["Get-Mailbox", "Set-Mailbox"], False),
+        (["Remove-MobileDevice"], False),
+        (["Search-Mailbox"], False),  # -DeleteContent deletes
+        (["Export-AutoDiscoverConfig"], False),  # writes to Active Directory
+        (["Getter"], False),
+    ],
+)
+def test_only_pipelines_of_read_only_verbs_may_be_run_again(
+    names: list[str], read_only: bool
+) -> None:
+    assert is_read_only([Command(name) for name in names]) is read_only
 
 
 class _UnreadableOutputHost:
