@@ -408,6 +408,10 @@ class _Transient(Exception):
         self.maybe_ran = False
 
 
+class _Stopped(_Transient):
+    """The server ended the pipeline Stopped: retried, and a command error at the end."""
+
+
 def _fault_text(exc: WSManFaultError) -> str:
     text = exc.reason or exc.provider_fault or str(exc)
     return " ".join(str(text).split())
@@ -1032,6 +1036,10 @@ class Session:
                         "have run: check its effect before running it again"
                     ) from exc
                 if attempt >= policy.attempts:
+                    if isinstance(exc, _Stopped):  # the server failed the command: exit 7
+                        raise RemoteCommandError(
+                            f"{label}: gave up after {_tries(attempt)}: {exc}"
+                        ) from exc
                     raise ConnectionFailed(
                         f"{label}: gave up after {_tries(attempt)}: {exc}"
                     ) from exc
@@ -1113,6 +1121,15 @@ class Session:
         if ps.state == PSInvocationState.FAILED:
             terminating = errors.pop() if errors else ErrorRecord("", "NotSpecified", "", "")
             _raise_terminating(label, terminating, self.settings)
+        if ps.state == PSInvocationState.STOPPED:
+            # Stopped on the server (an admin, IIS recycling, Exchange throttling): the
+            # rows are partial. A transient failure: a read-only command starts over, its
+            # partial rows dropped here (callers see rows only from a finished try).
+            record = errors.pop() if errors else None
+            why = record.message if record is not None and record.message else "no reason given"
+            stopped = _Stopped(f"the server stopped the command ({why})", keep_connection=True)
+            stopped.maybe_ran = True
+            raise stopped
         return CommandResult(rows=rows, errors=errors, warnings=warning_texts)
 
     def _release_pipeline(self, channel: _Channel, ps: PowerShell) -> None:

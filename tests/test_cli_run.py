@@ -133,6 +133,20 @@ def test_a_change_is_never_run_twice(drop: int | None, tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_a_command_the_server_keeps_stopping_is_one_error(tmp_path: Path) -> None:
+    with Sandbox(mailboxes=3, seed=2, stop_after_objects=2) as sb:
+        out = tmp_path / "x.csv"
+        result = invoke(sb, ["run", "Get-Mailbox", "-o", str(out), "--retries", "1",
+                             *connect_args(sb)])  # fmt: skip
+        assert sb.internal_errors == []
+    assert result.exit_code == 7, result.output
+    assert result.output.endswith(
+        "Error: Get-Mailbox: gave up after 2 tries: the server stopped the command (The "
+        "pipeline has been stopped.)\n"
+    )
+    assert not out.exists()
+
+
 def test_server_errors_make_a_partial_result(sandbox: Sandbox, tmp_path: Path) -> None:
     out = tmp_path / "x.json"
     result = invoke(

@@ -165,6 +165,27 @@ def test_interrupted_run_resumes_without_requery_or_duplicates(
     assert resumed.devices == straight.devices
 
 
+def test_pipelines_the_server_stopped_are_saved_and_counted_once(tmp_path: Path) -> None:
+    # the server stops two pipelines midway: each is run again whole, and neither the
+    # checkpoint nor the progress count sees the rows of a stopped try
+    with Sandbox(mailboxes=25, seed=7, stop_after_objects=5, pipeline_stops=2) as sb:
+        progress = _Recorder()
+        store = Checkpoint.open(tmp_path, KEY, resume=False)
+        with Session(settings_for(sb), sb.password) as session:
+            result = collect(session, "bulk", checkpoint=store, progress=progress)
+            assert session.stats.retries == 2
+        store.close()
+        assert sb.internal_errors == []
+    mailbox_ids, device_ids = truth(sb, ("UserMailbox",))
+    assert [m["Identity"] for m in result.mailboxes] == mailbox_ids
+    assert [d["Identity"] for d in result.devices] == device_ids
+    assert result.errors == []
+    assert progress.total == len(result.mailboxes) + len(sb.organisation.devices)
+    saved = Checkpoint.open(tmp_path, KEY, resume=True)
+    assert saved.rows("mailboxes")[""] == result.mailboxes
+    assert sum(len(rows) for rows in saved.rows("devices").values()) == len(sb.organisation.devices)
+
+
 def test_bulk_resume_skips_finished_commands(sandbox: Sandbox, tmp_path: Path) -> None:
     with Session(settings_for(sandbox), sandbox.password) as session:
         first = collect(session, "bulk", checkpoint=Checkpoint.open(tmp_path, KEY, resume=False))

@@ -478,6 +478,44 @@ def test_a_change_the_server_refused_unrun_is_retried() -> None:
     assert host.runs["Set-Thing"] == 3
 
 
+def test_a_pipeline_the_server_stopped_is_run_again_whole_not_returned_partial() -> None:
+    # the server stops the first pipeline after 4 of its 10 objects (an admin, an IIS
+    # recycle, throttling): its 4 rows are dropped and the command runs again whole
+    seen: list[int] = []
+    with Sandbox(mailboxes=10, seed=2, stop_after_objects=4, pipeline_stops=1) as sb:
+        with Session(settings_for(sb), sb.password) as session:
+            result = session.run(Command("Get-Mailbox"), on_output=seen.append)
+            assert session.stats.retries == 1
+            assert session.stats.reconnects == 0  # the server answered: the connection is fine
+        assert sb.open_shells() == 0
+        assert sb.internal_errors == []
+    assert result.rows == as_on_the_wire(sb.organisation.mailboxes)
+    assert result.errors == []
+    assert 4 in seen and seen[-1] == 10  # the count starts over with the new try
+
+
+def test_a_pipeline_stopped_on_every_try_is_one_error() -> None:
+    organisation = Organisation(mailboxes=2, seed=2)
+    host = _ChangingHost(organisation)
+    with Sandbox(organisation=organisation, host=host, stop_after_objects=1) as sb:
+        with Session(settings_for(sb), sb.password) as session:
+            with pytest.raises(RemoteCommandError) as read:
+                session.run(Command("Get-Thing"))
+            with pytest.raises(RemoteCommandError) as change:
+                session.run(Command("Set-Thing"))
+        assert sb.internal_errors == []
+    assert (host.runs["Get-Thing"], host.runs["Set-Thing"]) == (4, 1)
+    assert str(read.value) == (
+        "Get-Thing: gave up after 4 tries: the server stopped the command (The pipeline has "
+        "been stopped.)"
+    )
+    assert str(change.value) == (
+        "Set-Thing: the server stopped the command (The pipeline has been stopped.); the "
+        "command had been sent, so it may or may not have run: check its effect before "
+        "running it again"
+    )
+
+
 @pytest.mark.parametrize(
     ("names", "read_only"),
     [

@@ -601,6 +601,18 @@ def test_a_receive_that_keeps_stalling_trips_the_client_read_timeout(tiny: TinyH
         assert sandbox.internal_errors == []
 
 
+def test_a_pipeline_stopped_by_the_server_ends_stopped_after_n_objects(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, stop_after_objects=2, pipeline_stops=1) as sandbox:
+        with pool(sandbox) as runspace:
+            stopped = get_thing(runspace, Count=5)
+            again = get_thing(runspace, Count=5)  # only one pipeline is stopped
+        assert sandbox.internal_errors == []
+    assert stopped.state == PSInvocationState.STOPPED
+    assert [item.adapted_properties["Index"] for item in stopped.output] == [0, 1]
+    assert [str(error) for error in stopped.streams.error] == ["The pipeline has been stopped."]
+    assert again.state == PSInvocationState.COMPLETED and len(again.output) == 5
+
+
 def test_unknown_knob_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="unknown sandbox knob"):
         Sandbox(host=TinyHost(), latency=1)

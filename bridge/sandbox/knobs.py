@@ -42,6 +42,12 @@ class Knobs:
     # 1 is a blip that pypsrp's own resend (5 times, on a new connection) gets over.
     receive_stall: float = 0.0
     receive_stalls: int | None = None
+    # End a pipeline Stopped from the server side (an admin's Stop, an IIS recycle,
+    # Exchange throttling) once it has sent this many output objects; ``pipeline_stops``
+    # limits how many pipelines are stopped (None: all). The client gets the Stopped
+    # state with PipelineStoppedException "The pipeline has been stopped.".
+    stop_after_objects: int | None = None
+    pipeline_stops: int | None = None
 
     @classmethod
     def names(cls) -> list[str]:

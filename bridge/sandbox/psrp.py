@@ -422,6 +422,14 @@ class ShellSession:
             self.pool.pipeline_table.pop(pipeline_id, None)
             self.route()
 
+    def stop_from_server(self, run: PipelineRun) -> None:
+        """The server ends a running pipeline Stopped (psrpcore sends the Stopped state
+        with its PipelineStoppedException); kept until the client's terminate Signal."""
+        run.pipeline.stop()
+        run.finished = True
+        run.events = None
+        self.route()
+
     def complete(self, run: PipelineRun) -> None:
         run.pipeline.complete()
         run.finished = True

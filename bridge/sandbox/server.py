@@ -211,6 +211,7 @@ class Sandbox:
         self._objects_since_drop = 0
         self._drop_pending = False
         self._stalls_done = 0
+        self._stops_done = 0
         self._connections: set[socket.socket] = set()
         self._cmdlet_times: dict[str, deque[float]] = {}
 
@@ -814,6 +815,9 @@ class Sandbox:
                     return
                 if not shell.write_event(run, event):
                     continue
+                if self._stop_now(run):
+                    shell.stop_from_server(run)
+                    return
                 if self.knobs.latency_per_object:
                     run.ready_at = time.monotonic() + self.knobs.latency_per_object
             with self._lock:
@@ -825,6 +829,19 @@ class Sandbox:
                         self._objects_since_drop = 0
                         self._drop_pending = True
                         return
+
+    def _stop_now(self, run: PipelineRun) -> bool:
+        """Whether the stop_after_objects knob stops ``run`` now (it just sent an object)."""
+        limit = self.knobs.stop_after_objects
+        if not limit or run.objects_written < limit:
+            return False
+        with self._lock:
+            stops = self.knobs.pipeline_stops
+            if stops is not None and self._stops_done >= stops:
+                return False
+            self._stops_done += 1
+            self.objects_sent += 1  # the object just written, which _pump counts otherwise
+            return True
 
     def _host_failed(self, shell: ShellSession, run: PipelineRun) -> None:
         self.record_internal_error("cmdlet host", traceback.format_exc())
