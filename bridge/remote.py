@@ -975,6 +975,11 @@ class Session:
     ) -> CommandResult:
         """Run one pipeline; retry transient failures on a fresh connection.
 
+        Once the command reached the server, only a pipeline of read-only verbs (see
+        :func:`is_read_only`) is run again; any other then raises RemoteCommandError
+        saying it may or may not have run. A pipeline the server ends Stopped is such a
+        failure: its partial rows are never returned.
+
         ``on_output(n)`` is told how many objects this try has received so far, as they
         arrive (it starts again from 0 when a retry starts over), for progress display.
         Raises :class:`CommandNotFound` for a cmdlet the endpoint lacks (or RBAC hides),
