@@ -267,21 +267,34 @@ def diff_command(run_a: int, run_b: int, output: Path | None, history_path: Path
 # pypsrp and friends are imported lazily so `psbridge --help` stays quick.
 
 _AUTH_CHOICES = ("negotiate", "kerberos", "ntlm", "basic", "credssp", "certificate")
-_CONNECTION_KEYS = (
-    "server", "port", "https", "path", "configuration", "auth", "user", "ca_bundle",
-    "no_verify", "concurrency", "retries", "profile", "quiet",
-)  # fmt: skip
+def _option_group(
+    argument: str, options: Sequence[Callable[[Any], Any]]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator adding ``options``; the command receives their values as one dict,
+    the keyword ``argument``, so options that belong together travel together."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        names: list[str] = []
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs[argument] = {name: kwargs.pop(name) for name in names}
+            return command(*args, **kwargs)
+
+        before = len(getattr(wrapper, "__click_params__", ()))
+        decorated: Any = wrapper
+        for option in reversed(options):
+            decorated = option(decorated)
+        # click collects each option's parameter on the function: the group's are the new ones
+        names.extend(str(param.name) for param in decorated.__click_params__[before:])
+        result: Callable[..., Any] = decorated
+        return result
+
+    return decorate
 
 
-def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the connection options; the command receives them as ``connection: dict``."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs["connection"] = {key: kwargs.pop(key) for key in _CONNECTION_KEYS}
-        return command(*args, **kwargs)
-
-    options = [
+# The connection options of every remote command; the command receives ``connection: dict``.
+connection_options = _option_group("connection", [
         click.option("--server", metavar="HOST", help="Exchange server (or load balancer) name."),
         click.option("--port", type=click.IntRange(1, 65535),
                      help="Port (default 80, or 443 with --https)."),
@@ -311,10 +324,7 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "~/.config/psbridge/config.toml, %APPDATA%\\psbridge\\config.toml)."),
         click.option("-q", "--quiet", is_flag=True, default=False,
                      help="No progress bar (for scheduled runs)."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+])  # fmt: skip
 
 
 def settings_from_options(connection: dict[str, Any]) -> Any:
@@ -464,15 +474,8 @@ def progress_for(quiet: bool) -> Any:
     return bar
 
 
-def collection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --strategy/--resume/--run-dir; the command receives ``collection: dict``."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs["collection"] = {k: kwargs.pop(k) for k in ("strategy", "resume", "run_dir")}
-        return command(*args, **kwargs)
-
-    options = [
+# --strategy/--resume/--run-dir; the command receives ``collection: dict``.
+collection_options = _option_group("collection", [
         click.option("--strategy", type=click.Choice(("bulk", "per-mailbox")), default="bulk",
                      show_default=True,
                      help="bulk: one Get-MobileDevice | Get-MobileDeviceStatistics pipeline; "
@@ -481,10 +484,7 @@ def collection_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Continue an interrupted run from its run folder."),
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
                      help="Where progress is saved (default: OUTPUT.psbridge-run)."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+])  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -608,18 +608,10 @@ def run_command(cmdlet: str, parameters: tuple[str, ...], output: Path,
 # Windows admin to run.
 
 _VIA_CHOICES = ("direct", "jumphost", "pwsh")
-_VIA_KEYS = ("via", "tenant", "app_id", "certificate_thumbprint", "certificate_file")
+_APP_KEYS = ("tenant", "app_id", "certificate_thumbprint", "certificate_file")
 
-
-def via_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --via and the Exchange Online app options; the command receives ``via: dict``."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs["via"] = {key: kwargs.pop(key) for key in _VIA_KEYS}
-        return command(*args, **kwargs)
-
-    options = [
+# --via and the Exchange Online app options; the command receives ``via: dict``.
+via_options = _option_group("via", [
         click.option("--via", type=click.Choice(_VIA_CHOICES), default="direct",
                      show_default=True,
                      help="direct: the Exchange endpoint (/PowerShell); jumphost: a Windows "
@@ -638,10 +630,7 @@ def via_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="The app's certificate as a .pfx file (a path where the script runs); "
                           "its password from PSBRIDGE_CERTIFICATE_PASSWORD, never the command "
                           "line (--via pwsh)."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
+])  # fmt: skip
 
 
 def _jumphost_connection(connection: dict[str, Any]) -> dict[str, Any]:
@@ -677,7 +666,7 @@ def collecting_via(
 
     from bridge import scripts
 
-    app_values = [via[key] for key in _VIA_KEYS[1:]]
+    app_values = [via[key] for key in _APP_KEYS]
     if via["via"] == "direct":
         if any(value is not None for value in app_values):
             raise click.UsageError("--tenant/--app-id/--certificate-* go with --via jumphost "
