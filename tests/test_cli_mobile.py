@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bridge.cli import cli
-from bridge.frames import OUTLOOK_MOBILE_MODEL
 from bridge.history import History
 from bridge.sandbox import Sandbox
 from bridge.sandbox.export import export_organisation
 from bridge.sandbox.organisation import Organisation
+from tests.ground_truth import classic_users, figure_lines, outlook_devices
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 EXPORT = SAMPLES / "exchange-export"
@@ -30,32 +30,9 @@ CORPUS_MAILBOX_SERVER = (
       "Exchange__GetMailboxServer.xml")
 
 ORG = Organisation(mailboxes=25, seed=1)  # what samples/exchange-export was made from
-USERS = [m for m in ORG.mailbox_entries if m.kind == "user"]
-OUTLOOK_DEVICES = [d for m in USERS for d in m.devices if d.model == OUTLOOK_MOBILE_MODEL]
-DEVICES = len(OUTLOOK_DEVICES)
-
-
-def _figures_text() -> str:
-    """The key figures the report must print for the sample's organisation (ground truth)."""
-    org, users, devices = ORG, USERS, OUTLOOK_DEVICES
-    owners = {d.mailbox.identity for d in devices}
-    stale = sum(d.last_success is not None
-                and (org.reference_time - d.last_success).total_seconds() // 86_400 > 30
-                for d in devices)
-    native = sum(d.client_type == "Outlook" for d in devices) / len(devices)
-    return "".join(f"{line}\n" for line in [
-        f"  Mailboxes checked       {len(users):>8,}",
-        f"  Users with devices      {len(owners):>8,}",
-        f"  Users without devices   {len(users) - len(owners):>8,}",
-        f"  Devices                 {len(devices):>8,}",
-        f"  On Outlook native sync  {native:>8.1%}",
-        f"  Still on REST (legacy)  {sum(d.client_type == 'REST' for d in devices):>8,}",
-        f"  Stale (over 30 days)    {stale:>8,}",
-        f"  Never synced            {sum(d.last_success is None for d in devices):>8,}",
-    ])
-
-
-FIGURES = _figures_text()
+USERS = classic_users(ORG)
+DEVICES = len(outlook_devices(ORG))
+FIGURES = "".join(f"{line}\n" for line in figure_lines(ORG))
 
 
 def _mobile(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from bridge.cli import cli
 from bridge.frames import OUTLOOK_MOBILE_MODEL
 from bridge.sandbox.organisation import Organisation
+from tests.ground_truth import classic_users, figure_lines, outlook_devices
 
 
 def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
@@ -22,13 +23,7 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
     assert result.exit_code == 0, result.output
     output = tmp_path / "psbridge-demo.xlsx"
     org = Organisation(mailboxes=200, seed=1)
-    users = [m for m in org.mailbox_entries if m.kind == "user"]
-    devices = [d for m in users for d in m.devices if d.model == OUTLOOK_MOBILE_MODEL]
-    owners = {d.mailbox.identity for d in devices}
-    native = sum(d.client_type == "Outlook" for d in devices) / len(devices)
-    stale = sum(d.last_success is not None
-                and (org.reference_time - d.last_success).total_seconds() // 86_400 > 30
-                for d in devices)
+    users, devices = classic_users(org), outlook_devices(org)
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"Sandbox: 200 mailboxes \(seed 1\) at http://127\.0\.0\.1:\d+/PowerShell"
                         r"; connecting over WSMan/PSRP with NTLM \.\.\.", lines[0])
@@ -36,14 +31,7 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
                         r"\d+\.\d s \(3 commands, bulk strategy\)\.", lines[1])
     assert lines[2:] == [
         f"Report written to {output.resolve()}",
-        f"  Mailboxes checked       {len(users):>8,}",
-        f"  Users with devices      {len(owners):>8,}",
-        f"  Users without devices   {len(users) - len(owners):>8,}",
-        f"  Devices                 {len(devices):>8,}",
-        f"  On Outlook native sync  {native:>8.1%}",
-        f"  Still on REST (legacy)  {sum(d.client_type == 'REST' for d in devices):>8,}",
-        f"  Stale (over 30 days)    {stale:>8,}",
-        f"  Never synced            {sum(d.last_success is None for d in devices):>8,}",
+        *figure_lines(org),
     ]
     book = openpyxl.load_workbook(output)
     assert book.sheetnames == ["Summary", "Devices", "Users without devices", "Run",
