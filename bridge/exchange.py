@@ -19,15 +19,15 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from bridge.checkpoint import Checkpoint
-from bridge.errors import BridgeError, CommandNotFound, ConfigError, RemoteCommandError
-from bridge.remote import (
+from bridge.commands import (
     Command,
     CommandResult,
     ErrorRecord,
-    Session,
     is_read_only,
     pipeline_text,
 )
+from bridge.errors import BridgeError, CommandNotFound, ConfigError, RemoteCommandError
+from bridge.source import Source
 
 Row = dict[str, object]
 _T = TypeVar("_T")
@@ -88,7 +88,7 @@ def organization_command() -> Command:
     return Command("Get-OrganizationConfig", {})
 
 
-def organization_name(session: Session) -> tuple[str | None, str | None]:
+def organization_name(session: Source) -> tuple[str | None, str | None]:
     """The organisation's name from ``Get-OrganizationConfig``, or (None, why not).
 
     On-prem the Name is the organisation ("Contoso"); in Exchange Online the tenant's
@@ -159,7 +159,7 @@ _RESULT_SIZE_WARNING = "By default, only the first"
 
 
 def run_cmdlet(
-    session: Session, name: str, parameters: dict[str, object]
+    session: Source, name: str, parameters: dict[str, object]
 ) -> tuple[Command, CommandResult]:
     """Run one cmdlet for ``psbridge run``; never stop at Exchange's default 1000 items.
 
@@ -202,7 +202,7 @@ class _NoProgress:
 
 
 def collect(
-    session: Session,
+    session: Source,
     strategy: str = "bulk",
     recipient_types: Sequence[str] = DEFAULT_RECIPIENT_TYPES,
     device_filter: str | None = None,
@@ -256,13 +256,13 @@ def collect(
         # the OPATH filter the server applied (per-mailbox cannot: the report filters)
         "device_filter": device_filter if strategy == "bulk" else None,
         "device_filter_requested": device_filter,
-        "server": session.settings.url,
-        "configuration": session.settings.configuration,
+        "server": session.endpoint,
+        "configuration": session.configuration,
         # Get-OrganizationConfig's Name; None: it could not be read (organization_note
         # says why) and the report names the organisation by its mailboxes' domain
         "organization": organization,
         "organization_note": organization_note,
-        "user": session.settings.username,
+        "user": session.user,
         "concurrency": workers,
         "started": started,
         "finished": datetime.now(UTC),
@@ -280,7 +280,7 @@ def collect(
 
 
 def _run_unit(
-    session: Session,
+    session: Source,
     phase: str,
     commands: Command | list[Command],
     checkpoint: Checkpoint | None,
@@ -300,7 +300,7 @@ def _run_unit(
 
 
 def _bulk(
-    session: Session,
+    session: Source,
     recipient_types: Sequence[str],
     device_filter: str | None,
     checkpoint: Checkpoint | None,
@@ -373,7 +373,7 @@ def _bulk(
 
 
 def _per_mailbox(
-    session: Session,
+    session: Source,
     recipient_types: Sequence[str],
     checkpoint: Checkpoint | None,
     bar: Progress,
