@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     REMOTE = 7  # the server refused or failed a command (unknown cmdlet, RBAC, terminating error)
     CONFIG = 8  # missing or invalid config file, bad profile or settings
     PARTIAL = 9  # the run finished but some mailboxes or commands failed (see Errors sheet)
+    SIGN_IN_REFUSED = 10  # Entra ID refused the sign-in (AADSTS: consent, role, Conditional Access)
     INTERRUPTED = 130  # Ctrl+C; what was collected is kept
     PIPE_CLOSED = 141  # the reader of stdout went away (`| head`), as a shell's SIGPIPE code
 
@@ -86,6 +87,19 @@ class AuthenticationFailed(BridgeError):
     """The server refused the credentials."""
 
     exit_code = ExitCode.AUTHENTICATION
+
+
+class SignInRefused(AuthenticationFailed):
+    """Entra ID refused to sign in (an AADSTS code): consent, a role or Conditional Access.
+
+    Its own exit code, because the fix lies with a tenant administrator, not in a retry.
+    """
+
+    exit_code = ExitCode.SIGN_IN_REFUSED
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code  # "AADSTS65001", or "" when Entra named none
 
 
 class RemoteCommandError(BridgeError):

@@ -17,6 +17,8 @@ OWNERS = {
     "lxml": {"clixml.py"},
     "pypsrp": {"remote.py"},
     "psrpcore": {"sandbox/psrp.py"},
+    "msal": {"exo/signin.py"},
+    "msal_extensions": {"exo/signin.py"},
 }
 
 #: modules of bridge that must not import these (lower layers never reach up)
