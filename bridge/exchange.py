@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -592,22 +593,40 @@ def _one_cmdlet_per_request(
                              _record_rows(outcome.errors, mailbox=identity, command=label)))
         return answered
 
-    groups = [todo[at:at + STATISTICS_PER_REQUEST]
-              for at in range(0, len(todo), STATISTICS_PER_REQUEST)]
+    groups = iter([todo[at:at + STATISTICS_PER_REQUEST]
+                   for at in range(0, len(todo), STATISTICS_PER_REQUEST)])
+
+    def keep(future: cf.Future[list[tuple[str, list[Row], list[Row]]]]) -> None:
+        for identity, rows, errors in future.result():
+            if checkpoint is not None:
+                checkpoint.save(PHASE_MAILBOX_DEVICES, identity, rows, errors)
+            found[identity] = rows
+            new_errors.extend(errors)
+            bar.advance()
+
+    # At most ``workers`` requests in flight, the next one sent only when one is answered:
+    # after a failure nothing new starts, and what was in flight is still kept (saved for
+    # --resume) before the error ends the run.
     pool = cf.ThreadPoolExecutor(max_workers=workers)
+    failure: BridgeError | None = None
     try:
-        for future in _completed([pool.submit(query, group) for group in groups]):
-            for identity, rows, errors in future.result():
-                if checkpoint is not None:
-                    checkpoint.save(PHASE_MAILBOX_DEVICES, identity, rows, errors)
-                found[identity] = rows
-                new_errors.extend(errors)
-                bar.advance()
+        running = {pool.submit(query, group) for group in itertools.islice(groups, workers)}
+        while running:
+            answered = next(_completed(running))
+            running.discard(answered)
+            try:
+                keep(answered)
+            except BridgeError as exc:
+                failure = failure or exc
+            if failure is None:
+                running.update(pool.submit(query, group) for group in itertools.islice(groups, 1))
     except BaseException:
         session.abort()
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+    if failure is not None:
+        raise failure
     bar.finish()
     if checkpoint is not None:
         found = {**checkpoint.rows(PHASE_MAILBOX_DEVICES), **found}

@@ -113,7 +113,14 @@ def _json(text: str) -> object:
 
 
 def _short(text: str) -> str:
+    """A body for a message: one line, at most 150 characters; an HTML page says nothing."""
+    if text.lstrip().startswith("<"):
+        return ""
     return " ".join(text.split())[:150]
+
+
+def _tries(count: int) -> str:
+    return f"{count} {'try' if count == 1 else 'tries'}"
 
 
 class ExoSource:
@@ -321,7 +328,7 @@ class ExoSource:
                         "run; check before running it again") from None
                 if attempt >= self.retries:
                     raise ConnectionFailed(f"cannot reach {self._origin.hostname}: {reason} "
-                                           f"(gave up after {attempt + 1} tries)") from None
+                                           f"(gave up after {_tries(attempt + 1)})") from None
                 self._count(retries=1)
                 self._wait(self._backoff(attempt), label)
                 attempt += 1
@@ -343,9 +350,9 @@ class ExoSource:
             if why is None:
                 return response, text
             if attempt >= self.retries:
-                raise RemoteCommandError(
-                    f"{label}: gave up after {attempt + 1} tries: {why}: {_short(text)}".rstrip(
-                        ": "))
+                detail = _short(text)
+                raise RemoteCommandError(f"{label}: gave up after {_tries(attempt + 1)}: {why}"
+                                         + (f": {detail}" if detail else ""))
             delay = (self._retry_after(response, attempt) if response.status_code == 429
                      else self._backoff(attempt))
             log.info("%s: %s, trying again in %.1f s", label, why, delay)
@@ -444,8 +451,8 @@ class ExoSource:
             if again and attempt >= self.retries:
                 for index in again:
                     outcomes[index] = RemoteCommandError(
-                        f"{pipeline_text(commands[index])}: gave up after {attempt + 1} tries "
-                        "(throttled or busy)")
+                        f"{pipeline_text(commands[index])}: gave up after "
+                        f"{_tries(attempt + 1)} (throttled or busy)")
                 return
             if again:
                 self._count(retries=len(again))
