@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bridge.errors import ConfigError
+from bridge.exo.settings import EXO_PROFILE_KEYS
 from bridge.remote import ConnectionSettings, RetryPolicy
 
 PASSWORD_VARIABLE = "PSBRIDGE_PASSWORD"
@@ -52,6 +53,8 @@ PROFILE_KEYS: dict[str, tuple[type, ...]] = {
     "kerberos_service": (str,),
     "certificate_pem": (str,),
     "certificate_key_pem": (str,),
+    # Exchange Online's REST endpoint (bridge.exo.settings): tenant, app_id, certificate...
+    **EXO_PROFILE_KEYS,
 }
 
 
@@ -117,6 +120,8 @@ def build_settings(
     """
     merged: dict[str, object] = dict(profile or {})
     merged.update({key: value for key, value in options.items() if value is not None})
+    for key in EXO_PROFILE_KEYS:  # an Exchange Online profile's keys: not for WSMan
+        merged.pop(key, None)
     unknown = set(merged) - set(PROFILE_KEYS)
     if unknown:
         raise ConfigError(f"unknown connection setting(s): {', '.join(sorted(unknown))}")
