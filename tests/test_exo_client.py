@@ -148,3 +148,16 @@ def test_the_token_never_reaches_the_log(tmp_path: Path, caplog: pytest.LogCaptu
     for token in tokens.issued:
         assert token not in caplog.text
         assert token not in repr(tokens) and token not in repr(source)
+
+
+def test_an_app_only_token_refused_as_expired_is_replaced(tmp_path: Path) -> None:
+    from bridge.exo import Tokens
+    from tests.exo_support import APP_ID, make_certificate, sign_in_for
+
+    path, public = make_certificate(tmp_path)
+    with exo_sandbox(fault_at={2: "expired"}) as exo:
+        exo.entra.register_app(APP_ID, certificate_pem=public, roles=["Global Reader"])
+        tokens = Tokens(sign_in_for(exo, tmp_path, app_id=APP_ID, certificate=path))
+        source = source_for(exo, tokens, page_size=10)
+        assert len(source.run(ALL_MAILBOXES).rows) == 30
+        assert exo.entra.requests["oauth2/v2.0/token"] == 2
