@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar
 
 from bridge.checkpoint import Checkpoint
 from bridge.commands import (
@@ -43,8 +42,6 @@ PHASE_MAILBOXES = "mailboxes"
 PHASE_DEVICES = "devices"  # bulk: the one pipeline
 PHASE_MAILBOX_DEVICES = "mailbox-devices"  # per-mailbox: one unit per mailbox
 PHASE_PARTNERSHIPS = "partnerships"  # one cmdlet per request: Get-MobileDevice
-#: one cmdlet per request: statistics of this many mailboxes per request (a $batch's limit)
-STATISTICS_PER_REQUEST = 10
 
 
 class Progress(Protocol):
@@ -241,7 +238,11 @@ def collect(
         else:
             organization, organization_note = organization_name(session)
         if strategy == "bulk" and not session.pipelines:
-            mailboxes, devices, errors = _one_cmdlet_per_request(
+            # one cmdlet per request (Exchange Online's REST endpoint): bridge.batches,
+            # imported here because it builds on this module's helpers
+            from bridge.batches import collect_without_pipelines
+
+            mailboxes, devices, errors = collect_without_pipelines(
                 session, recipient_types, device_filter, checkpoint, bar, workers, warnings
             )
         elif strategy == "bulk":
@@ -448,193 +449,3 @@ def _per_mailbox(
     devices = [row for identity in dict.fromkeys(identities) for row in found.get(identity, [])]
     return mailboxes, devices, errors
 
-
-# -- one cmdlet per request (Exchange Online's REST endpoint) --------------------------------
-
-
-@runtime_checkable
-class BatchSource(Protocol):
-    """A source that sends several cmdlets in one request (Exchange Online's ``$batch``)."""
-
-    def run_batch(self, commands: Sequence[Command]) -> list[CommandResult | RemoteCommandError]:
-        ...
-
-
-def run_many(session: Source, commands: Sequence[Command]
-             ) -> list[CommandResult | RemoteCommandError]:
-    """Each command's result or its terminating error: in one batch where the source
-    can, else one by one (WSMan). A missing cmdlet still stops the run."""
-    if isinstance(session, BatchSource):
-        return session.run_batch(commands)
-    outcomes: list[CommandResult | RemoteCommandError] = []
-    for command in commands:
-        try:
-            outcomes.append(session.run(command))
-        except CommandNotFound:
-            raise
-        except RemoteCommandError as exc:
-            outcomes.append(exc)
-    return outcomes
-
-
-def statistics_identity(mailbox: Row) -> str:
-    """What ``Get-MobileDeviceStatistics -Mailbox`` names a mailbox by in Exchange Online:
-    its ExternalDirectoryObjectId (unique, never ambiguous), else its UPN, else its
-    identity; never empty (an empty identity returns every mailbox's devices)."""
-    for key in ("ExternalDirectoryObjectId", "UserPrincipalName"):
-        value = mailbox.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return mailbox_identity(mailbox)
-
-
-def _side_by_side(
-    session: Source,
-    units: list[tuple[str, Command]],
-    checkpoint: Checkpoint | None,
-    bar: Progress,
-    workers: int,
-    warnings: list[str],
-) -> dict[str, tuple[list[Row], list[Row]]]:
-    """Run independent whole-command units, at the same time when workers allow."""
-    results: dict[str, tuple[list[Row], list[Row]]] = {}
-    for phase, _ in units:
-        if checkpoint is not None and checkpoint.is_done(phase):
-            results[phase] = (checkpoint.rows(phase).get("", []), [])
-            bar.advance(len(results[phase][0]))
-    todo = [(phase, command) for phase, command in units if phase not in results]
-    received = dict.fromkeys((phase for phase, _ in todo), 0)
-
-    def counter(phase: str) -> Callable[[int], None]:
-        def on_output(count: int) -> None:
-            bar.advance(count - received[phase])
-            received[phase] = count
-
-        return on_output
-
-    pool = cf.ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))))
-    unit_warnings: dict[str, list[str]] = {phase: [] for phase, _ in todo}
-    try:
-        futures = {pool.submit(_run_unit, session, phase, command, None,
-                               unit_warnings[phase], counter(phase)): phase
-                   for phase, command in todo}
-        for future in _completed(futures):
-            phase = futures[future]
-            rows, errors = future.result()
-            if checkpoint is not None:  # written from this thread only
-                checkpoint.save(phase, "", rows, errors)
-            results[phase] = (rows, errors)
-            warnings.extend(unit_warnings[phase])
-    except BaseException:
-        session.abort()
-        raise
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    return results
-
-
-def _one_cmdlet_per_request(
-    session: Source,
-    recipient_types: Sequence[str],
-    device_filter: str | None,
-    checkpoint: Checkpoint | None,
-    bar: Progress,
-    workers: int,
-    warnings: list[str],
-) -> tuple[list[Row], list[Row], list[Row]]:
-    """The bulk plan where pipelines are not allowed (Exchange Online's REST endpoint).
-
-    Get-Mailbox and Get-MobileDevice -ResultSize Unlimited (paged) side by side; then
-    Get-MobileDeviceStatistics -Mailbox only for the mailboxes in scope that have a
-    partnership, :data:`STATISTICS_PER_REQUEST` per request, ``workers`` requests at
-    once. Each mailbox's answer is checkpointed as it comes.
-    """
-    bar.start("Mailboxes and devices", None)
-    parameters: dict[str, object] = {"ResultSize": "Unlimited"}
-    if device_filter:
-        parameters["Filter"] = device_filter
-    results = _side_by_side(session, [
-        (PHASE_MAILBOXES, mailbox_command(recipient_types)),
-        (PHASE_PARTNERSHIPS, Command("Get-MobileDevice", parameters)),
-    ], checkpoint, bar, workers, warnings)
-    bar.finish()
-    mailboxes, mailbox_errors = results[PHASE_MAILBOXES]
-    partnerships, partnership_errors = results[PHASE_PARTNERSHIPS]
-    by_identity = {str(m.get("Identity")).casefold(): m for m in mailboxes if m.get("Identity")}
-    owners: dict[str, Row] = {}  # mailbox identity -> mailbox, in partnership order
-    for device in partnerships:
-        parent = device_parent(device)
-        mailbox = by_identity.get(parent.casefold()) if parent else None
-        if mailbox is not None:
-            owners.setdefault(str(mailbox["Identity"]), mailbox)
-    done = checkpoint.done_keys(PHASE_MAILBOX_DEVICES) if checkpoint else set()
-    todo = [identity for identity in owners if identity not in done]
-    found: dict[str, list[Row]] = {}
-    new_errors = mailbox_errors + partnership_errors
-    bar.start("Mailboxes with devices", len(todo))
-
-    def query(identities: list[str]) -> list[tuple[str, list[Row], list[Row]]]:
-        commands = [mailbox_devices_command(statistics_identity(owners[identity]))
-                    for identity in identities]
-        answered: list[tuple[str, list[Row], list[Row]]] = []
-        for identity, command, outcome in zip(identities, commands,
-                                              run_many(session, commands), strict=True):
-            label = pipeline_text(command)
-            if isinstance(outcome, RemoteCommandError):
-                record = outcome.record if isinstance(outcome.record, ErrorRecord) else None
-                category = record.kind if record else "RemoteCommandError"
-                message = record.message if record and record.message else str(outcome)
-                errors = [error_row(message, category, mailbox=identity, command=label)]
-                answered.append((identity, [], errors))
-                continue
-            warnings.extend(outcome.warnings)
-            rows = [{**row, "QueriedMailbox": identity} for row in outcome.rows]
-            answered.append((identity, rows,
-                             _record_rows(outcome.errors, mailbox=identity, command=label)))
-        return answered
-
-    groups = iter([todo[at:at + STATISTICS_PER_REQUEST]
-                   for at in range(0, len(todo), STATISTICS_PER_REQUEST)])
-
-    def keep(future: cf.Future[list[tuple[str, list[Row], list[Row]]]]) -> None:
-        for identity, rows, errors in future.result():
-            if checkpoint is not None:
-                checkpoint.save(PHASE_MAILBOX_DEVICES, identity, rows, errors)
-            found[identity] = rows
-            new_errors.extend(errors)
-            bar.advance()
-
-    # At most ``workers`` requests in flight, the next one sent only when one is answered:
-    # after a failure nothing new starts, and what was in flight is still kept (saved for
-    # --resume) before the error ends the run.
-    pool = cf.ThreadPoolExecutor(max_workers=workers)
-    failure: BridgeError | None = None
-    try:
-        running = {pool.submit(query, group) for group in itertools.islice(groups, workers)}
-        while running:
-            answered = next(_completed(running))
-            running.discard(answered)
-            try:
-                keep(answered)
-            except BridgeError as exc:
-                failure = failure or exc
-            if failure is None:
-                running.update(pool.submit(query, group) for group in itertools.islice(groups, 1))
-    except BaseException:
-        session.abort()
-        raise
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    if failure is not None:
-        raise failure
-    bar.finish()
-    if checkpoint is not None:
-        found = {**checkpoint.rows(PHASE_MAILBOX_DEVICES), **found}
-        errors = checkpoint.errors()
-    else:
-        errors = new_errors
-    devices = [row for identity in owners for row in found.get(identity, [])]
-    if device_filter:  # a mailbox's statistics cover all its devices, not only the filtered
-        wanted = {str(d.get("Identity")).casefold() for d in partnerships}
-        devices = [d for d in devices if str(d.get("Identity")).casefold() in wanted]
-    return mailboxes, devices, errors
