@@ -80,6 +80,12 @@ def _run(exo: ExoSandbox, tokens: Tokens, strategy: str, concurrency: int
     return seconds, sent, len(result.devices), len(result.errors)
 
 
+def _show(label: str, measured: tuple[float, int, int, int]) -> None:
+    seconds, sent, found, errors = measured
+    print(f"  {label}\n    {seconds:8.1f} s  {sent:7,} requests  {found:,} devices, "
+          f"{errors} errors", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--mailboxes", type=int, default=10_000)
@@ -103,16 +109,13 @@ def main() -> None:
         tokens.token()
         print(f"emulated Exchange Online: {mailboxes:,} mailboxes ({len(users):,} user "
               f"mailboxes, {owners:,} with devices, {devices:,} devices), "
-              f"{args.latency_ms:g} ms per request, in this process")
+              f"{args.latency_ms:g} ms per request, in this process", flush=True)
         plan = _run(exo, tokens, "bulk", 3)
+        _show("plan: mailboxes + devices paged, statistics 10 per $batch, 3 at once", plan)
         baseline = _run(exo, tokens, "per-mailbox", 1)
+        _show("seed's algorithm: one statistics request per mailbox, sequential (baseline)",
+              baseline)
     assert plan[2] == baseline[2] == devices, (plan, baseline, devices)
-    rows = [("seed's algorithm: one statistics request per mailbox, sequential (baseline)",
-             baseline), ("plan: mailboxes + devices paged, statistics 10 per $batch, 3 at once",
-                         plan)]
-    for label, (seconds, sent, found, errors) in rows:
-        print(f"  {label}\n    {seconds:8.1f} s  {sent:7,} requests  {found:,} devices, "
-              f"{errors} errors")
     print(f"requests: {baseline[1] / plan[1]:.1f}x fewer (target 20x); "
           f"wall time: {baseline[0] / plan[0]:.1f}x faster (target 10x)")
 
