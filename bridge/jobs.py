@@ -329,6 +329,10 @@ class SandboxOrganisation:
                 result = exchange.collect(session, strategy="bulk",
                                           recipient_types=request.options.recipient_types,
                                           device_filter=request.device_filter)
+            request.notify(Note(
+                "status", f"Collected {len(result.mailboxes)} mailboxes and "
+                          f"{len(result.devices)} devices in {result.meta.get('seconds', 0):.1f} s "
+                          f"({result.meta.get('commands', 0)} commands, bulk strategy)."))
             collected = _live_collected(result)
             label = f"{self.mailboxes} mailboxes, seed {self.seed}"
             yield replace(
@@ -337,10 +341,6 @@ class SandboxOrganisation:
                 history_source="demo", history_server=collected.server,
                 history_suffix=f" (psbridge sandbox, {label})",
                 clock=sandbox.organisation.reference_time)
-            request.notify(Note(
-                "status", f"Collected {len(result.mailboxes)} mailboxes and "
-                          f"{len(result.devices)} devices in {result.meta.get('seconds', 0):.1f} s "
-                          f"({result.meta.get('commands', 0)} commands, bulk strategy)."))
 
 
 # -- the mobile report -----------------------------------------------------------------------
@@ -519,9 +519,10 @@ def check_table_output(output: Path) -> None:
 
 
 def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[str, object],
-                       output: Path) -> CmdletRun:
+                       output: Path, *, notify: Notify = _ignore) -> CmdletRun:
     """Run one cmdlet on ``server`` and write its rows to ``output`` (.xlsx with an Errors
-    sheet when the server sent error records, or .csv/.parquet/.json)."""
+    sheet when the server sent error records, or .csv/.parquet/.json). The server's
+    warnings are told to ``notify`` before the file is written."""
     from bridge import clixml, exchange, remote, workbook
     from bridge import output as outputs
 
@@ -529,6 +530,9 @@ def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[
     with remote.Session(server.settings,
                         _password(server.settings, server.password, server.prompt)) as session:
         command, result = exchange.run_cmdlet(session, cmdlet, dict(parameters))
+    warnings = tuple(dict.fromkeys(result.warnings))
+    for text in warnings:
+        notify(Note("warning", text))
     frame = clixml.records_to_frame(result.rows)
     if output.suffix.lower() == ".xlsx":
         tables = {cmdlet: frame}
@@ -539,5 +543,4 @@ def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[
         workbook.write_tables(output, tables)
     else:
         outputs.write_frame(output, frame)
-    return CmdletRun(command, len(result.rows), output, tuple(dict.fromkeys(result.warnings)),
-                     tuple(result.errors))
+    return CmdletRun(command, len(result.rows), output, warnings, tuple(result.errors))

@@ -215,7 +215,6 @@ collection_options = option_group("collection", [
 # --- scripts (--via) ---
 
 VIA_CHOICES = ("direct", "jumphost", "pwsh")
-APP_KEYS = ("tenant", "app_id", "certificate_thumbprint", "certificate_file")
 
 # --via and the Exchange Online app options; the command receives ``via``.
 via_options = option_group("via", [

@@ -13,7 +13,6 @@ import click
 from bridge import history, jobs
 from bridge.cli import terminal
 from bridge.cli.options import (
-    APP_KEYS,
     CollectionValues,
     ConnectionValues,
     ViaValues,
@@ -53,7 +52,9 @@ def _live_source(via: ViaValues, connection: ConnectionValues,
     from bridge import scripts
 
     if via["via"] == "direct":
-        if any(via[key] is not None for key in APP_KEYS):  # type: ignore[literal-required]
+        app_values = (via["tenant"], via["app_id"], via["certificate_thumbprint"],
+                      via["certificate_file"])
+        if any(value is not None for value in app_values):
             raise click.UsageError("--tenant/--app-id/--certificate-* go with --via jumphost "
                                    "or --via pwsh.")
         settings = settings_from_options(connection)
@@ -112,7 +113,8 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
         progress = None
     else:
         source = _live_source(via, connection, collection)
-        progress = terminal.progress_for(quiet)
+        # a jump host runs the script in one go: nothing to count on the way
+        progress = None if via["via"] == "jumphost" else terminal.progress_for(quiet)
     run = jobs.mobile_report(
         source, report_options, [jobs.ReportOutput(output, output_format)], history_settings,
         progress, as_of=as_of.replace(tzinfo=UTC) if as_of else None,

@@ -44,9 +44,8 @@ def run_command(cmdlet: str, parameters: tuple[str, ...], output: Path,
     server = jobs.ExchangeServer(settings_from_options(connection),
                                  prompt=terminal.password_prompt())
     terminal.quiet_library_logs()
-    result = jobs.run_cmdlet_to_file(server, cmdlet, typed, output)
-    for text in result.warnings:
-        click.echo(f"Warning: {text}", err=True)
+    result = jobs.run_cmdlet_to_file(server, cmdlet, typed, output,
+                                     notify=terminal.echo_note)
     click.echo(f"{commands.pipeline_text(result.command)}: {result.rows} row(s) -> {output}")
     if result.errors:
         first = result.errors[0]
