@@ -132,8 +132,10 @@ def _meta_text(meta: Mapping[str, object], key: str, default: str = "") -> str:
     return default if value is None else str(value)
 
 
-def _live_collected(collection: Collection | ScriptCollection) -> Collected:
-    """Rows and Run-sheet facts of a run that talked to Exchange (WSMan or a script)."""
+def live_collected(collection: Collection | ScriptCollection, *,
+                   source: str = "live (WSMan/PSRP)") -> Collected:
+    """Rows and Run-sheet facts of a run that talked to Exchange (exchange.collect's or a
+    script's meta), for any source that collects live."""
     meta = collection.meta
     server = _meta_text(meta, "server")
     warnings = meta.get("warnings")
@@ -142,7 +144,7 @@ def _live_collected(collection: Collection | ScriptCollection) -> Collected:
         organisation=_meta_text(meta, "organization") or None, organisation_fallback=server,
         server=server.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0],
         endpoint=f"{server} ({_meta_text(meta, 'configuration')})",
-        source="live (WSMan/PSRP)", strategy=_meta_text(meta, "strategy"),
+        source=source, strategy=_meta_text(meta, "strategy"),
         history_source="live", history_server=server,
         extra={
             "Collected as": str(meta.get("user") or "the current Windows/Kerberos identity"),
@@ -200,7 +202,7 @@ class ExchangeServer:
                     device_filter=request.device_filter, checkpoint=store, progress=progress,
                     concurrency=session.settings.concurrency,
                 )  # fmt: skip
-            yield _live_collected(result)
+            yield live_collected(result)
         except BaseException:
             if progress is not None:  # end the bar's line and show the terminal's cursor
                 progress.finish()
@@ -218,7 +220,7 @@ def _script_collected(result: ScriptCollection, via: str, started: datetime) -> 
 
     result.meta.update(strategy=f"script via {via} ({scripts.EXO_SCRIPT})",
                        seconds=(datetime.now(UTC) - started).total_seconds())
-    return _live_collected(result)
+    return live_collected(result)
 
 
 @dataclass(frozen=True)
@@ -333,7 +335,7 @@ class SandboxOrganisation:
                 "status", f"Collected {len(result.mailboxes)} mailboxes and "
                           f"{len(result.devices)} devices in {result.meta.get('seconds', 0):.1f} s "
                           f"({result.meta.get('commands', 0)} commands, bulk strategy)."))
-            collected = _live_collected(result)
+            collected = live_collected(result)
             label = f"{self.mailboxes} mailboxes, seed {self.seed}"
             yield replace(
                 collected, organisation_fallback=sandbox.host,
