@@ -24,7 +24,6 @@ TOO_LONG_FOR_NOW = {
     "sandbox/server.py",
     "frames.py",  # TEMPORARY: split in the next commits of this branch
     "history.py",
-    "workbook.py",
 }
 
 
