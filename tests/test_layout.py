@@ -23,7 +23,6 @@ TOO_LONG_FOR_NOW = {
     "sandbox/cmdlets.py",
     "sandbox/server.py",
     "frames.py",  # TEMPORARY: split in the next commits of this branch
-    "history.py",
 }
 
 
