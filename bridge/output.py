@@ -103,6 +103,21 @@ def _cell_text(value: object) -> object:
     return value
 
 
+#: A cell starting with one of these is run as a formula by Excel, LibreOffice and Google
+#: Sheets when a CSV is opened (OWASP "CSV injection"): = + - @, and tab and carriage
+#: return, which some spreadsheet tools strip before looking.
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(value: object) -> object:
+    """A text value a spreadsheet would run as a formula, made literal with a leading ``'``
+    (what spreadsheet tools expect: Excel shows the text without the quote). Numbers are
+    numbers, not text, so a negative number is never touched."""
+    if isinstance(value, str) and value.startswith(_FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
 def _scalar_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy whose object columns hold one scalar type each (Parquet needs that)."""
     columns: dict[str, pd.Series] = {}
@@ -120,6 +135,9 @@ def _scalar_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def write_frame(path: Path | str, frame: pd.DataFrame) -> None:
     """Write ``frame`` to .csv (UTF-8 with BOM, for Excel), .parquet or .json, atomically.
 
+    In CSV a text value starting with ``= + - @``, tab or CR gets a leading ``'`` so no
+    spreadsheet runs it as a formula; Parquet and JSON keep every value as it was.
+
     Lists and dicts go to CSV/Parquet as JSON text; JSON output keeps them as arrays and
     objects. Datetimes are written in ISO 8601 with their zone.
     """
@@ -132,7 +150,13 @@ def write_frame(path: Path | str, frame: pd.DataFrame) -> None:
         )
     with atomic_write(target) as temp_path:
         if suffix == ".csv":
-            _scalar_frame(frame).to_csv(temp_path, index=False, encoding="utf-8-sig")
+            scalar = _scalar_frame(frame)
+            for name in scalar.columns:
+                if scalar[name].dtype == object or pd.api.types.is_string_dtype(scalar[name]):
+                    scalar[name] = scalar[name].map(_csv_text)
+            # CRLF, as RFC 4180 and Excel write it; it also makes the csv module quote a
+            # value holding a bare CR, which would otherwise split its row in two
+            scalar.to_csv(temp_path, index=False, encoding="utf-8-sig", lineterminator="\r\n")
         elif suffix == ".parquet":
             try:
                 _scalar_frame(frame).to_parquet(temp_path, index=False)

@@ -143,3 +143,28 @@ def test_json_keeps_lists_and_exact_integers(tmp_path: Path) -> None:
     assert records[0]["When"] == "2024-05-01T12:30:00+00:00"
     assert records[1]["When"] is None
     assert records[0]["Addresses"] == ["SMTP:ann@contoso.com", "smtp:a@contoso.com"]
+
+
+def test_csv_makes_formula_looking_text_literal(tmp_path: Path) -> None:
+    """A DisplayName such as =HYPERLINK(...) from Exchange is data: CSV output guards the
+    leading = + - @ tab CR with a quote, and leaves numbers (even negative) alone."""
+    target = tmp_path / "out.csv"
+    frame = pd.DataFrame({
+        "DisplayName": ['=HYPERLINK("http://x","Click me")', "+1 555", "-cmd", "@SUM(A1)",
+                        "\tTab", "\rCR", "Plain", None],
+        "Count": [-5, 1, 2, 3, 4, 5, 6, 7],
+    })
+    write_frame(target, frame)
+    back = pd.read_csv(target, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    assert list(back["DisplayName"]) == [
+        '\'=HYPERLINK("http://x","Click me")', "'+1 555", "'-cmd", "'@SUM(A1)",
+        "'\tTab", "'\rCR", "Plain", ""]
+    assert list(back["Count"]) == ["-5", "1", "2", "3", "4", "5", "6", "7"]
+
+
+def test_parquet_and_json_keep_formula_looking_text_as_it_was(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"DisplayName": ["=1+1", "-x"]})
+    write_frame(tmp_path / "out.parquet", frame)
+    write_frame(tmp_path / "out.json", frame)
+    assert list(pd.read_parquet(tmp_path / "out.parquet")["DisplayName"]) == ["=1+1", "-x"]
+    assert '"=1+1"' in (tmp_path / "out.json").read_text(encoding="utf-8")
