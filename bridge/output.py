@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from bridge.errors import OutputError
+from bridge.paths import fitting_name
 
 #: Output formats :func:`write_frame` can write, by file extension.
 FRAME_FORMATS = (".csv", ".parquet", ".json")
@@ -60,8 +61,10 @@ def atomic_write(path: Path | str) -> Iterator[Path]:
     if not folder.is_dir():
         raise OutputError(f"cannot write {target}: folder {folder} does not exist.")
     try:
+        # mkstemp adds 8 random characters: the name must leave room for them
+        prefix = fitting_name(f".{target.stem}", ".", reserve=8 + len(f".tmp{target.suffix}"))
         handle, temp_name = tempfile.mkstemp(
-            prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=folder
+            prefix=prefix, suffix=f".tmp{target.suffix}", dir=folder
         )
     except OSError as exc:
         raise _output_error(target, exc) from exc
