@@ -7,7 +7,9 @@ the previous output.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import json
 import os
 import tempfile
@@ -15,8 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 from bridge.errors import OutputError
 from bridge.paths import fitting_name
@@ -82,6 +88,75 @@ def atomic_write(path: Path | str) -> Iterator[Path]:
     finally:
         if temp_path.exists():
             temp_path.unlink()
+
+
+class _FailOnce(io.RawIOBase):
+    """A binary file that, once a write or flush has failed, ignores everything after.
+
+    A zip writer (openpyxl's save) that fails on a full disk leaves its ZipFile open; the
+    garbage collector then closes it, which writes again, fails again, and prints
+    "Exception ignored in: ZipFile.__del__" with a traceback after psbridge's one-line
+    error. The first failure is raised as usual; the writes after it go nowhere (the
+    temporary file is deleted anyway).
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self._failed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def tell(self) -> int:
+        return 0 if self._failed else self._raw.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return 0 if self._failed else self._raw.seek(offset, whence)
+
+    def write(self, data: ReadableBuffer) -> int:
+        size = len(memoryview(data))
+        if self._failed:
+            return size
+        try:
+            return self._raw.write(data)
+        except OSError:
+            self._failed = True
+            raise
+
+    def flush(self) -> None:
+        if not self._failed and not self._raw.closed:
+            try:
+                self._raw.flush()
+            except OSError:
+                self._failed = True
+                raise
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._failed:
+                self._raw.close()
+        finally:
+            with contextlib.suppress(OSError):
+                self._raw.close()
+            super().close()
+
+
+@contextmanager
+def open_for_writer(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for a library that writes a file itself (a zip package), such
+    that a failure mid-way (a full disk) is raised once and never again from a
+    garbage-collected writer."""
+    guarded = _FailOnce(path.open("wb"))
+    try:
+        yield cast(BinaryIO, guarded)
+    finally:
+        guarded.close()
 
 
 def _json_default(value: object) -> object:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import errno
+import gc
+import io
 import json
 import os
+import sys
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from bridge.errors import ExitCode, OutputError
-from bridge.output import atomic_write, write_frame
+from bridge.output import atomic_write, open_for_writer, write_frame
 
 
 def _frame() -> pd.DataFrame:
@@ -168,3 +173,45 @@ def test_parquet_and_json_keep_formula_looking_text_as_it_was(tmp_path: Path) ->
     write_frame(tmp_path / "out.json", frame)
     assert list(pd.read_parquet(tmp_path / "out.parquet")["DisplayName"]) == ["=1+1", "-x"]
     assert '"=1+1"' in (tmp_path / "out.json").read_text(encoding="utf-8")
+
+
+class _FillsUp(io.RawIOBase):
+    """A file on a disk that is full after ``room`` bytes."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = len(memoryview(data))
+        if size > self.room:
+            self.room = 0  # a full disk stays full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= size
+        return size
+
+
+def _zip_until_full(handle: Any) -> None:
+    archive = zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED)
+    archive.writestr("sheet.xml", os.urandom(50_000))  # fails: the disk is full
+    archive.close()
+
+
+def test_a_writer_failing_on_a_full_disk_fails_once_not_again_when_collected(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(OSError):
+        _zip_until_full(_FillsUp(room=1000))
+    gc.collect()
+    assert unraisable, "the plain file shows the failure again when collected"
+    unraisable.clear()
+    target = tmp_path / "x.zip"
+    with pytest.raises(OSError), open_for_writer(target) as handle:
+        monkeypatch.setattr(handle, "_raw", _FillsUp(room=1000))
+        _zip_until_full(handle)
+    gc.collect()
+    assert unraisable == []
