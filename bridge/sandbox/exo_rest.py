@@ -125,8 +125,21 @@ class ExoService:
         with self._lock:
             self.requests[route] += 1
             number = next(self._numbers)
-        if self.knobs.latency_ms:
-            time.sleep(self.knobs.latency_ms / 1000)
+            if self.knobs.max_concurrent is not None and (
+                    self._in_flight >= self.knobs.max_concurrent):
+                return text_reply(429, CONCURRENCY_TEXT)
+            self._in_flight += 1
+            concurrency = self._in_flight
+        try:
+            if self.knobs.latency_ms:  # the request holds its place while it is slow
+                time.sleep(self.knobs.latency_ms / 1000)
+            return self._checked(number, tenant, split.query, route, headers, body, concurrency)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _checked(self, number: int, tenant: str, query: str, route: str, headers: Headers,
+                 body: bytes, concurrency: int) -> Reply:
         fault = self._scheduled_fault(number)
         if fault is not None:
             return self._fault(fault)
@@ -136,22 +149,11 @@ class ExoService:
         if tenant.lower() not in (self.entra.tenant_domain.lower(), self.entra.tenant_id):
             return json_reply(404, {"error": {"code": "NotFound", "message": f"Tenant "
                                               f"'{tenant}' not found."}})  # unverified
-        with self._lock:
-            if self.knobs.max_concurrent is not None and (
-                    self._in_flight >= self.knobs.max_concurrent):
-                return text_reply(429, CONCURRENCY_TEXT)
-            self._in_flight += 1
-            concurrency = self._in_flight
-        try:
-            if not set(grant.roles) & set(READ_ROLES):
-                return Reply(403)
-            query = parse_qs(split.query)
-            if route == "$batch":
-                return self._batch(tenant, headers, body, concurrency)
-            return self._invoke_reply(tenant, query, headers, body, concurrency)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+        if not set(grant.roles) & set(READ_ROLES):
+            return Reply(403)
+        if route == "$batch":
+            return self._batch(tenant, headers, body, concurrency)
+        return self._invoke_reply(tenant, parse_qs(query), headers, body, concurrency)
 
     def _scheduled_fault(self, number: int) -> str | None:
         fault = self.knobs.fault_at.get(number)
