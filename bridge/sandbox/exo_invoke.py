@@ -79,6 +79,35 @@ def odata_error(code: str, exception_type: str, text: str, message: str = "Error
     }
 
 
+class RawValues:
+    """A page's objects as their cached JSON texts, spliced into the answer unparsed (a page
+    of 1000 mailboxes is megabytes: parsing and re-writing it would dominate)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+
+    def parsed(self) -> list[Any]:
+        return [json.loads(text) for text in self.texts]
+
+
+def render(document: dict[str, Any]) -> bytes:
+    """The JSON bytes of an answer document whose ``value`` may be :class:`RawValues`."""
+    values = document.get("value")
+    if not isinstance(values, RawValues):
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    marker = "\u0000psbridge-values\u0000"
+    text = json.dumps({**document, "value": marker}, ensure_ascii=False, separators=(",", ":"))
+    head, _, tail = text.partition(json.dumps(marker))
+    return f"{head}[{','.join(values.texts)}]{tail}".encode()
+
+
+def plain(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``document`` with its :class:`RawValues` parsed (a $batch answer nests it)."""
+    if document is not None and isinstance(document.get("value"), RawValues):
+        return {**document, "value": document["value"].parsed()}
+    return document
+
+
 @dataclass
 class Outcome:
     """The answer to one InvokeCommand: HTTP status, JSON document (None: empty body)."""
@@ -210,11 +239,11 @@ class CmdletInvoker:
               warnings: list[str], page: Page, next_link: Callable[[int], str]) -> Outcome:
         chosen = objects[page.offset:page.offset + page.size]
         texts = [item if isinstance(item, str) else self.object_json(*item) for item in chosen]
-        values = [json.loads(text) for text in texts]
+        values: RawValues | list[dict[str, Any]] = RawValues(texts)
         if page.select:
             wanted = {name.lower() for name in page.select}
-            values = [{key: value for key, value in item.items()
-                       if key.split("@", 1)[0].lower() in wanted} for item in values]
+            values = [{key: value for key, value in json.loads(text).items()
+                       if key.split("@", 1)[0].lower() in wanted} for text in texts]
         more = page.offset + page.size < len(objects)
         document: dict[str, Any] = {
             "@odata.context": "",  # filled in by the service (it knows the base URL)
@@ -232,4 +261,5 @@ class CmdletInvoker:
         return Outcome(200, document, {}, cmdlet)
 
 
-__all__ = ["CmdletInvoker", "Outcome", "Page", "SUPPORTED", "odata_error"]
+__all__ = ["CmdletInvoker", "Outcome", "Page", "RawValues", "SUPPORTED", "odata_error", "plain",
+           "render"]

@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from bridge.sandbox.entra import READ_ROLES, Entra, Grant
-from bridge.sandbox.exo_invoke import CmdletInvoker, Outcome, Page, odata_error
+from bridge.sandbox.exo_invoke import CmdletInvoker, Outcome, Page, odata_error, plain, render
 from bridge.sandbox.exo_reply import Headers, Reply, json_reply, text_reply
 from bridge.sandbox.organisation import Organisation
 
@@ -238,8 +238,8 @@ class ExoService:
         reply_headers = {**self._headers(concurrency), **outcome.headers}
         if outcome.document is None:
             return Reply(outcome.status, reply_headers)
-        return json_reply(outcome.status, outcome.document, reply_headers,
-                          content_type=RESPONSE_TYPE)
+        return Reply(outcome.status, {"Content-Type": RESPONSE_TYPE, **reply_headers},
+                     render(outcome.document))
 
     def run(self, tenant: str, query: dict[str, list[str]], headers: Headers,
             body: Any, batched: bool) -> Outcome:
@@ -309,7 +309,7 @@ class ExoService:
                 "id": request.get("id"),
                 "status": outcome.status,
                 "headers": {"Content-Type": RESPONSE_TYPE, **outcome.headers},
-                "body": outcome.document,
+                "body": plain(outcome.document),
             })
         return json_reply(200, {"responses": responses}, self._headers(concurrency),
                           content_type=RESPONSE_TYPE)
