@@ -586,3 +586,34 @@ def test_the_same_organisation_as_the_on_premises_sandbox() -> None:
         statistics = _invoke(exo, "Get-MobileDeviceStatistics", {"Identity": ""}).json()["value"]
     assert [item["DeviceID"] for item in statistics] == [
         record["DeviceID"] for record in organisation.devices]
+
+
+def test_statistics_errors_beside_objects_and_alone(knobbed: Any) -> None:
+    probe = Organisation(mailboxes=8, seed=2)
+    owner = next(mailbox for mailbox in probe.mailbox_entries if len(mailbox.devices) >= 2)
+    broken = owner.devices[0]
+    exo = knobbed(statistics_errors=frozenset({broken.device_id}))
+    token = _token(exo)
+    response = _invoke(exo, "Get-MobileDeviceStatistics", {"Mailbox": owner.name}, token=token)
+    document = response.json()
+    assert response.status_code == 200
+    assert len(document["value"]) == len(owner.devices) - 1
+    identity = f"{owner.name}\\ExchangeActiveSyncDevices\\{broken.name}"
+    [error] = document["@adminapi.errors"]
+    assert error["message"].endswith(
+        f"|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|"
+        f"The mobile device '{identity}' cannot be found.")
+    alone = _invoke(exo, "Get-MobileDeviceStatistics", {"Identity": identity}, token=token)
+    assert alone.status_code == 404
+    assert alone.json()["error"]["details"][0]["message"] == error["message"]
+
+
+def test_invocations_record_the_anchor_mailbox(exo: ExoSandbox) -> None:
+    headers = {"Authorization": f"Bearer {_token(exo)}",
+               "X-AnchorMailbox": f"UPN:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}"
+                                  f"@{exo.tenant}"}
+    _session(exo).post(f"{exo.endpoint}/adminapi/beta/{exo.tenant}/InvokeCommand",
+                       json={"CmdletInput": {"CmdletName": "Get-OrganizationConfig"}},
+                       headers=headers, timeout=30)
+    assert exo.invocations[-1].anchor_mailbox == headers["X-AnchorMailbox"]
+    assert exo.invocations[-1].cmdlet == "Get-OrganizationConfig"

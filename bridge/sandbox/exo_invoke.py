@@ -44,6 +44,7 @@ _BUILDERS: dict[str, Callable[[Any], list[Prop]]] = {
 }
 _IDENTITY_PARAMETERS = ("identity", "mailbox")
 _NOT_FOUND = ("ManagementObjectNotFoundException", "RecipientNotFoundException")
+_NOT_FOUND_TYPE = "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
 _EXECUTION_EXCEPTION = (
     "Microsoft.Exchange.Management.PSDirectInvoke.DirectInvokeCmdletExecutionException")
 
@@ -130,8 +131,10 @@ class Page:
 class CmdletInvoker:
     """Runs InvokeCommand bodies over one organisation as Exchange Online would."""
 
-    def __init__(self, organisation: Organisation, tenant_domain: str) -> None:
+    def __init__(self, organisation: Organisation, tenant_domain: str,
+                 statistics_errors: frozenset[str] = frozenset()) -> None:
         self.organisation = organisation
+        self.statistics_errors = statistics_errors
         self.names = ExoNames(organisation, tenant_domain)
         self.cmdlets = ExchangeCmdlets(organisation)
         self._cache_key = f"exo-json:{tenant_domain}:"
@@ -192,7 +195,9 @@ class CmdletInvoker:
         warnings: list[str] = []
         if outcome.terminating is None:
             for event in outcome.events:
-                if isinstance(event, tuple):
+                if isinstance(event, tuple) and self._fails(event):
+                    errors.append(self._statistics_error(canonical, event[1]))
+                elif isinstance(event, tuple):
                     objects.append(event)
                 elif isinstance(event, ErrorSpec):
                     errors.append(event)
@@ -203,6 +208,18 @@ class CmdletInvoker:
         if errors and not objects:
             return self._error_outcome(canonical, errors[0])
         return self._page(canonical, objects, errors, warnings, page, next_link)
+
+    def _fails(self, event: tuple[str, Any]) -> bool:
+        shape, entry = event
+        return shape == "MobileDeviceConfiguration" and entry.device_id in self.statistics_errors
+
+    def _statistics_error(self, cmdlet: str, device: Any) -> ErrorSpec:
+        # unverified: which error a partnership with a broken sync state writes online
+        return ErrorSpec(
+            message=f"The mobile device '{self.names.device_identity(device)}' cannot be "
+                    "found.",
+            exception_type=_NOT_FOUND_TYPE, category="NotSpecified",
+            fully_qualified_error_id=f"{error_id(_NOT_FOUND_TYPE)},{cmdlet}", command_name=cmdlet)
 
     def _exo_to_on_premises(self, key: str, value: Any) -> Any:
         if key.lower() in _IDENTITY_PARAMETERS and isinstance(value, str):

@@ -68,6 +68,9 @@ class ExoKnobs:
     max_concurrent: int | None = None  # in-flight REST requests per tenant
     forbidden_cmdlets: frozenset[str] = frozenset()  # 403 empty body for these (any case)
     foreign_next_link: bool = False  # nextLinks on https://localhost:<port> (another host)
+    # DeviceIDs whose Get-MobileDeviceStatistics writes a non-terminating error instead of
+    # an object: in "@adminapi.errors" beside the others, or a 404 when it is the only one
+    statistics_errors: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         unknown = sorted({*self.fault_at.values(), *self.fault_every} - set(FAULTS))
@@ -85,6 +88,7 @@ class Invocation:
     page_size: int
     batched: bool
     status: int
+    anchor_mailbox: str  # the X-AnchorMailbox header ("" when absent)
 
 
 class ExoService:
@@ -95,7 +99,8 @@ class ExoService:
         self.knobs = knobs
         self.base_url = ""
         self.foreign_base_url = ""
-        self.invoker = CmdletInvoker(organisation, entra.tenant_domain)
+        self.invoker = CmdletInvoker(organisation, entra.tenant_domain,
+                                     frozenset(knobs.statistics_errors))
         self.requests: Counter[str] = Counter()
         self.cmdlets: Counter[str] = Counter()
         self.invocations: list[Invocation] = []
@@ -278,8 +283,9 @@ class ExoService:
                 "#Collection(Exchange.GenericHashTable)")
         with self._lock:
             self.cmdlets[outcome.cmdlet or name] += 1
-            self.invocations.append(Invocation(outcome.cmdlet or name, parameters, offset,
-                                               page_size, batched, outcome.status))
+            self.invocations.append(Invocation(
+                outcome.cmdlet or name, parameters, offset, page_size, batched, outcome.status,
+                headers.get("X-AnchorMailbox") or ""))
         return outcome
 
     def _batch(self, tenant: str, headers: Headers, body: bytes,
@@ -300,8 +306,9 @@ class ExoService:
         for request in requests:
             request = request if isinstance(request, dict) else {}
             url = urlsplit(str(request.get("url", "")))
-            prefer = headers.get("Prefer")
-            sub_headers = {**({"Prefer": prefer} if prefer else {}),
+            # the batch's own Prefer and X-AnchorMailbox apply unless an entry sets its own
+            inherited = {name: headers.get(name) for name in ("Prefer", "X-AnchorMailbox")}
+            sub_headers = {**{name: value for name, value in inherited.items() if value},
                            **(request.get("headers") or {})}
             outcome = self.run(tenant, parse_qs(url.query), _Insensitive(sub_headers),
                                request.get("body"), batched=True)
