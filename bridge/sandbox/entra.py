@@ -105,8 +105,9 @@ class _DeviceCode:
     declined: bool = False
 
 
-class Entra:
-    """One tenant's sign-in service. Thread-safe; ``base_url`` is set by the server."""
+class Directory:
+    """One tenant's apps, users, device codes and tokens, and the Python calls tests make.
+    Thread-safe; ``base_url`` is set by the server."""
 
     def __init__(
         self,
@@ -219,7 +220,53 @@ class Entra:
                 return flow
         raise KeyError(f"no device code sign-in with user code {user_code!r}")
 
-    # ---- HTTP ------------------------------------------------------------------------
+    def _issue(self, app: RegisteredApp, user: User | None, form: dict[str, str]) -> dict[str, Any]:
+        now = time.time()
+        token = secrets.token_urlsafe(48)
+        grant = Grant(
+            client_id=app.client_id,
+            principal=user.upn if user else app.client_id,
+            app_only=user is None,
+            roles=user.roles if user else app.roles,
+            issued_at=now,
+            expires_at=now + self.token_lifetime,
+            claims=form.get("claims") or None,
+        )
+        lifetime = max(int(self.token_lifetime), 0)
+        answer: dict[str, Any] = {
+            "token_type": "Bearer",
+            "scope": f"{EXO_RESOURCE}/.default" if user is None
+            else f"{EXO_RESOURCE}/Exchange.Manage {EXO_RESOURCE}/.default",
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": token,
+        }
+        with self._lock:
+            self._tokens[token] = grant
+            if user is not None:
+                refresh = secrets.token_urlsafe(64)
+                self._refresh[refresh] = (grant, now + self.refresh_token_lifetime)
+                answer["refresh_token"] = refresh
+        if user is not None:
+            answer["id_token"] = self._id_token(app, user, now)
+            answer["client_info"] = b64url(json.dumps(
+                {"uid": user.object_id, "utid": self.tenant_id}).encode())
+        return answer
+
+    def _id_token(self, app: RegisteredApp, user: User, now: float) -> str:
+        return self._signer.sign({
+            "aud": app.client_id, "iss": f"{self.base_url}/{self.tenant_id}/v2.0",
+            "iat": int(now), "nbf": int(now), "exp": int(now + 3600),
+            "name": user.upn.split("@")[0], "oid": user.object_id,
+            "preferred_username": user.upn, "sub": b64url(hashlib.sha256(
+                f"{user.object_id}{app.client_id}".encode()).digest()),
+            "tid": self.tenant_id, "ver": "2.0",
+        })
+
+
+class Entra(Directory):
+    """The tenant's sign-in endpoints over its :class:`Directory` (see the module docstring)."""
+
 
     def handle(self, method: str, path: str, form: dict[str, str]) -> Reply | None:
         """Answer one request under ``/<tenant>/``; None when the path is not Entra's."""
@@ -231,7 +278,8 @@ class Entra:
                  "oauth2/v2.0/devicecode", "oauth2/v2.0/token"}
         if route not in known:
             return None
-        self.requests[route] += 1
+        with self._lock:
+            self.requests[route] += 1
         if tenant.lower() not in (self.tenant_id, self.tenant_domain.lower(), "organizations",
                                   "common"):
             return self._error(400, "invalid_tenant", 90002, tenant)
@@ -376,49 +424,6 @@ class Entra:
             return self._error(400, "invalid_grant", 53003)
         return json_reply(200, self._issue(app, user, form))
 
-    def _issue(self, app: RegisteredApp, user: User | None, form: dict[str, str]) -> dict[str, Any]:
-        now = time.time()
-        token = secrets.token_urlsafe(48)
-        grant = Grant(
-            client_id=app.client_id,
-            principal=user.upn if user else app.client_id,
-            app_only=user is None,
-            roles=user.roles if user else app.roles,
-            issued_at=now,
-            expires_at=now + self.token_lifetime,
-            claims=form.get("claims") or None,
-        )
-        lifetime = max(int(self.token_lifetime), 0)
-        answer: dict[str, Any] = {
-            "token_type": "Bearer",
-            "scope": f"{EXO_RESOURCE}/.default" if user is None
-            else f"{EXO_RESOURCE}/Exchange.Manage {EXO_RESOURCE}/.default",
-            "expires_in": lifetime,
-            "ext_expires_in": lifetime,
-            "access_token": token,
-        }
-        with self._lock:
-            self._tokens[token] = grant
-            if user is not None:
-                refresh = secrets.token_urlsafe(64)
-                self._refresh[refresh] = (grant, now + self.refresh_token_lifetime)
-                answer["refresh_token"] = refresh
-        if user is not None:
-            answer["id_token"] = self._id_token(app, user, now)
-            answer["client_info"] = b64url(json.dumps(
-                {"uid": user.object_id, "utid": self.tenant_id}).encode())
-        return answer
 
-    def _id_token(self, app: RegisteredApp, user: User, now: float) -> str:
-        return self._signer.sign({
-            "aud": app.client_id, "iss": f"{self.base_url}/{self.tenant_id}/v2.0",
-            "iat": int(now), "nbf": int(now), "exp": int(now + 3600),
-            "name": user.upn.split("@")[0], "oid": user.object_id,
-            "preferred_username": user.upn, "sub": b64url(hashlib.sha256(
-                f"{user.object_id}{app.client_id}".encode()).digest()),
-            "tid": self.tenant_id, "ver": "2.0",
-        })
-
-
-__all__ = ["EXO_MODULE_CLIENT_ID", "EXO_RESOURCE", "Entra", "Grant", "READ_ROLES",
+__all__ = ["Directory", "EXO_MODULE_CLIENT_ID", "EXO_RESOURCE", "Entra", "Grant", "READ_ROLES",
            "RegisteredApp", "User"]

@@ -122,7 +122,7 @@ class ExoService:
         tenant, route = parts[2], parts[3]
         if route not in ("InvokeCommand", "$batch"):
             return None
-        if host.split(":")[0].lower() == "localhost":
+        if self.knobs.foreign_next_link and host.split(":")[0].lower() == "localhost":
             with self._lock:
                 self.foreign_requests += 1
                 self.foreign_tokens += bool(headers.get("Authorization"))
