@@ -31,13 +31,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-
 from bridge.sandbox.entra_wire import (
+    Certificate,
     IdTokenSigner,
     aadsts_error,
     b64url,
     check_client_assertion,
+    load_certificate,
     openid_configuration,
 )
 from bridge.sandbox.exo_reply import Reply, json_reply
@@ -64,7 +64,7 @@ class RegisteredApp:
 
     client_id: str
     display_name: str
-    certificates: list[x509.Certificate] = field(default_factory=list)
+    certificates: list[Certificate] = field(default_factory=list)
     secret: str | None = field(default=None, repr=False)
     roles: tuple[str, ...] = ()
     consented: bool = True  # Exchange.ManageAsApp (app-only) or the delegated permission
@@ -157,7 +157,7 @@ class Directory:
         pems = certificate_pem if isinstance(certificate_pem, list) else (
             [certificate_pem] if certificate_pem else [])
         certificates = [
-            x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
+            load_certificate(pem.encode() if isinstance(pem, str) else pem)
             for pem in pems
         ]
         app = RegisteredApp(client_id, display_name, certificates, secret, tuple(roles),

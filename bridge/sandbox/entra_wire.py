@@ -1,5 +1,6 @@
 """Entra's wire details for the emulated tenant (bridge/sandbox/entra.py): the OpenID
-configuration, AADSTS error documents, client assertion checks and signed ID tokens.
+configuration, AADSTS error documents, client assertion checks and signed ID tokens. The
+Entra side's only importer of ``cryptography`` (the WSMan side's is tls.py).
 
 The texts of 90002, 700016, 7000215, 65001, 53003, 70016, 70020, 1002012, 500011 follow
 Entra's public messages; the rest (and which HTTP status each gets) are unverified.
@@ -28,6 +29,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from bridge.sandbox.exo_reply import Reply, json_reply
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+Certificate = x509.Certificate
+"""A registered app certificate (this module owns ``cryptography`` for the Entra side)."""
+
+
+def load_certificate(pem: bytes) -> Certificate:
+    """An app certificate from its PEM."""
+    return x509.load_pem_x509_certificate(pem)
 
 AADSTS_TEXTS = {
     90002: "Tenant '{0}' not found. Check to make sure you have the correct tenant ID and are "
@@ -220,5 +228,6 @@ class IdTokenSigner:
                 "y": b64url(numbers.y.to_bytes(32, "big"))}
 
 
-__all__ = ["AADSTS_TEXTS", "IdTokenSigner", "JWT_BEARER", "aadsts_error",
-           "check_client_assertion", "openid_configuration", "verify_signature"]
+__all__ = ["AADSTS_TEXTS", "Certificate", "IdTokenSigner", "JWT_BEARER", "aadsts_error",
+           "check_client_assertion", "load_certificate", "openid_configuration",
+           "verify_signature"]
