@@ -499,6 +499,12 @@ def test_throttling_and_gateway_faults(knobbed: Any) -> None:
     assert _invoke(exo, "Get-Mailbox", token=token).status_code == 200
 
 
+def test_the_concurrency_refusal_may_come_with_another_status(knobbed: Any) -> None:
+    exo = knobbed(fault_at={1: "concurrency"}, concurrency_status=500)
+    busy = _invoke(exo, "Get-Mailbox")
+    assert (busy.status_code, busy.text) == (500, CONCURRENCY_TEXT)
+
+
 def test_fault_every_nth_request(knobbed: Any) -> None:
     exo = knobbed(fault_every={"429": 3})
     token = _token(exo)

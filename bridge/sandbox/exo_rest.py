@@ -10,8 +10,9 @@ Faults (:class:`ExoKnobs` ``fault_at`` / ``fault_every``), by REST request numbe
 
 - ``"429"``: 429 with ``Retry-After: <retry_after>``;
 - ``"503"`` / ``"504"``: an HTML gateway page;
-- ``"concurrency"``: 429 with the plain-text "You have reached the maximum number of
-  concurrent requests per tenant. Please wait and try again" (status unverified);
+- ``"concurrency"``: the plain-text "You have reached the maximum number of concurrent
+  requests per tenant. Please wait and try again", status ``concurrency_status`` (429;
+  the real one is unverified);
 - ``"transient"``: 500 whose innererror type is ADTransientException;
 - ``"claims"``: every access token issued so far is revoked and the answer is 401 with a
   ``WWW-Authenticate`` claims challenge (``error="insufficient_claims"``, ``claims`` base64);
@@ -65,6 +66,9 @@ class ExoKnobs:
     fault_at: Mapping[int, str] = field(default_factory=dict)  # REST request number -> fault
     fault_every: Mapping[str, int] = field(default_factory=dict)  # fault -> every Nth request
     retry_after: int = 1  # seconds, on a "429" fault
+    # the status of the plain-text concurrency refusal: unverified (GreyCorbel ExoHelper
+    # tests the text whatever the status, as if it came with a status it would not retry)
+    concurrency_status: int = 429
     max_concurrent: int | None = None  # in-flight REST requests per tenant
     forbidden_cmdlets: frozenset[str] = frozenset()  # 403 empty body for these (any case)
     foreign_next_link: bool = False  # nextLinks on https://localhost:<port> (another host)
@@ -132,7 +136,7 @@ class ExoService:
             number = next(self._numbers)
             if self.knobs.max_concurrent is not None and (
                     self._in_flight >= self.knobs.max_concurrent):
-                return text_reply(429, CONCURRENCY_TEXT)
+                return text_reply(self.knobs.concurrency_status, CONCURRENCY_TEXT)
             self._in_flight += 1
             concurrency = self._in_flight
         try:
@@ -177,7 +181,7 @@ class ExoService:
             return Reply(int(fault), {"Content-Type": "text/html"},
                          _GATEWAY_PAGE.format(title).encode())
         if fault == "concurrency":
-            return text_reply(429, CONCURRENCY_TEXT)
+            return text_reply(self.knobs.concurrency_status, CONCURRENCY_TEXT)
         if fault == "transient":
             document = odata_error(
                 "InternalServerError", "Microsoft.Exchange.Data.Directory.ADTransientException",
