@@ -623,3 +623,13 @@ def test_invocations_record_the_anchor_mailbox(exo: ExoSandbox) -> None:
                        headers=headers, timeout=30)
     assert exo.invocations[-1].anchor_mailbox == headers["X-AnchorMailbox"]
     assert exo.invocations[-1].cmdlet == "Get-OrganizationConfig"
+
+
+def test_a_numeric_result_size_is_paged_and_ends_there(exo: ExoSandbox) -> None:
+    mailboxes, pages, warnings = _all_pages(exo, "Get-Mailbox", {"ResultSize": 5}, 2)
+    assert [item["Name"] for item in mailboxes] == [
+        entry.name for entry in exo.organisation.mailbox_entries[:5]]
+    assert pages == 3
+    assert warnings == [
+        "There are more results available than are currently displayed. To view them, increase "
+        "the value for the ResultSize parameter."]
