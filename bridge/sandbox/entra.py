@@ -16,13 +16,11 @@ Access tokens are opaque random strings with an expiry (Exchange Online's are JW
 be encrypted, so a client must not read them anyway); :meth:`Entra.check_access_token`
 is how the REST side validates them. Errors are Entra's JSON (``error``,
 ``error_description`` starting ``AADSTSnnnnn:``, ``error_codes``, trace and correlation
-ids). The texts of 90002, 700016, 7000215, 65001, 53003, 70016, 70020, 1002012, 500011 follow
-Entra's public messages; the rest (and which HTTP status each gets) are unverified.
+ids; texts and how far they are verified: bridge/sandbox/entra_wire.py).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -31,18 +29,17 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
+from bridge.sandbox.entra_wire import (
+    Certificate,
+    IdTokenSigner,
+    aadsts_error,
+    b64url,
+    check_client_assertion,
+    load_certificate,
+    openid_configuration,
 )
-
 from bridge.sandbox.exo_reply import Reply, json_reply
 
 EXO_RESOURCE = "https://outlook.office365.com"
@@ -56,56 +53,9 @@ READ_ROLES = (
 )
 """Roles that may run the read cmdlets; a principal with none gets 403 from the REST side."""
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 VERIFICATION_URI = "https://microsoft.com/devicelogin"
 
-_PUBLIC_TEXTS = {
-    90002: "Tenant '{0}' not found. Check to make sure you have the correct tenant ID and are "
-           "signing into the correct cloud. Check with your subscription administrator, this may "
-           "happen if there are no active subscriptions for the tenant.",
-    700016: "Application with identifier '{0}' was not found in the directory '{1}'. This can "
-            "happen if the application has not been installed by the administrator of the tenant "
-            "or consented to by any user in the tenant. You may have sent your authentication "
-            "request to the wrong tenant.",
-    7000215: "Invalid client secret provided. Ensure the secret being sent in the request is the "
-             "client secret value, not the client secret ID, for a secret added to app '{0}'.",
-    65001: "The user or administrator has not consented to use the application with ID '{0}' "
-           "named '{1}'. Send an interactive authorization request for this user and resource.",
-    53003: "Access has been blocked by Conditional Access policies. The access policy does not "
-           "allow token issuance.",
-    70016: "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
-    70020: "The provided value for the input parameter 'device_code' is not valid. This device "
-           "code has expired.",
-    1002012: "The provided value for scope {0} is not valid. Client credential flows must have a "
-             "scope value with /.default suffixed to the resource identifier (application ID URI).",
-    500011: "The resource principal named {0} was not found in the tenant named {1}. This can "
-            "happen if the application has not been installed by the administrator of the tenant "
-            "or consented to by any user in the tenant. You might have sent your authentication "
-            "request to the wrong tenant.",
-    # unverified texts below
-    700027: "Client assertion contains an invalid signature. [Reason - {0}, Thumbprint of key "
-            "used by client: '{1}', Please visit the Azure Portal, Graph Explorer or directly use "
-            "MS Graph to see configured keys for app Id '{2}'.]",
-    700024: "Client assertion is not within its valid time range. Current time: {0}, assertion "
-            "valid from {1}, expiry time of assertion {2}.",
-    700021: "Client assertion application identifier doesn't match 'client_id' parameter.",
-    50027: "JWT token is invalid or malformed. {0}",
-    7000218: "The request body must contain the following parameter: 'client_assertion' or "
-             "'client_secret'.",
-    70000: "The provided value for the input parameter 'device_code' is not valid.",
-    70003: "The app requested an unsupported grant type '{0}'.",
-    9002313: "Invalid request. Request is malformed or invalid.",
-    700082: "The refresh token has expired due to inactivity.",
-    50126: "Error validating credentials due to invalid username or password.",
-}
 
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @dataclass
@@ -114,7 +64,7 @@ class RegisteredApp:
 
     client_id: str
     display_name: str
-    certificates: list[x509.Certificate] = field(default_factory=list)
+    certificates: list[Certificate] = field(default_factory=list)
     secret: str | None = field(default=None, repr=False)
     roles: tuple[str, ...] = ()
     consented: bool = True  # Exchange.ManageAsApp (app-only) or the delegated permission
@@ -155,8 +105,9 @@ class _DeviceCode:
     declined: bool = False
 
 
-class Entra:
-    """One tenant's sign-in service. Thread-safe; ``base_url`` is set by the server."""
+class Directory:
+    """One tenant's apps, users, device codes and tokens, and the Python calls tests make.
+    Thread-safe; ``base_url`` is set by the server."""
 
     def __init__(
         self,
@@ -183,8 +134,7 @@ class Entra:
         self._refresh: dict[str, tuple[Grant, float]] = {}
         self._device_codes: dict[str, _DeviceCode] = {}
         self._lock = threading.Lock()
-        self._signing_key = ec.generate_private_key(ec.SECP256R1())
-        self._key_id = _b64url(secrets.token_bytes(12))
+        self._signer = IdTokenSigner()
         self.register_app(EXO_MODULE_CLIENT_ID, display_name="Microsoft Exchange REST API Based "
                           "Powershell", public_client=True)
 
@@ -207,7 +157,7 @@ class Entra:
         pems = certificate_pem if isinstance(certificate_pem, list) else (
             [certificate_pem] if certificate_pem else [])
         certificates = [
-            x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
+            load_certificate(pem.encode() if isinstance(pem, str) else pem)
             for pem in pems
         ]
         app = RegisteredApp(client_id, display_name, certificates, secret, tuple(roles),
@@ -270,7 +220,53 @@ class Entra:
                 return flow
         raise KeyError(f"no device code sign-in with user code {user_code!r}")
 
-    # ---- HTTP ------------------------------------------------------------------------
+    def _issue(self, app: RegisteredApp, user: User | None, form: dict[str, str]) -> dict[str, Any]:
+        now = time.time()
+        token = secrets.token_urlsafe(48)
+        grant = Grant(
+            client_id=app.client_id,
+            principal=user.upn if user else app.client_id,
+            app_only=user is None,
+            roles=user.roles if user else app.roles,
+            issued_at=now,
+            expires_at=now + self.token_lifetime,
+            claims=form.get("claims") or None,
+        )
+        lifetime = max(int(self.token_lifetime), 0)
+        answer: dict[str, Any] = {
+            "token_type": "Bearer",
+            "scope": f"{EXO_RESOURCE}/.default" if user is None
+            else f"{EXO_RESOURCE}/Exchange.Manage {EXO_RESOURCE}/.default",
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": token,
+        }
+        with self._lock:
+            self._tokens[token] = grant
+            if user is not None:
+                refresh = secrets.token_urlsafe(64)
+                self._refresh[refresh] = (grant, now + self.refresh_token_lifetime)
+                answer["refresh_token"] = refresh
+        if user is not None:
+            answer["id_token"] = self._id_token(app, user, now)
+            answer["client_info"] = b64url(json.dumps(
+                {"uid": user.object_id, "utid": self.tenant_id}).encode())
+        return answer
+
+    def _id_token(self, app: RegisteredApp, user: User, now: float) -> str:
+        return self._signer.sign({
+            "aud": app.client_id, "iss": f"{self.base_url}/{self.tenant_id}/v2.0",
+            "iat": int(now), "nbf": int(now), "exp": int(now + 3600),
+            "name": user.upn.split("@")[0], "oid": user.object_id,
+            "preferred_username": user.upn, "sub": b64url(hashlib.sha256(
+                f"{user.object_id}{app.client_id}".encode()).digest()),
+            "tid": self.tenant_id, "ver": "2.0",
+        })
+
+
+class Entra(Directory):
+    """The tenant's sign-in endpoints over its :class:`Directory` (see the module docstring)."""
+
 
     def handle(self, method: str, path: str, form: dict[str, str]) -> Reply | None:
         """Answer one request under ``/<tenant>/``; None when the path is not Entra's."""
@@ -282,14 +278,15 @@ class Entra:
                  "oauth2/v2.0/devicecode", "oauth2/v2.0/token"}
         if route not in known:
             return None
-        self.requests[route] += 1
+        with self._lock:
+            self.requests[route] += 1
         if tenant.lower() not in (self.tenant_id, self.tenant_domain.lower(), "organizations",
                                   "common"):
             return self._error(400, "invalid_tenant", 90002, tenant)
         if route == "v2.0/.well-known/openid-configuration" and method == "GET":
             return json_reply(200, self.openid_configuration())
         if route == "discovery/v2.0/keys" and method == "GET":
-            return json_reply(200, {"keys": [self._jwk()]})
+            return json_reply(200, {"keys": [self._signer.jwk()]})
         if method != "POST":
             return json_reply(405, {"error": "invalid_request"})
         if route == "oauth2/v2.0/devicecode":
@@ -297,55 +294,12 @@ class Entra:
         return self._token(form)
 
     def openid_configuration(self) -> dict[str, Any]:
-        """The tenant's OpenID configuration (endpoints under the tenant's GUID, as Entra's)."""
-        root = f"{self.base_url}/{self.tenant_id}"
-        return {
-            "token_endpoint": f"{root}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": [
-                "client_secret_post", "private_key_jwt", "client_secret_basic"],
-            "jwks_uri": f"{root}/discovery/v2.0/keys",
-            "response_modes_supported": ["query", "fragment", "form_post"],
-            "subject_types_supported": ["pairwise"],
-            "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "issuer": f"{root}/v2.0",
-            "request_uri_parameter_supported": False,
-            "userinfo_endpoint": f"{self.base_url}/oidc/userinfo",
-            "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{root}/oauth2/v2.0/devicecode",
-            "http_logout_supported": True,
-            "frontchannel_logout_supported": True,
-            "end_session_endpoint": f"{root}/oauth2/v2.0/logout",
-            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "name", "oid",
-                                 "preferred_username", "tid", "ver"],
-            "kerberos_endpoint": f"{root}/kerberos",
-            "tenant_region_scope": "EU",
-            "cloud_instance_name": "microsoftonline.com",
-            "cloud_graph_host_name": "graph.windows.net",
-            "msgraph_host": "graph.microsoft.com",
-            "rbac_url": "https://pas.windows.net",
-        }
+        """The tenant's OpenID configuration."""
+        return openid_configuration(self.base_url, self.tenant_id)
 
     def _error(self, status: int, error: str, code: int, *args: Any,
                suberror: str | None = None) -> Reply:
-        now = datetime.now(UTC)
-        stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
-        trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
-        text = _PUBLIC_TEXTS[code].format(*args)
-        document: dict[str, Any] = {
-            "error": error,
-            "error_description": f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: "
-                                 f"{correlation} Timestamp: {stamp}",
-            "error_codes": [code],
-            "timestamp": stamp,
-            "trace_id": trace,
-            "correlation_id": correlation,
-            "error_uri": f"{self.base_url}/error?code={code}",
-        }
-        if suberror:
-            document["suberror"] = suberror
-        return json_reply(status, document)
+        return aadsts_error(self.base_url, status, error, code, *args, suberror=suberror)
 
     def _app(self, form: dict[str, str]) -> RegisteredApp | Reply:
         client_id = form.get("client_id", "")
@@ -430,47 +384,10 @@ class Entra:
         return json_reply(200, self._issue(app, None, form))
 
     def _check_assertion(self, app: RegisteredApp, form: dict[str, str]) -> Reply | None:
-        if form.get("client_assertion_type") != JWT_BEARER:
-            return self._error(401, "invalid_client", 50027, "client_assertion_type")
-        try:
-            header_b64, payload_b64, signature_b64 = form["client_assertion"].split(".")
-            header = json.loads(_b64url_decode(header_b64))
-            claims = json.loads(_b64url_decode(payload_b64))
-            signature = _b64url_decode(signature_b64)
-        except (ValueError, KeyError):
-            return self._error(401, "invalid_client", 50027, "The assertion is not a JWT.")
-        digest: hashes.HashAlgorithm
-        if "x5t#S256" in header:
-            thumbprint, digest = _b64url_decode(header["x5t#S256"]), hashes.SHA256()
-        elif "x5t" in header:
-            thumbprint, digest = _b64url_decode(header["x5t"]), hashes.SHA1()  # noqa: S303
-        else:
-            return self._error(401, "invalid_client", 50027, "The assertion has no x5t.")
-        certificate = next((cert for cert in app.certificates
-                            if cert.fingerprint(digest) == thumbprint), None)
-        if certificate is None:
-            return self._error(401, "invalid_client", 700027, "The key was not found.",
-                               thumbprint.hex().upper(), app.client_id)
-        signed = f"{header_b64}.{payload_b64}".encode("ascii")
-        if not _verify(certificate, str(header.get("alg", "")), signed, signature):
-            return self._error(401, "invalid_client", 700027, "The provided signature value did "
-                               "not match the expected signature value.",
-                               thumbprint.hex().upper(), app.client_id)
-        if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
-            return self._error(401, "invalid_client", 700021)
-        audience = str(claims.get("aud", ""))
-        expected = {f"{self.base_url}/{tenant}/oauth2/v2.0/token"
-                    for tenant in (self.tenant_id, self.tenant_domain)}
-        if audience not in expected:
-            return self._error(401, "invalid_client", 50027, f"Invalid audience '{audience}'.")
-        now = time.time()
-        expires, not_before = float(claims.get("exp", 0)), float(claims.get("nbf", 0))
-        if expires <= now or not_before > now + 300:
-            def stamp(value: float) -> str:
-                return datetime.fromtimestamp(value, UTC).strftime("%m/%d/%Y %H:%M:%S")
-            return self._error(401, "invalid_client", 700024, stamp(now), stamp(not_before),
-                               stamp(expires))
-        return None
+        audiences = {f"{self.base_url}/{tenant}/oauth2/v2.0/token"
+                     for tenant in (self.tenant_id, self.tenant_domain)}
+        refusal = check_client_assertion(app.certificates, app.client_id, form, audiences)
+        return None if refusal is None else self._error(401, "invalid_client", *refusal)
 
     def _device_token(self, app: RegisteredApp, form: dict[str, str]) -> Reply:
         with self._lock:
@@ -507,82 +424,6 @@ class Entra:
             return self._error(400, "invalid_grant", 53003)
         return json_reply(200, self._issue(app, user, form))
 
-    def _issue(self, app: RegisteredApp, user: User | None, form: dict[str, str]) -> dict[str, Any]:
-        now = time.time()
-        token = secrets.token_urlsafe(48)
-        grant = Grant(
-            client_id=app.client_id,
-            principal=user.upn if user else app.client_id,
-            app_only=user is None,
-            roles=user.roles if user else app.roles,
-            issued_at=now,
-            expires_at=now + self.token_lifetime,
-            claims=form.get("claims") or None,
-        )
-        lifetime = max(int(self.token_lifetime), 0)
-        answer: dict[str, Any] = {
-            "token_type": "Bearer",
-            "scope": f"{EXO_RESOURCE}/.default" if user is None
-            else f"{EXO_RESOURCE}/Exchange.Manage {EXO_RESOURCE}/.default",
-            "expires_in": lifetime,
-            "ext_expires_in": lifetime,
-            "access_token": token,
-        }
-        with self._lock:
-            self._tokens[token] = grant
-            if user is not None:
-                refresh = secrets.token_urlsafe(64)
-                self._refresh[refresh] = (grant, now + self.refresh_token_lifetime)
-                answer["refresh_token"] = refresh
-        if user is not None:
-            answer["id_token"] = self._id_token(app, user, now)
-            answer["client_info"] = _b64url(json.dumps(
-                {"uid": user.object_id, "utid": self.tenant_id}).encode())
-        return answer
 
-    def _id_token(self, app: RegisteredApp, user: User, now: float) -> str:
-        header = {"typ": "JWT", "alg": "ES256", "kid": self._key_id}
-        claims = {
-            "aud": app.client_id, "iss": f"{self.base_url}/{self.tenant_id}/v2.0",
-            "iat": int(now), "nbf": int(now), "exp": int(now + 3600),
-            "name": user.upn.split("@")[0], "oid": user.object_id,
-            "preferred_username": user.upn, "sub": _b64url(hashlib.sha256(
-                f"{user.object_id}{app.client_id}".encode()).digest()),
-            "tid": self.tenant_id, "ver": "2.0",
-        }
-        signing_input = ".".join(_b64url(json.dumps(part).encode()) for part in (header, claims))
-        der = self._signing_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
-
-    def _jwk(self) -> dict[str, str]:
-        numbers = self._signing_key.public_key().public_numbers()
-        return {"kty": "EC", "use": "sig", "kid": self._key_id, "crv": "P-256",
-                "x": _b64url(numbers.x.to_bytes(32, "big")),
-                "y": _b64url(numbers.y.to_bytes(32, "big"))}
-
-
-def _verify(certificate: x509.Certificate, algorithm: str, signed: bytes, signature: bytes
-            ) -> bool:
-    """Whether ``signature`` over ``signed`` is the certificate key's, for RS256/PS256/ES256."""
-    key = certificate.public_key()
-    try:
-        if isinstance(key, rsa.RSAPublicKey) and algorithm == "RS256":
-            key.verify(signature, signed, padding.PKCS1v15(), hashes.SHA256())
-        elif isinstance(key, rsa.RSAPublicKey) and algorithm == "PS256":
-            key.verify(signature, signed, padding.PSS(
-                mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO), hashes.SHA256())
-        elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm == "ES256":
-            half = len(signature) // 2
-            der = encode_dss_signature(int.from_bytes(signature[:half], "big"),
-                                       int.from_bytes(signature[half:], "big"))
-            key.verify(der, signed, ec.ECDSA(hashes.SHA256()))
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
-
-
-__all__ = ["EXO_MODULE_CLIENT_ID", "EXO_RESOURCE", "Entra", "Grant", "READ_ROLES",
+__all__ = ["Directory", "EXO_MODULE_CLIENT_ID", "EXO_RESOURCE", "Entra", "Grant", "READ_ROLES",
            "RegisteredApp", "User"]

@@ -10,8 +10,9 @@ Faults (:class:`ExoKnobs` ``fault_at`` / ``fault_every``), by REST request numbe
 
 - ``"429"``: 429 with ``Retry-After: <retry_after>``;
 - ``"503"`` / ``"504"``: an HTML gateway page;
-- ``"concurrency"``: 429 with the plain-text "You have reached the maximum number of
-  concurrent requests per tenant. Please wait and try again" (status unverified);
+- ``"concurrency"``: the plain-text "You have reached the maximum number of concurrent
+  requests per tenant. Please wait and try again", status ``concurrency_status`` (429;
+  the real one is unverified);
 - ``"transient"``: 500 whose innererror type is ADTransientException;
 - ``"claims"``: every access token issued so far is revoked and the answer is 401 with a
   ``WWW-Authenticate`` claims challenge (``error="insufficient_claims"``, ``claims`` base64);
@@ -34,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from bridge.sandbox.entra import READ_ROLES, Entra, Grant
-from bridge.sandbox.exo_invoke import CmdletInvoker, Outcome, Page, odata_error
+from bridge.sandbox.exo_invoke import CmdletInvoker, Outcome, Page, odata_error, plain, render
 from bridge.sandbox.exo_reply import Headers, Reply, json_reply, text_reply
 from bridge.sandbox.organisation import Organisation
 
@@ -65,9 +66,15 @@ class ExoKnobs:
     fault_at: Mapping[int, str] = field(default_factory=dict)  # REST request number -> fault
     fault_every: Mapping[str, int] = field(default_factory=dict)  # fault -> every Nth request
     retry_after: int = 1  # seconds, on a "429" fault
+    # the status of the plain-text concurrency refusal: unverified (GreyCorbel ExoHelper
+    # tests the text whatever the status, as if it came with a status it would not retry)
+    concurrency_status: int = 429
     max_concurrent: int | None = None  # in-flight REST requests per tenant
     forbidden_cmdlets: frozenset[str] = frozenset()  # 403 empty body for these (any case)
     foreign_next_link: bool = False  # nextLinks on https://localhost:<port> (another host)
+    # DeviceIDs whose Get-MobileDeviceStatistics writes a non-terminating error instead of
+    # an object: in "@adminapi.errors" beside the others, or a 404 when it is the only one
+    statistics_errors: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         unknown = sorted({*self.fault_at.values(), *self.fault_every} - set(FAULTS))
@@ -85,6 +92,7 @@ class Invocation:
     page_size: int
     batched: bool
     status: int
+    anchor_mailbox: str  # the X-AnchorMailbox header ("" when absent)
 
 
 class ExoService:
@@ -95,7 +103,8 @@ class ExoService:
         self.knobs = knobs
         self.base_url = ""
         self.foreign_base_url = ""
-        self.invoker = CmdletInvoker(organisation, entra.tenant_domain)
+        self.invoker = CmdletInvoker(organisation, entra.tenant_domain,
+                                     frozenset(knobs.statistics_errors))
         self.requests: Counter[str] = Counter()
         self.cmdlets: Counter[str] = Counter()
         self.invocations: list[Invocation] = []
@@ -117,7 +126,7 @@ class ExoService:
         tenant, route = parts[2], parts[3]
         if route not in ("InvokeCommand", "$batch"):
             return None
-        if host.split(":")[0].lower() == "localhost":
+        if self.knobs.foreign_next_link and host.split(":")[0].lower() == "localhost":
             with self._lock:
                 self.foreign_requests += 1
                 self.foreign_tokens += bool(headers.get("Authorization"))
@@ -125,8 +134,21 @@ class ExoService:
         with self._lock:
             self.requests[route] += 1
             number = next(self._numbers)
-        if self.knobs.latency_ms:
-            time.sleep(self.knobs.latency_ms / 1000)
+            if self.knobs.max_concurrent is not None and (
+                    self._in_flight >= self.knobs.max_concurrent):
+                return text_reply(self.knobs.concurrency_status, CONCURRENCY_TEXT)
+            self._in_flight += 1
+            concurrency = self._in_flight
+        try:
+            if self.knobs.latency_ms:  # the request holds its place while it is slow
+                time.sleep(self.knobs.latency_ms / 1000)
+            return self._checked(number, tenant, split.query, route, headers, body, concurrency)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _checked(self, number: int, tenant: str, query: str, route: str, headers: Headers,
+                 body: bytes, concurrency: int) -> Reply:
         fault = self._scheduled_fault(number)
         if fault is not None:
             return self._fault(fault)
@@ -136,22 +158,11 @@ class ExoService:
         if tenant.lower() not in (self.entra.tenant_domain.lower(), self.entra.tenant_id):
             return json_reply(404, {"error": {"code": "NotFound", "message": f"Tenant "
                                               f"'{tenant}' not found."}})  # unverified
-        with self._lock:
-            if self.knobs.max_concurrent is not None and (
-                    self._in_flight >= self.knobs.max_concurrent):
-                return text_reply(429, CONCURRENCY_TEXT)
-            self._in_flight += 1
-            concurrency = self._in_flight
-        try:
-            if not set(grant.roles) & set(READ_ROLES):
-                return Reply(403)
-            query = parse_qs(split.query)
-            if route == "$batch":
-                return self._batch(tenant, headers, body, concurrency)
-            return self._invoke_reply(tenant, query, headers, body, concurrency)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+        if not set(grant.roles) & set(READ_ROLES):
+            return Reply(403)
+        if route == "$batch":
+            return self._batch(tenant, headers, body, concurrency)
+        return self._invoke_reply(tenant, parse_qs(query), headers, body, concurrency)
 
     def _scheduled_fault(self, number: int) -> str | None:
         fault = self.knobs.fault_at.get(number)
@@ -170,7 +181,7 @@ class ExoService:
             return Reply(int(fault), {"Content-Type": "text/html"},
                          _GATEWAY_PAGE.format(title).encode())
         if fault == "concurrency":
-            return text_reply(429, CONCURRENCY_TEXT)
+            return text_reply(self.knobs.concurrency_status, CONCURRENCY_TEXT)
         if fault == "transient":
             document = odata_error(
                 "InternalServerError", "Microsoft.Exchange.Data.Directory.ADTransientException",
@@ -236,8 +247,8 @@ class ExoService:
         reply_headers = {**self._headers(concurrency), **outcome.headers}
         if outcome.document is None:
             return Reply(outcome.status, reply_headers)
-        return json_reply(outcome.status, outcome.document, reply_headers,
-                          content_type=RESPONSE_TYPE)
+        return Reply(outcome.status, {"Content-Type": RESPONSE_TYPE, **reply_headers},
+                     render(outcome.document))
 
     def run(self, tenant: str, query: dict[str, list[str]], headers: Headers,
             body: Any, batched: bool) -> Outcome:
@@ -276,8 +287,9 @@ class ExoService:
                 "#Collection(Exchange.GenericHashTable)")
         with self._lock:
             self.cmdlets[outcome.cmdlet or name] += 1
-            self.invocations.append(Invocation(outcome.cmdlet or name, parameters, offset,
-                                               page_size, batched, outcome.status))
+            self.invocations.append(Invocation(
+                outcome.cmdlet or name, parameters, offset, page_size, batched, outcome.status,
+                headers.get("X-AnchorMailbox") or ""))
         return outcome
 
     def _batch(self, tenant: str, headers: Headers, body: bytes,
@@ -298,8 +310,9 @@ class ExoService:
         for request in requests:
             request = request if isinstance(request, dict) else {}
             url = urlsplit(str(request.get("url", "")))
-            prefer = headers.get("Prefer")
-            sub_headers = {**({"Prefer": prefer} if prefer else {}),
+            # the batch's own Prefer and X-AnchorMailbox apply unless an entry sets its own
+            inherited = {name: headers.get(name) for name in ("Prefer", "X-AnchorMailbox")}
+            sub_headers = {**{name: value for name, value in inherited.items() if value},
                            **(request.get("headers") or {})}
             outcome = self.run(tenant, parse_qs(url.query), _Insensitive(sub_headers),
                                request.get("body"), batched=True)
@@ -307,7 +320,7 @@ class ExoService:
                 "id": request.get("id"),
                 "status": outcome.status,
                 "headers": {"Content-Type": RESPONSE_TYPE, **outcome.headers},
-                "body": outcome.document,
+                "body": plain(outcome.document),
             })
         return json_reply(200, {"responses": responses}, self._headers(concurrency),
                           content_type=RESPONSE_TYPE)

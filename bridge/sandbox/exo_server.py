@@ -50,6 +50,7 @@ EXO_SCOPE = "https://outlook.office365.com/.default"
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
     server: _Server
 
     def version_string(self) -> str:
@@ -199,6 +200,17 @@ class ExoSandbox:
     def ca_path(self) -> Path | None:
         """Alias of ``ca_file``: the CA certificate a client must trust."""
         return self.ca_file
+
+    def warm(self) -> None:
+        """Write every object's JSON once now (a benchmark calls it so that no strategy pays
+        the first serialization: 10,000 mailboxes take seconds)."""
+        invoker = self.service.invoker
+        for mailbox in self.organisation.mailbox_entries:
+            invoker.object_json("Mailbox", mailbox)
+            invoker.object_json("CASMailbox", mailbox)
+            for device in mailbox.devices:
+                invoker.object_json("MobileDevice", device)
+                invoker.object_json("MobileDeviceConfiguration", device)
 
     # ---- principals (delegates to Entra) ---------------------------------------------------
 

@@ -34,42 +34,39 @@ DOMAIN_CONTROLLER = "AM0PR07A13DC001.EURPR07A013.PROD.OUTLOOK.COM"
 HOSTED = "Microsoft Exchange Hosted Organizations"
 _ID_NAMESPACE = uuid.UUID("5f0b6c5e-8f7d-4c8e-9b1a-0e3f3d6a2c11")
 
-_GUID = {"@data.type": "System.Guid", "@odata.type": "#Guid"}
-_DATE = {"@data.type": "System.DateTime"}
-_INT32 = {"@data.type": "System.Int32"}
-_UINT32 = {"@data.type": "System.UInt32"}  # unverified
-_COLLECTION = {"@odata.type": "#Collection(String)"}
 
 
 def format_exo_datetime(value: datetime, utc: bool) -> str:
     """``2022-09-21T08:07:47.0000000+00:00`` (``utc``: ``...Z``), always seven digits."""
     value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S") + f".{value.microsecond:06d}0"
-    return text + ("Z" if utc else "+00:00")
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+            f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}0"
+            + ("Z" if utc else "+00:00"))
 
 
 def to_json_object(props: list[Prop]) -> dict[str, Any]:
     """One object as the REST endpoint writes it: properties with their companion keys."""
     result: dict[str, Any] = {}
     for name, kind, value in props:
-        companions: dict[str, str] = {}
-        if kind.startswith("MV:"):
-            companions, value = _COLLECTION, list(value)
+        if kind == "S" or kind == "B":
+            result[name] = value
         elif kind == "SIZE":
-            value = format_size(value)
+            result[name] = format_size(value)
+        elif kind[0] == "M":  # MV:<collection>
+            result[name + "@odata.type"] = "#Collection(String)"
+            result[name] = list(value)
         elif value is None:
-            pass
+            result[name] = None
         elif kind == "G":
-            companions = _GUID
-        elif kind in ("DTZ", "DTL"):
-            companions, value = _DATE, format_exo_datetime(value, kind == "DTZ")
-        elif kind == "I32":
-            companions = _INT32
-        elif kind == "U32":
-            companions = _UINT32
-        for suffix, type_name in companions.items():
-            result[name + suffix] = type_name
-        result[name] = value
+            result[name + "@data.type"] = "System.Guid"
+            result[name + "@odata.type"] = "#Guid"
+            result[name] = value
+        elif kind == "DTZ" or kind == "DTL":
+            result[name + "@data.type"] = "System.DateTime"
+            result[name] = format_exo_datetime(value, kind == "DTZ")
+        else:  # I32, U32 (unverified: UInt32 written like Int32)
+            result[name + "@data.type"] = "System.Int32" if kind == "I32" else "System.UInt32"
+            result[name] = value
     return result
 
 
