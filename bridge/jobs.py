@@ -23,7 +23,7 @@ from bridge.errors import BridgeError, ExitCode, OutputError
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from bridge.commands import Command, ErrorRecord
+    from bridge.commands import Command, CommandResult, ErrorRecord
     from bridge.exchange import Collection, Progress
     from bridge.frames import Figures, Report, ReportOptions
     from bridge.history import HistorySettings, HistoryView
@@ -525,13 +525,22 @@ def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[
     """Run one cmdlet on ``server`` and write its rows to ``output`` (.xlsx with an Errors
     sheet when the server sent error records, or .csv/.parquet/.json). The server's
     warnings are told to ``notify`` before the file is written."""
-    from bridge import clixml, exchange, remote, workbook
-    from bridge import output as outputs
+    from bridge import exchange, remote
 
     check_table_output(output)
     with remote.Session(server.settings,
                         _password(server.settings, server.password, server.prompt)) as session:
         command, result = exchange.run_cmdlet(session, cmdlet, dict(parameters))
+    return write_cmdlet_result(command, result, output, notify=notify)
+
+
+def write_cmdlet_result(command: Command, result: CommandResult, output: Path, *,
+                        notify: Notify = _ignore) -> CmdletRun:
+    """Write one cmdlet's rows to ``output`` (any source's: WSMan, Exchange Online)."""
+    from bridge import clixml, workbook
+    from bridge import output as outputs
+
+    cmdlet = command.name
     warnings = tuple(dict.fromkeys(result.warnings))
     for text in warnings:
         notify(Note("warning", text))

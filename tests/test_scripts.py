@@ -523,8 +523,12 @@ def test_cli_via_options_are_checked(tmp_path: Path) -> None:
     out = str(tmp_path / "r.xlsx")
     code, _, stderr = _psbridge("mobile", "--server", "mail", "--tenant", TENANT, "-o", out)
     assert code == 2
+    assert stderr.endswith("Error: --tenant runs on Exchange Online: leave out --server.\n")
+    code, _, stderr = _psbridge("mobile", "--server", "mail", "--app-id", APP_ID, "-o", out)
+    assert code == 2
     assert stderr.endswith(
-        "Error: --tenant/--app-id/--certificate-* go with --via jumphost or --via pwsh.\n"
+        "Error: --app-id/--certificate-* go with --tenant (Exchange Online), --via jumphost or "
+        "--via pwsh.\n"
     )
     code, _, stderr = _psbridge("mobile", "--via", "pwsh", "--app-id", APP_ID, "-o", out)
     assert code == 2

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bridge import history, jobs
+from bridge.cli import exo as exo_cli
 from bridge.cli import terminal
 from bridge.cli.options import (
     CollectionValues,
@@ -28,6 +29,7 @@ from bridge.cli.options import (
 from bridge.errors import ConfigError
 
 if TYPE_CHECKING:
+    from bridge.exo.settings import ExoSettings
     from bridge.frames import ReportOptions
 
 
@@ -47,16 +49,25 @@ def _offline_source(from_clixml: tuple[Path, ...], connection: ConnectionValues,
 
 
 def _live_source(via: ViaValues, connection: ConnectionValues,
-                 collection: CollectionValues) -> jobs.ReportSource:
-    """The source --via names: the Exchange endpoint, a jump host or a local pwsh."""
+                 collection: CollectionValues, exo: exo_cli.ExoValues) -> jobs.ReportSource:
+    """The source --via names: the Exchange endpoint (or Exchange Online's, for --tenant
+    without --server), a jump host or a local pwsh."""
     from bridge import scripts
 
     if via["via"] == "direct":
+        online = _exchange_online(via, connection, exo)
+        if online is not None:
+            from bridge.exo.job import ExchangeOnline
+
+            terminal.quiet_library_logs()
+            return ExchangeOnline(online, strategy=collection["strategy"],
+                                  resume=collection["resume"], run_dir=collection["run_dir"],
+                                  on_device_code=exo_cli.show_device_code)
         app_values = (via["tenant"], via["app_id"], via["certificate_thumbprint"],
                       via["certificate_file"])
         if any(value is not None for value in app_values):
-            raise click.UsageError("--tenant/--app-id/--certificate-* go with --via jumphost "
-                                   "or --via pwsh.")
+            raise click.UsageError("--app-id/--certificate-* go with --tenant (Exchange "
+                                   "Online), --via jumphost or --via pwsh.")
         settings = settings_from_options(connection)
         terminal.quiet_library_logs()
         return jobs.ExchangeServer(settings, strategy=collection["strategy"],
@@ -85,6 +96,18 @@ def _live_source(via: ViaValues, connection: ConnectionValues,
     return jobs.JumpHost(settings, app, prompt=terminal.password_prompt())
 
 
+def _exchange_online(via: ViaValues, connection: ConnectionValues,
+                     exo: exo_cli.ExoValues) -> ExoSettings | None:
+    """Exchange Online's settings for --tenant without --server (--via direct), else None."""
+    if via["via"] == "direct" and via["tenant"] and via["certificate_thumbprint"]:
+        raise click.UsageError("--certificate-thumbprint names a Windows certificate store "
+                               "entry (--via pwsh/jumphost); with --tenant give "
+                               "--certificate-file.")
+    app = exo_cli.ExoAppValues(tenant=via["tenant"], app_id=via["app_id"],
+                               certificate_file=via["certificate_file"])
+    return exo_cli.exchange_online(app, connection, exo)
+
+
 @click.command("mobile")
 @click.option("--from-clixml", "from_clixml", multiple=True, metavar="DIR_OR_FILE",
               type=click.Path(path_type=Path),
@@ -94,25 +117,33 @@ def _live_source(via: ViaValues, connection: ConnectionValues,
 @connection_options
 @collection_options
 @via_options
+@exo_cli.exo_options
 @history_options
 def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
                    output_format: str | None, open_report: bool, as_of: datetime | None,
                    report_options: ReportOptions, connection: ConnectionValues,
-                   collection: CollectionValues, via: ViaValues,
+                   collection: CollectionValues, via: ViaValues, exo: exo_cli.ExoValues,
                    history_settings: history.HistorySettings) -> None:
     """The mobile device report: which devices sync each mailbox, with what, how recently.
 
     Live: psbridge mobile --server mail.contoso.com --user admin@contoso.com -o report.xlsx
 
     Offline: psbridge mobile --from-clixml .\\export -o report.xlsx
+
+    Exchange Online: psbridge mobile --tenant contoso.onmicrosoft.com -o report.xlsx
     """
+    if exo["sign_out"]:
+        online = _exchange_online(via, connection, exo)
+        if online is not None:
+            exo_cli.sign_out(online)
+            return
     output, output_format = report_output(output, output_format, "mobile-devices")
     quiet = bool(connection.get("quiet"))
     if from_clixml:
         source: jobs.ReportSource = _offline_source(from_clixml, connection, via)
         progress = None
     else:
-        source = _live_source(via, connection, collection)
+        source = _live_source(via, connection, collection, exo)
         # a jump host runs the script in one go: nothing to count on the way
         progress = None if via["via"] == "jumphost" else terminal.progress_for(quiet)
     run = jobs.mobile_report(
@@ -130,14 +161,26 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
 @click.option("--seed", type=int, default=1, show_default=True,
               help="Seed of the sandbox organisation.")
 @click.option("--open", "open_report", is_flag=True, help="Open the workbook when written.")
+@click.option("--exo", is_flag=True,
+              help="Through the emulated Exchange Online instead: its REST endpoint and "
+                   "sign-in (a device code the sandbox approves itself), over HTTPS.")
 @history_options
-def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
+def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool, exo: bool,
                  history_settings: history.HistorySettings) -> None:
     """Try psbridge: the report of a sandbox Exchange organisation, collected live.
 
     Starts the built-in Exchange sandbox on 127.0.0.1, connects to it over WSMan/PSRP
     with NTLM like to a real server, runs the mobile report and writes the workbook.
     """
-    run = jobs.demo_report(output, mailboxes, seed, history_settings,
-                           notify=terminal.note_printer(), command_line=terminal.command_line())
+    if exo:
+        from bridge.exo.job import exo_demo_report
+
+        terminal.quiet_library_logs()
+        run = exo_demo_report(output, mailboxes, seed, history_settings,
+                              notify=terminal.note_printer(),
+                              command_line=terminal.command_line())
+    else:
+        run = jobs.demo_report(output, mailboxes, seed, history_settings,
+                               notify=terminal.note_printer(),
+                               command_line=terminal.command_line())
     terminal.finish_report(run, open_report)

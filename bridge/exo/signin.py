@@ -286,16 +286,17 @@ class Tokens:
             return token
 
     def sign_out(self) -> int:
-        """Remove this tenant's cached accounts and tokens; how many accounts were removed."""
+        """Remove this tenant's cached accounts and tokens; how many accounts were removed.
+
+        App-only tokens are never written to disk: nothing to remove there."""
+        if self.sign_in.app_only:
+            self._current = None
+            return 0
         with self._lock:
             app = self._application()
             accounts = app.get_accounts()
             for account in accounts:
                 app.remove_account(account)
-            if self.sign_in.app_only:
-                cache = app.token_cache
-                for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
-                    cache.remove_at(item)
             self._current = None
             return len(accounts)
 
