@@ -182,3 +182,25 @@ def test_no_token_in_the_workbook_history_or_run_folder(tmp_path: Path) -> None:
     assert b"admin@contoso.onmicrosoft.com" in everything  # the search does see the files
     for token in tokens.issued:
         assert token.encode() not in everything
+
+
+def test_statistics_errors_become_error_rows_with_exchange_text(tmp_path: Path) -> None:
+    org_probe = exo_sandbox(mailboxes=60, seed=4)
+    with org_probe as exo:
+        owners = users_with_devices(exo.organisation)
+        single = next(m for m in owners if len(m.devices) == 1)
+        double = next(m for m in owners if len(m.devices) >= 2)
+    failing = {single.devices[0].device_id, double.devices[0].device_id}
+    with exo_sandbox(mailboxes=60, seed=4, statistics_errors=frozenset(failing)) as exo:
+        result = collect(source_for(exo, delegated(exo, tmp_path)))
+    users = [m for m in exo.organisation.mailbox_entries if m.kind == "user"]
+    expected = sorted(d.guid for m in users for d in m.devices if d.device_id not in failing)
+    assert sorted(str(d["Guid"]) for d in result.devices) == expected
+    assert len(result.errors) == 2
+    by_mailbox = {str(e["Mailbox"]): e for e in result.errors}
+    assert set(by_mailbox) == {single.name, double.name}
+    for error in result.errors:
+        assert error["Command"] == (
+            f"Get-MobileDeviceStatistics -Mailbox {error['Command'].split()[-1]}")
+        message = str(error["Message"])
+        assert message and "|" not in message and "Error executing" not in message

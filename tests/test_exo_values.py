@@ -69,3 +69,13 @@ def test_odata_error_falls_back_to_the_inner_exception() -> None:
 def test_warnings_of_any_shape_become_lines() -> None:
     assert messages(["a", {"message": "b"}]) == ["a", "b"]
     assert messages(None) == []
+
+
+def test_non_terminating_errors_are_split_like_odata_errors() -> None:
+    from bridge.exo.values import error_records
+
+    [record] = error_records([{"code": "Client", "message":
+                               "Ex1|Microsoft.Exchange.X.ManagementObjectNotFoundException|gone"}])
+    assert (record.message, record.reason, record.category) == (
+        "gone", "ManagementObjectNotFoundException", "ObjectNotFound")
+    assert error_records(["plain text"])[0].message == "plain text"

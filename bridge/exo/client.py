@@ -21,7 +21,7 @@ from bridge.commands import (
 )
 from bridge.errors import CommandNotFound, RemoteCommandError
 from bridge.exo.transport import TokenSource, Transport, parse_json, short, tries
-from bridge.exo.values import messages, odata_error, plain_rows
+from bridge.exo.values import error_records, messages, odata_error, plain_rows
 
 EXO_ENDPOINT = "https://outlook.office365.com"
 API_PATH = "adminapi/beta"
@@ -70,9 +70,7 @@ def absorb(page: object, result: CommandResult, label: str) -> str | None:
         raise RemoteCommandError(f"{label}: the answer is not an OData JSON object")
     result.rows.extend(plain_rows(page.get("value")))
     result.warnings.extend(messages(page.get("@adminapi.warnings")))
-    for text in messages(page.get("@adminapi.errors")):
-        result.errors.append(ErrorRecord(message=text, category="NotSpecified", reason="",
-                                         error_id="adminapi.errors"))
+    result.errors.extend(error_records(page.get("@adminapi.errors")))
     link = page.get("@odata.nextLink")
     return link if isinstance(link, str) and link else None
 

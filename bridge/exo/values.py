@@ -140,6 +140,24 @@ def _detail(error: Mapping[str, object]) -> str:
     return str(message).strip() if message else ""
 
 
+def error_records(items: object) -> list[ErrorRecord]:
+    """``@adminapi.errors`` (non-terminating errors beside the rows) as error records;
+    a ``<errorId>|<ExceptionType>|<text>`` message is split as in an OData error."""
+    records = []
+    for text in messages(items):
+        parts = text.split("|", 2)
+        if len(parts) == 3:
+            error_id, exception, message = (part.strip() for part in parts)
+        else:
+            error_id, exception, message = "", "", text.strip()
+        short = exception.rsplit(".", 1)[-1]
+        records.append(ErrorRecord(
+            message=message, category=_CATEGORIES.get(short, "NotSpecified"), reason=short,
+            error_id=",".join(part for part in (error_id, exception) if part)
+            or "adminapi.errors"))
+    return records
+
+
 def odata_error(body: object, *, status: int, exception_header: str = "",
                 target: str = "") -> ErrorRecord | None:
     """An OData error body as a PowerShell-like error record, or None when it is not one.
