@@ -161,3 +161,26 @@ def test_an_app_only_token_refused_as_expired_is_replaced(tmp_path: Path) -> Non
         source = source_for(exo, tokens, page_size=10)
         assert len(source.run(ALL_MAILBOXES).rows) == 30
         assert exo.entra.requests["oauth2/v2.0/token"] == 2
+
+
+def test_the_tenant_concurrency_limit_is_waited_out(tmp_path: Path) -> None:
+    import time
+
+    from bridge.exchange import collect
+
+    with exo_sandbox(mailboxes=60, seed=2, max_concurrent=1, latency_ms=20) as exo:
+        source = source_for(exo, delegated(exo, tmp_path), retries=10,
+                            sleep=lambda seconds: time.sleep(seconds / 100))
+        result = collect(source, concurrency=3)
+        users = [m for m in exo.organisation.mailbox_entries if m.kind == "user"]
+        assert sorted(str(d["Guid"]) for d in result.devices) == sorted(
+            d.guid for m in users for d in m.devices)
+        assert result.errors == []
+        assert source.stats.retries > 0  # refused while another request was in flight
+
+
+def test_a_403_fault_mid_run_names_the_role(tmp_path: Path) -> None:
+    with exo_sandbox(fault_at={2: "403"}) as exo:
+        source = source_for(exo, delegated(exo, tmp_path), page_size=10)
+        with pytest.raises(CommandNotFound, match="View-Only Organization Management"):
+            source.run(ALL_MAILBOXES)
