@@ -132,3 +132,35 @@ def test_exo_options_need_a_tenant(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.endswith("Error: --exo-endpoint, --authority, --interactive and "
                                   "--sign-out go with --tenant (Exchange Online).\n")
+
+
+def test_sandbox_serve_exo_is_what_mobile_tenant_reaches(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from bridge.cli import main; main()", "sandbox", "serve",
+         "--exo", "--mailboxes", "20", "--fixed-clock", "--fault-every", "429=4",
+         "--retry-after", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("Press Ctrl+C"):
+            break
+    assert re.fullmatch(r"Exchange Online sandbox at https://127\.0\.0\.1:\d+ \(tenant "
+                        r"contoso\.onmicrosoft\.com\)", lines[0])
+    assert lines[3].startswith("Try: psbridge mobile --tenant contoso.onmicrosoft.com ")
+    options = lines[3].removeprefix("Try: psbridge mobile ").removesuffix(" -o report.xlsx")
+    output = tmp_path / "report.xlsx"
+    result = invoke(["mobile", *options.split(), "--no-history", "-q", "-o", str(output)])
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert "microsoft.com/devicelogin" in result.stderr
+    from bridge.sandbox.organisation import Organisation
+
+    devices = outlook_devices(Organisation(mailboxes=20, seed=1))
+    assert openpyxl.load_workbook(output)["Devices"].max_row == len(devices) + 1
+    assert re.fullmatch(r"Stopped after \d+ REST requests\.\n", out)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import click
 
@@ -12,6 +12,7 @@ from bridge.cli.options import ConnectionValues, option_group
 
 if TYPE_CHECKING:
     from bridge.exo.settings import ExoSettings
+    from bridge.sandbox.organisation import Organisation
 
 
 class ExoValues(TypedDict):
@@ -109,3 +110,44 @@ def sign_out(settings: ExoSettings) -> None:
 
     removed = Tokens(settings.sign_in).sign_out()
     click.echo(f"Signed out of {settings.sign_in.tenant}: {removed} cached sign-in(s) removed.")
+
+
+def parse_faults(values: tuple[str, ...]) -> dict[str, int]:
+    """``--fault-every 429=10`` (repeatable) -> {"429": 10}."""
+    from bridge.sandbox.exo_rest import FAULTS
+
+    faults: dict[str, int] = {}
+    for value in values:
+        name, _, every = value.partition("=")
+        if name not in FAULTS or not every.isdigit() or int(every) < 1:
+            raise click.BadParameter(f"{value!r}: use FAULT=N with FAULT one of "
+                                     f"{', '.join(FAULTS)}", param_hint="--fault-every")
+        faults[name] = int(every)
+    return faults
+
+
+def serve_exo(organisation: Organisation, knobs: dict[str, Any]) -> None:
+    """``psbridge sandbox serve --exo``: the emulated Exchange Online until Ctrl+C; device
+    codes are approved as the sandbox's admin as soon as they are asked for."""
+    import time
+
+    from bridge.sandbox.exo_server import DEFAULT_ADMIN, ExoSandbox
+
+    sandbox = ExoSandbox(organisation=organisation, **knobs).start()
+    try:
+        options = (f"--tenant {sandbox.tenant} --exo-endpoint {sandbox.endpoint} "
+                   f"--authority {sandbox.endpoint} --ca-bundle {sandbox.ca_file}")
+        click.echo(f"Exchange Online sandbox at {sandbox.endpoint} (tenant {sandbox.tenant})")
+        click.echo(f"CA file: {sandbox.ca_file}")
+        click.echo(f"Device codes are approved as {DEFAULT_ADMIN} as soon as they are asked for.")
+        click.echo(f"Try: psbridge mobile {options} -o report.xlsx")
+        click.echo("Press Ctrl+C to stop.")
+        while True:
+            for code in sandbox.entra.pending_user_codes():
+                sandbox.approve_device_code(code, DEFAULT_ADMIN)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        served = sandbox.requests["InvokeCommand"] + sandbox.requests["$batch"]
+        click.echo(f"Stopped after {served} REST requests.")
+    finally:
+        sandbox.stop()

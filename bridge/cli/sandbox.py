@@ -67,10 +67,27 @@ def sandbox_export(folder: Path, mailboxes: int, seed: int) -> None:
 @click.option("--fixed-clock", is_flag=True,
               help="Date the organisation from its fixed reference time (as tests and the "
                    "demo do) instead of from now.")
+@click.option("--exo", is_flag=True,
+              help="Serve Exchange Online instead: its REST endpoint and Entra sign-in over "
+                   "HTTPS (with --latency-ms and the --fault-every, --retry-after, "
+                   "--max-concurrent, --forbid, --token-lifetime knobs).")
+@click.option("--fault-every", multiple=True, metavar="FAULT=N",
+              help="--exo: answer every Nth REST request with FAULT (429, 503, 504, "
+                   "concurrency, transient, claims, expired, 403); repeatable.")
+@click.option("--retry-after", type=click.IntRange(min=0), default=1, show_default=True,
+              help="--exo: the Retry-After seconds of a 429.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), metavar="N",
+              help="--exo: REST requests in flight per tenant before the concurrency refusal.")
+@click.option("--forbid", multiple=True, metavar="CMDLET",
+              help="--exo: answer this cmdlet 403 with an empty body (a missing role).")
+@click.option("--token-lifetime", type=click.FloatRange(min=1), default=3599.0,
+              show_default=True, help="--exo: seconds an access token lives.")
 def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms: float,
                   object_latency_ms: float, max_shells: int | None, cmdlet_budget: int | None,
                   budget_window: float, drop_after: int | None, http_error_every: int | None,
-                  http_error_status: str, fixed_clock: bool) -> None:
+                  http_error_status: str, fixed_clock: bool, exo: bool,
+                  fault_every: tuple[str, ...], retry_after: int, max_concurrent: int | None,
+                  forbid: tuple[str, ...], token_lifetime: float) -> None:
     """Serve an emulated Exchange PowerShell endpoint on 127.0.0.1 until Ctrl+C.
 
     Prints the URL and the user and password it generated for this run (a throwaway
@@ -85,6 +102,14 @@ def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms:
     # its fixed 2025 reference time would look entirely stale to it.
     organisation = Organisation(mailboxes=mailboxes, seed=seed,
                                 reference_time=None if fixed_clock else datetime.now(UTC))
+    if exo:
+        from bridge.cli import exo as exo_cli
+
+        exo_cli.serve_exo(organisation, {
+            "latency_ms": latency_ms, "fault_every": exo_cli.parse_faults(fault_every),
+            "retry_after": retry_after, "max_concurrent": max_concurrent,
+            "forbidden_cmdlets": frozenset(forbid), "token_lifetime": token_lifetime})
+        return
     sandbox = Sandbox(
         mailboxes=mailboxes, seed=seed, https=https, port=port, organisation=organisation,
         latency_per_command=latency_ms / 1000, latency_per_object=object_latency_ms / 1000,
