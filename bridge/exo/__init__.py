@@ -8,8 +8,6 @@ the CLIXML reader gives on-premises.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from bridge.exo.client import EXO_ENDPOINT, ExoSource
 from bridge.exo.signin import (
     AUTHORITY_HOST,
@@ -20,17 +18,6 @@ from bridge.exo.signin import (
     Tokens,
 )
 
-
-def connect(sign_in: SignIn, *, endpoint: str = EXO_ENDPOINT, verify: bool | str = True,
-            concurrency: int = 3,
-            on_device_code: Callable[[str], None] | None = None) -> ExoSource:
-    """An ExoSource for ``sign_in``'s tenant; signs in now, so a refusal shows at once."""
-    tokens = Tokens(sign_in, on_device_code=on_device_code)
-    tokens.token()
-    return ExoSource(tokens, sign_in.tenant, endpoint=endpoint, verify=verify,
-                     concurrency=concurrency)
-
-
 __all__ = [
     "AUTHORITY_HOST",
     "CERTIFICATE_PASSWORD_ENV",
@@ -40,5 +27,4 @@ __all__ = [
     "ExoSource",
     "SignIn",
     "Tokens",
-    "connect",
 ]
