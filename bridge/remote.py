@@ -40,6 +40,7 @@ from pypsrp.serializer import Serializer
 from pypsrp.wsman import NAMESPACES, OptionSet, SelectorSet, WSMan, WSManAction
 from spnego.exceptions import SpnegoError
 
+from bridge import kerberos
 from bridge.clixml import parse_element
 from bridge.commands import (
     Command,
@@ -245,7 +246,9 @@ def _install_fast_output(pool: RunspacePool) -> None:
 # --------------------------------------------------------------------------- failures
 
 #: what pypsrp and the libraries under it raise; each is turned into a BridgeError
-_LIBRARY_ERRORS = (WinRMError, requests.exceptions.RequestException, SpnegoError)
+_LIBRARY_ERRORS: tuple[type[Exception], ...] = (
+    WinRMError, requests.exceptions.RequestException, SpnegoError, *kerberos.LIBRARY_ERRORS
+)
 
 
 class _Transient(Exception):
@@ -294,7 +297,12 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
             f"the server refused the credentials of {settings.who} (auth: {settings.auth}) "
             f"at {where}. Check the user name (UPN or DOMAIN\\user) and password."
         ) from exc
-    if isinstance(exc, SpnegoError):
+    if isinstance(exc, (SpnegoError, *kerberos.LIBRARY_ERRORS)):
+        failure = kerberos.sign_in_failure(
+            exc, server=settings.server, service=settings.spn_service, username=settings.username
+        )
+        if failure is not None:  # a Kerberos failure with its own line: no ticket, no SPN...
+            raise failure from exc
         # pyspnego (Kerberos/NTLM) could not even build a token: no ticket, no password
         detail = (
             "no Kerberos ticket or password is available here"
@@ -464,7 +472,7 @@ def _socket_reason(exc: requests.exceptions.ConnectionError) -> str:
 _AUTH_PACKAGES = {
     # auth -> (module, how to get it); checked before connecting, so a missing library
     # is one clear line instead of an ImportError halfway through the HTTP handshake
-    "kerberos": ("gssapi", 'pip install "pypsrp[kerberos]" (on Windows SSPI needs nothing)'),
+    "kerberos": ("gssapi", 'pip install "psbridge[kerberos]" (on Windows SSPI needs nothing)'),
     "credssp": ("requests_credssp", 'pip install "pypsrp[credssp]"'),
 }
 
@@ -548,7 +556,8 @@ def _connect(settings: ConnectionSettings, password: str | None, *, brief: bool 
     wsman = _WSMan(
         settings.server,
         port=settings.effective_port,
-        username=settings.username,
+        username=(kerberos.client_principal(settings.username)
+                  if settings.auth in ("negotiate", "kerberos") else settings.username),
         password=password,
         ssl=settings.https,
         path=settings.path.strip("/"),

@@ -16,6 +16,7 @@ OWNERS = {
     "xlsxwriter": {"workbook.py"},
     "lxml": {"clixml.py"},
     "pypsrp": {"remote.py"},
+    "krb5": {"kerberos.py"},
     "psrpcore": {"sandbox/psrp.py"},
 }
 
