@@ -7,6 +7,7 @@ extra (gssapi, krb5) are missing; the message mapping is tested everywhere.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import time
@@ -106,6 +107,14 @@ def _devices(path: Path) -> list[tuple[object, ...]]:
 
 
 # --------------------------------------------------------------------------- signed in
+
+
+def test_the_realm_is_only_in_the_environment_of_tests_that_ask(lab: Lab) -> None:
+    """The session's KDC leaves the process environment alone: other tests, and the child
+    processes they start (pwsh, a sandbox process), see none of its KRB5_* variables."""
+    pointing_at_realm = {name for name, value in os.environ.items()
+                         if str(lab.realm.folder) in value}
+    assert pointing_at_realm == set()
 
 
 def test_mobile_by_kerberos_gives_the_rows_ntlm_gives(kerberos_env: Lab, endpoint: Sandbox,
@@ -259,6 +268,15 @@ def test_kdc_unreachable(kerberos_env: Lab, endpoint: Sandbox, tmp_path: Path,
         "Error: cannot reach a Kerberos KDC for realm CONTOSO.COM: check that a domain "
         "controller answers on port 88 from here (the realm's kdc entries in krb5.conf, "
         "or DNS).\n"))
+
+
+def test_a_realm_krb5_conf_does_not_know(kerberos_env: Lab, endpoint: Sandbox,
+                                         tmp_path: Path) -> None:
+    result = _fails(endpoint, tmp_path, "--auth", "kerberos", "--user", "admin@fabrikam.com",
+                    env={"PSBRIDGE_PASSWORD": endpoint.password})
+    assert (result.exit_code, result.stderr) == (8, (
+        "Error: Kerberos knows no KDC for the realm FABRIKAM.COM: name the realm's KDC in "
+        "krb5.conf (or turn on dns_lookup_kdc), and give --user as user@REALM.\n"))
 
 
 def test_an_ip_address_has_no_spn(kerberos_env: Lab, endpoint: Sandbox,
