@@ -129,7 +129,7 @@ def sign_in_failure(
             return AuthenticationFailed(
                 f"Kerberos cannot sign in to {server}: it is an IP address, and the KDC has "
                 f"no service principal {spn} (server not found in Kerberos database). Use "
-                "the server's real name with --server (the host name of its HTTP SPN)."
+                f"the server's real name with --server (the host name of its {service} SPN)."
             )
         return AuthenticationFailed(
             f"Kerberos cannot sign in to {server}: the KDC has no service principal {spn} "
@@ -164,11 +164,7 @@ def sign_in_failure(
             "Kerberos refused the sign-in: this machine's clock and the KDC's differ by "
             "more than 5 minutes. Set the clock right (NTP) and try again."
         )
-    if kind == "expired":
-        if username:
-            return AuthenticationFailed(
-                f"the Kerberos ticket of {username} has expired: run kinit {username} again."
-            )
+    if kind == "expired":  # only a kinit ticket can be: with --user psbridge gets a new one
         return AuthenticationFailed(
             "the Kerberos ticket of the current identity has expired: renew it with "
             "kinit, or give --user (the password from PSBRIDGE_PASSWORD or the prompt)."
