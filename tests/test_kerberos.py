@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 from bridge import kerberos
 from bridge.cli import cli
 from bridge.errors import AuthenticationFailed, ConfigError, ConnectionFailed
+from bridge.remote import Command, ConnectionSettings, Session
 from bridge.sandbox import Sandbox
 from tests import kdc
 
@@ -138,6 +139,17 @@ def test_mobile_by_kerberos_gives_the_rows_ntlm_gives(kerberos_env: Lab, endpoin
     rows = _devices(reports["ntlm"])
     assert len(rows) > 1
     assert _devices(reports["kerberos"]) == _devices(reports["negotiate"]) == rows
+
+
+def test_a_library_session_signs_in_with_the_ticket(kerberos_env: Lab,
+                                                    endpoint: Sandbox) -> None:
+    """remote.Session, as library users call it: no user, no password, auth kerberos."""
+    settings = ConnectionSettings(server="localhost", port=endpoint.port, auth="kerberos")
+    endpoint.sign_ins.clear()
+    with Session(settings, None) as session:
+        mailboxes = session.run(Command("Get-Mailbox", {"ResultSize": "Unlimited"})).rows
+    assert len(mailboxes) == 25
+    assert [(s.mechanism, s.ntlm_tokens) for s in endpoint.sign_ins] == [("kerberos", 0)]
 
 
 def test_user_and_password_get_their_own_ticket(kerberos_env: Lab, endpoint: Sandbox,
