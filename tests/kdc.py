@@ -159,15 +159,17 @@ class Realm:
         program = find_program("krb5kdc")
         assert program is not None
         env = {"PATH": os.environ.get("PATH", ""), **self.environment()}
-        self.process = subprocess.Popen(
-            [program, "-n", "-r", REALM, "-P", str(self.folder / "krb5kdc.pid")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        console = self.folder / "krb5kdc.out"  # a file, not a pipe nobody drains
+        with console.open("wb") as output:
+            self.process = subprocess.Popen(
+                [program, "-n", "-r", REALM, "-P", str(self.folder / "krb5kdc.pid")],
+                env=env, stdout=output, stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                error = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"krb5kdc exited: {error.strip()}")
+                error = console.read_text(encoding="utf-8", errors="replace").strip()
+                raise RuntimeError(f"krb5kdc exited: {error}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return self
@@ -184,8 +186,6 @@ class Realm:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
         self.process = None
 
     def kinit(self, ccache: Path, *, lifetime: str | None = None,
