@@ -255,11 +255,14 @@ def test_wrong_password(kerberos_env: Lab, endpoint: Sandbox, tmp_path: Path) ->
         "password (PSBRIDGE_PASSWORD, the keyring or the prompt).\n"))
 
 
-def test_unknown_principal(kerberos_env: Lab, endpoint: Sandbox, tmp_path: Path) -> None:
-    result = _fails(endpoint, tmp_path, "--auth", "kerberos", "--user", "nobody@contoso.com",
+@pytest.mark.parametrize("user", ["nobody@contoso.com", "CONTOSO\\admin"])
+def test_unknown_principal(kerberos_env: Lab, endpoint: Sandbox, tmp_path: Path,
+                           user: str) -> None:
+    """A user the KDC lacks, or the NetBIOS form, which Kerberos cannot use."""
+    result = _fails(endpoint, tmp_path, "--auth", "kerberos", "--user", user,
                     env={"PSBRIDGE_PASSWORD": "whatever"})
     assert (result.exit_code, result.stderr) == (6, (
-        "Error: the Kerberos KDC does not know the user nobody@contoso.com: check --user "
+        f"Error: the Kerberos KDC does not know the user {user}: check --user "
         "(for Kerberos, user@REALM, e.g. admin@CONTOSO.COM).\n"))
 
 
