@@ -134,3 +134,7 @@ class _Database:
                 f"history {self.path} is damaged ({exc}); move it away (a new one is created) "
                 "or use --history PATH / --no-history."
             ) from exc
+        except (sqlite3.Error, OverflowError) as exc:
+            # a value SQLite cannot store (a number past 64 bits), a misuse: whatever it
+            # is, the caller warns and the report is still written
+            raise HistoryError(f"cannot use history {self.path}: {exc}.") from exc
