@@ -69,3 +69,17 @@ def test_a_value_sqlite_cannot_store_is_a_history_error_and_the_report_is_writte
         store.record(report.devices, organisation="x", started=export.created,
                      mailboxes=2**70)
     assert str(caught.value).startswith(f"cannot use history {tmp_path / 'h.sqlite'}: ")
+
+
+@pytest.mark.parametrize("command", [["history", "list"], ["history", "show", "1"],
+                                     ["history", "prune", "--keep", "1"], ["diff", "1", "2"]])
+def test_history_commands_never_turn_an_empty_file_into_a_history(
+        tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "h.sqlite"
+    path.write_bytes(b"")
+    result = CliRunner().invoke(cli, [*command, "--history", str(path)])
+    assert result.exit_code == 3
+    assert result.output.splitlines()[-1] == (
+        f"Error: {path} is an empty file, not a psbridge history; give the file psbridge "
+        "records to (see --history in --help).")
+    assert path.read_bytes() == b""
