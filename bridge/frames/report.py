@@ -103,6 +103,18 @@ def _platform_table(devices: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     return table
 
 
+def _repeated_mailboxes(mailboxes: pd.DataFrame) -> np.ndarray:
+    """True for each row whose mailbox came earlier: the same ExchangeGuid, else the same
+    Guid, else the same Identity (case does not matter in Exchange identities)."""
+    key = pd.Series("", index=mailboxes.index, dtype=object)
+    for column in ("Identity", "Guid", "ExchangeGuid"):  # the last one present wins
+        if column in mailboxes.columns:
+            values = mailboxes[column].astype("string").str.lower()
+            key = (column + ":" + values).where(values.notna(), key)
+    known = key != ""
+    return (key.duplicated() & known).to_numpy(dtype=bool)
+
+
 def build_report(
     mailboxes: Iterable[Mapping[str, object]] | pd.DataFrame,
     devices: Iterable[Mapping[str, object]] | pd.DataFrame,
@@ -121,6 +133,14 @@ def build_report(
     all_devices = device_frame(devices, include_identifiers=options.include_identifiers)
     error_rows = error_frame(errors)
     notes: list[str] = []
+
+    # One mailbox listed twice (the same export given twice, a copy of Mailboxes.xml
+    # beside the original) is one mailbox: counted and listed once.
+    repeated = _repeated_mailboxes(all_mailboxes)
+    if repeated.any():
+        all_mailboxes = all_mailboxes[~repeated].reset_index(drop=True)
+        notes.append(f"{int(repeated.sum())} mailbox row(s) appeared more than once (the same "
+                     "export given twice?) and were counted once.")
 
     # Mailboxes in scope: the recipient types asked for.
     if all_mailboxes["RecipientTypeDetails"].notna().any():
@@ -156,6 +176,8 @@ def build_report(
     if duplicate.any():
         joined = joined[~duplicate.to_numpy()].reset_index(drop=True)
         owner = owner[~duplicate.to_numpy()]
+        notes.append(f"{int(duplicate.sum())} device row(s) appeared more than once and were "
+                     "counted once.")
 
     owners = scoped.iloc[owner].reset_index(drop=True)
     friendly = joined["DeviceFriendlyName"].where(joined["DeviceFriendlyName"].str.strip() != "")
