@@ -228,16 +228,17 @@ via_options = option_group("via", [
                           "against Exchange Online; pwsh: the same script in a local "
                           "PowerShell 7."),
         click.option("--tenant", metavar="DOMAIN",
-                     help="Exchange Online organisation for --via jumphost/pwsh: the initial "
-                          "domain, e.g. contoso.onmicrosoft.com."),
+                     help="Exchange Online organisation: the initial domain, e.g. "
+                          "contoso.onmicrosoft.com. Without --server and --via: its REST "
+                          "endpoint, signed in with a device code unless --app-id says more."),
         click.option("--app-id", metavar="GUID",
                      help="Application (client) ID of the app registration (app-only sign-in)."),
         click.option("--certificate-thumbprint", metavar="HEX",
                      help="The app's certificate in the Windows certificate store."),
         click.option("--certificate-file", metavar="PFX",
-                     help="The app's certificate as a .pfx file (a path where the script runs); "
-                          "its password from PSBRIDGE_CERTIFICATE_PASSWORD, never the command "
-                          "line (--via pwsh)."),
+                     help="The app's certificate as a .pfx file (a path where the script runs; "
+                          "with --tenant alone also a PEM with its key); its password from "
+                          "PSBRIDGE_CERTIFICATE_PASSWORD, never the command line."),
 ])  # fmt: skip
 
 # --- the report ---
