@@ -83,3 +83,17 @@ def test_history_commands_never_turn_an_empty_file_into_a_history(
         f"Error: {path} is an empty file, not a psbridge history; give the file psbridge "
         "records to (see --history in --help).")
     assert path.read_bytes() == b""
+
+
+def test_quiet_runs_print_retries_as_warning_lines_not_bare_log_lines(tmp_path: Path) -> None:
+    from bridge.sandbox import Sandbox
+
+    with Sandbox(mailboxes=5, seed=1, http_error_every=4) as sandbox:
+        result = CliRunner(env={"PSBRIDGE_PASSWORD": sandbox.password}).invoke(cli, [
+            "run", "Get-Mailbox", "-o", str(tmp_path / "m.csv"), "--server", sandbox.host,
+            "--port", str(sandbox.port), "--http", "--auth", "ntlm", "--user",
+            sandbox.username, "-q", "--retries", "1"])
+    assert result.exit_code == 5, result.output  # every 4th request fails: it gives up
+    retries = [line for line in result.output.splitlines() if "retrying in" in line]
+    assert retries, result.output
+    assert all(line.startswith("Warning: ") for line in retries), retries
