@@ -97,3 +97,15 @@ def test_quiet_runs_print_retries_as_warning_lines_not_bare_log_lines(tmp_path: 
     retries = [line for line in result.output.splitlines() if "retrying in" in line]
     assert retries, result.output
     assert all(line.startswith("Warning: ") for line in retries), retries
+
+
+def test_a_bad_tenant_for_via_pwsh_names_the_option_psbridge_has(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, [
+        "mobile", "--via", "pwsh", "--tenant", "not a domain", "--app-id",
+        "00000000-0000-0000-0000-000000000000", "--certificate-file", "c.pfx",
+        "-o", str(tmp_path / "r.xlsx")])
+    assert result.exit_code == 8
+    assert result.output.splitlines()[-1] == (
+        "Error: --tenant 'not a domain' is not a domain name: use the tenant's initial "
+        "domain, e.g. contoso.onmicrosoft.com")
+    assert "--tenant" in CliRunner().invoke(cli, ["mobile", "--help"]).output
