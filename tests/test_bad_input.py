@@ -109,3 +109,41 @@ def test_a_bad_tenant_for_via_pwsh_names_the_option_psbridge_has(tmp_path: Path)
         "Error: --tenant 'not a domain' is not a domain name: use the tenant's initial "
         "domain, e.g. contoso.onmicrosoft.com")
     assert "--tenant" in CliRunner().invoke(cli, ["mobile", "--help"]).output
+
+
+def test_a_read_only_report_is_not_replaced(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    output = tmp_path / "report.xlsx"
+    output.write_bytes(b"kept")
+    os.chmod(output, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    for extra in ([], ["--format", "xlsx"]):
+        result = CliRunner().invoke(cli, ["mobile", "--from-clixml", str(EXPORT), "-o",
+                                          str(output), "--no-history", *extra])
+        assert result.exit_code == 4
+        assert result.output.splitlines()[-1] == (
+            f"Error: cannot write {output}: the file is read-only. Make it writable to "
+            "replace it, or write another file with -o.")
+    assert output.read_bytes() == b"kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.xlsx"]
+
+
+def test_a_live_run_refuses_a_read_only_report_before_collecting(sandbox: object,
+                                                                  tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from bridge.sandbox import Sandbox
+
+    assert isinstance(sandbox, Sandbox)
+    output = tmp_path / "report.xlsx"
+    output.write_bytes(b"kept")
+    os.chmod(output, stat.S_IRUSR)
+    result = CliRunner(env={"PSBRIDGE_PASSWORD": sandbox.password}).invoke(cli, [
+        "mobile", "--server", sandbox.host, "--port", str(sandbox.port), "--http", "--auth",
+        "ntlm", "--user", sandbox.username, "-q", "--no-history", "-o", str(output)])
+    assert result.exit_code == 4
+    assert result.output.splitlines()[-1].endswith("the file is read-only. Make it writable "
+                                                   "to replace it, or write another file with -o.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.xlsx"]  # no run folder
