@@ -110,12 +110,14 @@ def run_cmdlet_on_exchange_online(settings: ExoSettings, cmdlet: str,
                                   notify: Notify | None = None) -> CmdletRun:
     """``psbridge run --tenant``: one read-only cmdlet on Exchange Online to a file."""
     from bridge import exchange
+    from bridge import output as outputs
     from bridge.commands import Command, is_read_only
 
     if not is_read_only(Command(cmdlet)):
         raise ConfigError(f"{cmdlet}: psbridge runs only read-only cmdlets (Get-, Test-...) "
                           "on Exchange Online")
     check_table_output(output)
+    outputs.check_writable(output)  # before signing in, as for a server
     with open_source(settings, on_device_code) as source:
         command, result = exchange.run_cmdlet(source, cmdlet, dict(parameters))
     if notify is None:
