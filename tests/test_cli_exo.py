@@ -164,3 +164,30 @@ def test_sandbox_serve_exo_is_what_mobile_tenant_reaches(tmp_path: Path) -> None
     devices = outlook_devices(Organisation(mailboxes=20, seed=1))
     assert openpyxl.load_workbook(output)["Devices"].max_row == len(devices) + 1
     assert re.fullmatch(r"Stopped after \d+ REST requests\.\n", out)
+
+
+def test_mobile_tenant_resumes_an_interrupted_run(tmp_path: Path) -> None:
+    certificate, public = make_certificate(tmp_path)
+    output = tmp_path / "report.xlsx"
+    with exo_sandbox(mailboxes=120, seed=5, fault_at={5: "503"}) as exo:
+        exo.register_app(APP_ID, certificate_pem=public, roles=["Global Reader"])
+        args = ["mobile", *exo_args(exo), "--app-id", APP_ID, "--certificate-file",
+                str(certificate), "--concurrency", "1", "--no-history", "-q", "-o",
+                str(output)]
+        first = invoke([*args, "--retries", "0"])
+        assert first.exit_code == 7, first.output
+        assert first.stderr == (
+            f"Progress is saved in {tmp_path / 'report.xlsx.psbridge-run'}; run the same "
+            "command with --resume to continue.\n"
+            "Error: $batch of 10 (Get-MobileDeviceStatistics): gave up after 1 try: HTTP 503\n")
+        second = invoke([*args, "--resume"])
+        assert second.exit_code == 0, second.output
+        stats = [i.parameters["Mailbox"] for i in exo.invocations
+                 if i.cmdlet == "Get-MobileDeviceStatistics"]
+        # the classic report filters Get-MobileDevice on the server: statistics only for
+        # the owners of Outlook for iOS and Android partnerships, each asked once
+        owners = {d.mailbox.name for d in outlook_devices(exo.organisation)}
+        assert len(stats) == len(set(stats)) == len(owners)
+        devices = len(outlook_devices(exo.organisation))
+    assert openpyxl.load_workbook(output)["Devices"].max_row == devices + 1
+    assert not (tmp_path / "report.xlsx.psbridge-run").exists()
