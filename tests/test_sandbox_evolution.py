@@ -59,3 +59,27 @@ def test_a_tiny_organisation_gets_weekly_runs_without_every_candidate(mailboxes:
 def test_the_story_needs_a_week() -> None:
     with pytest.raises(ValueError, match="at least one week"):
         next(story(10, 1, weeks=0))
+
+
+def test_the_demo_records_the_weeks_before_today_once(tmp_path: Path) -> None:
+    from bridge.demo import demo_history_name, record_story
+
+    settings = history.HistorySettings(path=tmp_path / "history.sqlite")
+    first = record_story(settings, mailboxes=40, seed=3, options=ALL, psbridge_version="9")
+    assert first.today.device_frame().equals(demo_organisation(40, 3).device_frame())
+    name = demo_history_name("Contoso", 40, 3)
+    assert name == "Contoso (psbridge sandbox, 40 mailboxes, seed 3)"
+    with history.History(settings.path) as recorded:  # type: ignore[arg-type]
+        runs = recorded.runs(name)
+    assert [run.run_id for run in runs] == first.recorded == list(range(1, STORY_WEEKS + 1))
+    assert [run.started for run in runs] == [
+        first.today.reference_time - timedelta(weeks=STORY_WEEKS - n)
+        for n in range(STORY_WEEKS)]
+    assert {run.source for run in runs} == {"demo"}
+    # a second demo finds its story there; another scope gets a story of its own
+    again = record_story(settings, mailboxes=40, seed=3, options=ALL)
+    assert again.recorded == []
+    classic = record_story(settings, mailboxes=40, seed=3, options=frames.ReportOptions())
+    assert len(classic.recorded) == STORY_WEEKS
+    off = record_story(history.HistorySettings(path=None), mailboxes=40, seed=3, options=ALL)
+    assert off.recorded == [] and off.today.reference_time == first.today.reference_time
