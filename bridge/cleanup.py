@@ -34,6 +34,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 
 REASON_STALE = "stale"
 REASON_NEVER = "never synced"
+#: The Devices column that marks what the script removes (its reason), empty for the rest.
+COLUMN = "CleanupScript"
 
 
 def quote(text: str) -> str:
@@ -207,6 +209,7 @@ def write_cleanup_script(path: Path, text: str) -> None:
 
 
 __all__ = [
+    "COLUMN",
     "CleanupPlan",
     "SINGLE_QUOTES",
     "cleanup_script",

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from bridge import cleanup, eas
 from bridge.errors import InputError
 
 #: DeviceModel of Outlook for iOS and Android: the classic report's device filter.
@@ -105,9 +106,12 @@ DEVICE_SHEET_COLUMNS: dict[str, str] = {
     "DeviceModel": "DeviceModel",
     "DeviceType": "DeviceType",
     "ClientVersion": "ClientVersion",
+    eas.VERSION_COLUMN: eas.VERSION_COLUMN,  # only when the scope includes EAS devices
+    eas.FLAG_COLUMN: eas.FLAG_COLUMN,
     "FirstSync": "FirstSyncTime",
     "DaysSinceLastSync": "DaysSinceLastSync",
     "StaleBucket": "StaleBucket",
+    cleanup.COLUMN: cleanup.COLUMN,  # only with a cleanup script
     "DeviceAccessState": "DeviceAccessState",
     "SyncProtocol": "SyncProtocol",
     "Platform": "Platform",
@@ -151,6 +155,7 @@ class ReportOptions:
     stale_days: int | None = None
     stale_thresholds: tuple[int, ...] = DEFAULT_STALE_THRESHOLDS
     include_identifiers: bool = False
+    cleanup_days: int | None = None  # mark what a cleanup script would remove (None: no script)
 
     def __post_init__(self) -> None:
         thresholds = self.stale_thresholds
@@ -160,6 +165,8 @@ class ReportOptions:
             raise ValueError("stale thresholds must be increasing whole days of at least 1")
         if self.stale_days is not None and self.stale_days < 0:
             raise ValueError("stale days must be 0 or more")
+        if self.cleanup_days is not None and self.cleanup_days < 0:
+            raise ValueError("cleanup days must be 0 or more")
         if not self.recipient_types:
             raise ValueError("at least one recipient type is needed")
 
@@ -187,6 +194,9 @@ class ReportOptions:
             "Stale buckets (days)": ", ".join(str(t) for t in self.stale_thresholds),
             "Identifiers (IMEI, phone number)": (
                 "included" if self.include_identifiers else "left out"),
+            **({} if self.cleanup_days is None else {"Cleanup script": (
+                f"removes partnerships without a successful sync for {self.cleanup_days}+ "
+                f"days, or never synced and set up {self.cleanup_days}+ days ago")}),
         }
 
 
@@ -233,6 +243,15 @@ class Report:
     by_stale: pd.DataFrame
     by_access_state: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    #: EAS clients below 16.1 (None: the scope leaves every EAS device out)
+    eas_figures: eas.EasFigures | None = None
+    #: what a cleanup script removes (None: no script asked for)
+    cleanup_plan: cleanup.CleanupPlan | None = None
+
+    @property
+    def eas_scope_note(self) -> str | None:
+        """The Summary's line when the scope leaves every EAS device out, else None."""
+        return eas.SCOPE_NOTE if self.eas_figures is None else None
 
     def devices_sheet(self) -> pd.DataFrame:
         """The Devices table: classic columns first, identifiers only when asked for."""
@@ -477,11 +496,13 @@ def build_report(
     *,
     options: ReportOptions | None = None,
     run_started: datetime,
+    environment: eas.Environment = "on-premises",
 ) -> Report:
     """Build the mobile device report from Get-Mailbox and Get-MobileDeviceStatistics rows.
 
     ``run_started`` is the moment DaysSinceLastSync counts from (pass the run's start,
-    or a fixed time for a reproducible report).
+    or a fixed time for a reproducible report). ``environment`` says what an EAS client
+    below 16.1 means: blocked (Exchange Online) or would be (on-premises).
     """
     options = options or ReportOptions()
     all_mailboxes = mailbox_frame(mailboxes)
@@ -565,6 +586,7 @@ def build_report(
         joined["User"].fillna("").str.lower().to_numpy(dtype=object),
     ))
     joined = joined.iloc[order].reset_index(drop=True)
+    joined, eas_figures, plan = _next_steps(joined, options, run_started, environment)
 
     days = joined["DaysSinceLastSync"]
     figures = Figures(
@@ -594,7 +616,26 @@ def build_report(
                               order=options.bucket_labels),
         by_access_state=_share_table(access, "DeviceAccessState"),
         notes=notes,
+        eas_figures=eas_figures,
+        cleanup_plan=plan,
     )
+
+
+def _next_steps(devices: pd.DataFrame, options: ReportOptions, run_started: datetime,
+                environment: eas.Environment
+                ) -> tuple[pd.DataFrame, eas.EasFigures | None, cleanup.CleanupPlan | None]:
+    """What admins must act on: EAS clients below 16.1 (when the scope shows EAS devices)
+    and the partnerships a cleanup script removes."""
+    figures = None
+    if not eas.scope_hides_eas(options.all_devices, options.device_model):
+        devices = eas.with_eas_columns(devices)
+        figures = eas.eas_figures(devices, environment, run_started)
+    plan = None
+    if options.cleanup_days is not None:
+        plan = cleanup.plan_cleanup(devices, days=options.cleanup_days, run_started=run_started)
+        devices = devices.assign(**{cleanup.COLUMN: cleanup.removal_reasons(
+            devices, days=options.cleanup_days, run_started=run_started)})
+    return devices, figures, plan
 
 
 

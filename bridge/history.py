@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from bridge import eas
 from bridge.errors import HistoryError
 
 if TYPE_CHECKING:
@@ -55,13 +56,17 @@ DEFAULT_STALE_DAYS = 30
 NEW = "New partnership"
 REMOVED = "Removed partnership"
 PROTOCOL = "Protocol switch"
+EAS_UPGRADE = f"Moved to EAS {eas.MINIMUM_TEXT}"
 BECAME_STALE = "Became stale"
 BECAME_NEVER = "Became never-synced"
 BACK_IN_SYNC = "Back in sync"
 OS_UPGRADE = "OS upgrade"
 OS_CHANGE = "OS change"
-CHANGE_KINDS = (NEW, REMOVED, PROTOCOL, BECAME_STALE, BECAME_NEVER, BACK_IN_SYNC, OS_UPGRADE,
-                OS_CHANGE)
+CHANGE_KINDS = (NEW, REMOVED, PROTOCOL, EAS_UPGRADE, BECAME_STALE, BECAME_NEVER, BACK_IN_SYNC,
+                OS_UPGRADE, OS_CHANGE)
+#: The Trend column of EAS clients below 16.1 (runs whose scope shows EAS devices).
+EAS_BELOW = f"EAS below {eas.MINIMUM_TEXT}"
+_EAS_DIMENSION = ("EAS", f"Below {eas.MINIMUM_TEXT}")
 
 #: Columns of :attr:`HistoryView.changes`.
 CHANGE_COLUMNS = ["Change", "User", "Mailbox", "DeviceType", "DeviceId", "DeviceModel",
@@ -90,6 +95,7 @@ DEVICE_SCHEMA = pa.schema([
     ("last_success_sync", pa.timestamp("us", tz="UTC")),
     ("stale", pa.bool_()),
     ("access_state", pa.string()),
+    ("eas_version", pa.float64()),  # EAS protocol of EAS clients (absent before issue 15)
 ])
 _BLOB_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
 
@@ -103,7 +109,8 @@ def _blob(devices: pa.Table) -> bytes:
 
 def _devices_to_blobs(connection: sqlite3.Connection) -> None:
     """Schema 1 -> 2: each run's device rows become one blob."""
-    columns = [name for name in DEVICE_SCHEMA.names if name != "access_state"]
+    added_later = ("access_state", "eas_version")  # schema 1 had neither
+    columns = [name for name in DEVICE_SCHEMA.names if name not in added_later]
     # schema 1 kept epoch seconds and 0/1 flags
     selected = [{"last_success_sync": "last_success_sync * 1000000",
                  "stale": "stale <> 0"}.get(name, name) for name in columns]
@@ -116,7 +123,8 @@ def _devices_to_blobs(connection: sqlite3.Connection) -> None:
                                            else [[] for _ in columns])
         arrays = {name: list(column) for name, column in zip(columns, values, strict=True)}
         arrays["stale"] = [bool(flag) for flag in arrays["stale"]]
-        arrays["access_state"] = [None] * len(rows)
+        for name in added_later:
+            arrays[name] = [None] * len(rows)
         table = pa.table({name: pa.array(arrays[name], type=DEVICE_SCHEMA.field(name).type)
                           for name in DEVICE_SCHEMA.names})
         connection.execute("INSERT INTO run_devices (run_id, devices) VALUES (?, ?)",
@@ -227,7 +235,8 @@ class HistoryView:
 
     ``previous`` is None on the first run of an organisation (nothing to compare yet).
     ``trend`` has one row per run (oldest first): Run, Started, Devices, Stale,
-    Never synced, then one column per SyncProtocol (``protocol_columns``) and per
+    Never synced, EAS below 16.1 (when a run's scope shows EAS devices; NA for runs
+    without the count), then one column per SyncProtocol (``protocol_columns``) and per
     Platform (``platform_columns``).
     """
 
@@ -319,6 +328,7 @@ def _observations(devices: pd.DataFrame, stale_days: int, started: datetime) -> 
         "last_success_sync": last_sync,
         "stale": _stale_flags(devices, last_sync, stale_days, started),
         "access_state": _display_column(devices, ("DeviceAccessState",)),
+        "eas_version": eas.eas_versions(devices).astype("float64"),
     })
     return frame[~keys.duplicated().to_numpy()]
 
@@ -490,6 +500,9 @@ class History:
                   for value, n in frame["sync_protocol"].value_counts().items()]
         counts += [("Platform", str(value), int(n))
                    for value, n in frame["platform"].value_counts().items()]
+        if eas.eas_rows(devices).any():
+            counts.append((*_EAS_DIMENSION, int((frame["eas_version"] < float(
+                eas.MINIMUM_TEXT)).sum())))
         with self._errors(), self._transaction():
             db = self._db
             cursor = db.execute(
@@ -578,7 +591,8 @@ class History:
             finally:
                 db.execute("COMMIT")
         try:
-            return [ipc.open_file(pa.BufferReader(blob)).read_all() for blob in blobs]
+            return [_current_columns(ipc.open_file(pa.BufferReader(blob)).read_all())
+                    for blob in blobs]
         except (pa.ArrowInvalid, OSError) as exc:
             raise HistoryError(f"history {self.path} is damaged ({exc}); move it away (a new "
                                "one is created) or use --history PATH / --no-history.") from exc
@@ -601,6 +615,11 @@ class History:
         parts.append(_change_part(PROTOCOL, now.filter(protocol),
                                   was["sync_protocol"].filter(protocol),
                                   now["sync_protocol"].filter(protocol)))
+        moved = pa.array(eas.moved_to_minimum(was["eas_version"].to_pandas(),
+                                              now["eas_version"].to_pandas()).to_numpy())
+        parts.append(_change_part(EAS_UPGRADE, now.filter(moved),
+                                  _version_text(was["eas_version"].filter(moved)),
+                                  _version_text(now["eas_version"].filter(moved))))
         never_was = pc.is_null(was["last_success_sync"])
         never_now = pc.is_null(now["last_success_sync"])
         stale_was, stale_now = was["stale"], now["stale"]
@@ -653,6 +672,11 @@ class History:
             "Stale": [run.stale for run in runs],
             "Never synced": [run.never_synced for run in runs],
         })
+        eas_counts = counts[(counts["dimension"] == _EAS_DIMENSION[0])
+                            & (counts["value"] == _EAS_DIMENSION[1])]
+        if len(eas_counts):  # runs without the count (scope without EAS, older psbridge): NA
+            below = dict(zip(eas_counts["run_id"], eas_counts["devices"], strict=True))
+            trend[EAS_BELOW] = pd.array([below.get(run_id) for run_id in ids], dtype="Int64")
         named: dict[str, list[str]] = {}
         for dimension in ("SyncProtocol", "Platform"):
             part = counts[counts["dimension"] == dimension]
@@ -736,6 +760,20 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise HistoryError("run times must carry a time zone.")
     return moment.astimezone(UTC).isoformat()
+
+
+def _current_columns(devices: pa.Table) -> pa.Table:
+    """A stored run's devices with every DEVICE_SCHEMA column (older runs lack eas_version)."""
+    for name in DEVICE_SCHEMA.names:
+        if name not in devices.column_names:
+            devices = devices.append_column(
+                DEVICE_SCHEMA.field(name), pa.nulls(len(devices), DEVICE_SCHEMA.field(name).type))
+    return devices
+
+
+def _version_text(versions: pa.Array | pa.ChunkedArray) -> list[str | None]:
+    """EAS versions as the Changes sheet shows them ("14.1")."""
+    return [None if value is None else f"{value:.1f}" for value in versions.to_pylist()]
 
 
 def _change_part(kind: str, rows: pa.Table, before: pa.Array | str | None = None,
