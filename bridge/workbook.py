@@ -32,9 +32,10 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from xlsxwriter.utility import xl_col_to_name, xl_range
 
+from bridge import eas
 from bridge.errors import OutputError
 from bridge.frames import NATIVE_PROTOCOL, NEVER, REST_PROTOCOL, Report
-from bridge.history import CHANGE_KINDS, HistoryView
+from bridge.history import CHANGE_KINDS, EAS_BELOW, HistoryView
 from bridge.output import _output_error, atomic_write
 
 DATE_FORMAT = "yyyy-mm-dd hh:mm"
@@ -586,6 +587,7 @@ class _ReportWriter:
             (stale_label, figures.stale, styles.figure),
             ("Never synced", figures.never_synced, styles.figure),
         ]
+        rows += _action_figures(report, styles)
         if figures.errors:
             rows.append(
                 ("Mailboxes or commands that failed (see Errors)", figures.errors, styles.figure)
@@ -596,7 +598,7 @@ class _ReportWriter:
             grid.put(row, 1, value, value_format)
             grid.put(row, 2, None, styles.figure_label)
             row += 1
-        row += 1
+        row = _put_eas_section(grid, row, report, styles)
         tables = [
             ("By sync protocol", report.by_protocol),
             ("By platform and OS version", report.by_platform),
@@ -762,6 +764,13 @@ class _ReportWriter:
                     "format": self.styles.rest_row,
                 },
             )
+        if eas.FLAG_COLUMN in headers:  # EAS clients below 16.1, amber like REST rows
+            flag = xl_col_to_name(headers.index(eas.FLAG_COLUMN))
+            sheet.conditional_format(
+                area,
+                {"type": "formula", "criteria": f"=${flag}2=TRUE",
+                 "format": self.styles.rest_row},
+            )
         if "LastSync" in headers and "DaysSinceLastSync" in headers:
             last_sync = xl_col_to_name(headers.index("LastSync"))
             days = xl_col_to_name(headers.index("DaysSinceLastSync"))
@@ -833,6 +842,50 @@ def _protocol_colors(protocols: Sequence[str]) -> list[str]:
     return [fixed.get(protocol) or next(spare) for protocol in protocols]
 
 
+def _action_figures(report: Report, styles: _Styles) -> list[tuple[str, float | int, Any]]:
+    """Key figures of what admins must act on: EAS below 16.1, the cleanup script."""
+    rows: list[tuple[str, float | int, Any]] = []
+    if report.eas_figures is not None:
+        rows.append((f"EAS clients below {eas.MINIMUM_TEXT}", report.eas_figures.below_minimum,
+                     styles.figure))
+    if report.cleanup_plan is not None:
+        rows.append(("Partnerships in the cleanup script", report.cleanup_plan.count,
+                     styles.figure))
+    return rows
+
+
+def _put_eas_section(grid: _Grid, row: int, report: Report, styles: _Styles) -> int:
+    """Under the key figures: the one line saying the scope hides EAS devices, or the EAS
+    clients below 16.1 by ClientVersion and DeviceModel. Returns the next free row."""
+    note = report.eas_scope_note
+    if note is not None:
+        grid.put(row, 0, note, styles.note)
+        return row + 2
+    figures = report.eas_figures
+    if figures is None:
+        return row + 1
+    row += 1
+    grid.put(row, 0, f"EAS below {eas.MINIMUM_TEXT}: {figures.wording}", styles.section)
+    grid.put(row, 1, None, styles.section)
+    grid.put(row, 2, None, styles.section)
+    row += 1
+    grid.put(row, 0, "ClientVersion · DeviceModel", styles.head)
+    grid.put(row, 1, "Devices", styles.head_number)
+    grid.put(row, 2, "Share", styles.head_number)
+    for version, model, devices in figures.by_version_model.itertuples(index=False, name=None):
+        row += 1
+        grid.put(row, 0, f"EAS {version} · {model}", styles.cell)
+        grid.put(row, 1, int(devices), styles.count)
+        grid.put(row, 2, int(devices) / figures.eas_devices, styles.share)
+    row += 1
+    if figures.below_minimum:
+        grid.put(row, 0, f"Share: of the {figures.eas_devices:,} EAS devices in the report.",
+                 styles.note)
+    else:
+        grid.put(row, 0, f"None of the {figures.eas_devices:,} EAS devices.", styles.note)
+    return row + 2
+
+
 def write_report(
     path: Path | str,
     report: Report,
@@ -853,12 +906,14 @@ def write_report(
         writer = _ReportWriter(book, report, run_info, rows_per_sheet)
         writer.summary()
         # printed (and rendered to PDF): the columns up to DeviceAccessState
+        columns = list(writer.devices.columns)
         writer.table_sheets(
             writer.device_sheets,
             writer.devices,
             "Devices",
             highlight=True,
-            print_columns=_DEVICE_PRINT_COLUMNS,
+            print_columns=(columns.index("DeviceAccessState") + 1
+                           if "DeviceAccessState" in columns else _DEVICE_PRINT_COLUMNS),
         )
         users = report.users_without_devices
         parts = max(1, -(-len(users) // rows_per_sheet))
@@ -1144,14 +1199,18 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
         return
     column = {str(name): index for index, name in enumerate(trend.columns)}
     last_row = first_row + runs
-    series_of = (history.protocol_columns, history.platform_columns, ["Stale", "Never synced"])
+    series_of = [history.protocol_columns, history.platform_columns, ["Stale", "Never synced"]]
+    titles = list(_TREND_CHARTS)
+    if EAS_BELOW in trend.columns:
+        titles.append(f"Exchange ActiveSync clients below {eas.MINIMUM_TEXT}")
+        series_of.append([EAS_BELOW])
     colours = {
         name: colour
         for name, colour in zip(
             history.protocol_columns, _protocol_colors(history.protocol_columns), strict=True
         )
     }
-    for number, (title, names) in enumerate(zip(_TREND_CHARTS, series_of, strict=True)):
+    for number, (title, names) in enumerate(zip(titles, series_of, strict=True)):
         chart = book.add_chart({"type": "line"})
         for name in names:
             series: dict[str, Any] = {

@@ -64,3 +64,27 @@ def test_runs_recorded_before_eas_versions_still_compare(tmp_path: Path) -> None
         new = store.record(_eas(base, {0: "16.1"}), organisation="Contoso",
                            started=START + timedelta(days=1))
         assert store.view(new).change_counts == {}
+
+
+def test_the_trend_sheet_charts_eas_below_16_1(tmp_path: Path) -> None:
+    import openpyxl
+
+    from bridge.workbook import write_history_workbook
+
+    base = make_devices(8)
+    with History(tmp_path / "h.sqlite") as store:
+        store.record(base, organisation="Contoso", started=START)
+        store.record(_eas(base, {0: "14.1", 1: "16.0"}), organisation="Contoso",
+                     started=START + timedelta(days=7))
+        last = store.record(_eas(base, {0: "16.1", 1: "16.0"}), organisation="Contoso",
+                            started=START + timedelta(days=14))
+        view = store.view(last)
+    write_history_workbook(tmp_path / "diff.xlsx", view)
+    trend = openpyxl.load_workbook(tmp_path / "diff.xlsx")["Trend"]
+    headers = [cell.value for cell in trend[4]]
+    column = headers.index("EAS below 16.1")
+    assert [row[column] for row in trend.iter_rows(min_row=5, max_row=7, values_only=True)] == [
+        None, 2, 1]
+    titles = ["".join(run.t for p in chart.title.tx.rich.p for run in (p.r or []))
+              for chart in trend._charts]
+    assert titles[-1] == "Exchange ActiveSync clients below 16.1" and len(titles) == 4
