@@ -21,10 +21,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bridge.errors import OutputError
+
+if TYPE_CHECKING:
+    from bridge.frames import Report
 
 #: The characters PowerShell reads as a single quote (its tokenizer's IsSingleQuote).
 SINGLE_QUOTES = ("'", "\u2018", "\u2019", "\u201a", "\u201b")
@@ -194,6 +198,21 @@ def cleanup_script(
     return "\r\n".join(header + body + footer) + "\r\n"
 
 
+def write_for_report(path: Path, report: Report, *, organisation: str, report_name: str,
+                     written: datetime, psbridge_version: str = "") -> int:
+    """Write the cleanup script of a report built with ``cleanup_days``; returns how many
+    partnerships it removes."""
+    plan = report.cleanup_plan
+    if plan is None:
+        raise ValueError("the report was built without cleanup_days")
+    described = report.options.describe()
+    text = cleanup_script(plan, organisation=organisation, report=report_name, written=written,
+                          scope=f"{described['Devices']}; {described['Recipient types']}",
+                          psbridge_version=psbridge_version, script_name=path.name)
+    write_cleanup_script(path, text)
+    return plan.count
+
+
 def write_cleanup_script(path: Path, text: str) -> None:
     """Write the script as UTF-8 with a byte order mark (Windows PowerShell 5.1 needs it),
     replacing ``path`` only with a complete file."""
@@ -217,4 +236,5 @@ __all__ = [
     "quote",
     "removal_reasons",
     "write_cleanup_script",
+    "write_for_report",
 ]

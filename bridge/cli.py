@@ -795,12 +795,19 @@ def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
             if not kind.isalpha():
                 raise click.BadParameter(f"{kind!r} is not a recipient type like UserMailbox",
                                          param_hint="'--recipient-type'")
+        stale_thresholds = kwargs.pop("stale_buckets")
+        cleanup_days = kwargs.pop("cleanup_days")
+        if cleanup_days is not None and kwargs["cleanup_script"] is None:
+            raise click.UsageError("--cleanup-days goes with --cleanup-script FILE.")
+        if kwargs["cleanup_script"] is not None and cleanup_days is None:
+            cleanup_days = stale_thresholds[0]
         kwargs["report_options"] = frames.ReportOptions(
             all_devices=kwargs.pop("all_devices"),
             recipient_types=tuple(dict.fromkeys(recipient_types)),
             stale_days=kwargs.pop("stale_days"),
-            stale_thresholds=kwargs.pop("stale_buckets"),
+            stale_thresholds=stale_thresholds,
             include_identifiers=kwargs.pop("include_identifiers"),
+            cleanup_days=cleanup_days,
         )
         return command(*args, **kwargs)
 
@@ -832,6 +839,15 @@ def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "or when an offline export was taken)."),
         click.option("--open", "open_report", is_flag=True,
                      help="Open the report when it is written."),
+        click.option("--cleanup-script", type=click.Path(dir_okay=False, path_type=Path),
+                     metavar="FILE.ps1",
+                     help="Also write a PowerShell script that removes the stale partnerships "
+                          "(review it; it runs with -WhatIf unless given -Execute). psbridge "
+                          "itself changes nothing."),
+        click.option("--cleanup-days", type=click.IntRange(min=0), metavar="N",
+                     help="The script removes partnerships without a successful sync for N "
+                          "days or more, or never synced and set up N or more days ago "
+                          "(default: the first stale bucket, 30)."),
     ]  # fmt: skip
     for option in reversed(options):
         wrapper = option(wrapper)
@@ -866,6 +882,8 @@ def _print_figures(report: frames.Report, output: Path) -> None:
         (f"Stale (over {report.options.stale_after} days)", f"{figures.stale:,}"),
         ("Never synced", f"{figures.never_synced:,}"),
     ]
+    if report.eas_figures is not None:
+        lines.append(("EAS below 16.1", f"{report.eas_figures.below_minimum:,}"))
     if figures.errors:
         lines.append(("Errors", f"{figures.errors:,}"))
     click.echo(f"Report written to {output.resolve()}")
@@ -874,8 +892,25 @@ def _print_figures(report: frames.Report, output: Path) -> None:
         click.echo(f"  {label:<{width}}  {value:>8}")
 
 
-def _finish(report: frames.Report, output: Path, open_report: bool) -> None:
+def _write_cleanup(path: Path | None, report: frames.Report, organisation: str,
+                   output: Path) -> str | None:
+    """Write the --cleanup-script file for the report; the line to print after the figures."""
+    from bridge import cleanup
+
+    if path is None:
+        return None
+    count = cleanup.write_for_report(path, report, organisation=organisation,
+                                     report_name=str(output.resolve()),
+                                     written=datetime.now(UTC), psbridge_version=__version__)
+    return (f"Cleanup script written to {path.resolve()}: {count} partnership(s); review it, "
+            "then run it with -Execute to remove them.")
+
+
+def _finish(report: frames.Report, output: Path, open_report: bool,
+            cleanup_line: str | None = None) -> None:
     _print_figures(report, output)
+    if cleanup_line:
+        click.echo(cleanup_line)
     if open_report:
         click.launch(str(output))
     if report.figures.errors:
@@ -896,6 +931,7 @@ def _finish(report: frames.Report, output: Path, open_report: bool) -> None:
 @history_options
 def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
                    output_format: str | None, open_report: bool, as_of: datetime | None,
+                   cleanup_script: Path | None,
                    report_options: frames.ReportOptions, connection: dict[str, Any],
                    collection: dict[str, Any], via: dict[str, Any],
                    history_settings: history.HistorySettings) -> None:
@@ -905,7 +941,7 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
 
     Offline: psbridge mobile --from-clixml .\\export -o report.xlsx
     """
-    from bridge import frames
+    from bridge import eas, frames
 
     output, output_format = _report_output(output, output_format, "mobile-devices")
     started = datetime.now(UTC)
@@ -923,8 +959,13 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
                 "collecting from a server; leave them out.")
         export = frames.load_exports(list(from_clixml))
         run_started = as_of or export.created or started
+        cmdlets = export.manifest.get("cmdlets")
+        environment = eas.environment_for(
+            "clixml", cmdlets if isinstance(cmdlets, list) else (),
+            (device.get("Identity") for device in export.devices))
         report = frames.build_report(export.mailboxes, export.devices, export.errors,
-                                     options=report_options, run_started=run_started)
+                                     options=report_options, run_started=run_started,
+                                     environment=environment)
         organisation = export.organisation or frames.organisation_name(report.mailboxes,
                                                                        "offline export")
         files = export.mailbox_files + export.device_files
@@ -940,7 +981,8 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
                                server=run.server, source="clixml", finished=run.finished,
                                psbridge_version=__version__)
         _write_report_file(output, output_format, report, run, view)
-        _finish(report, output, open_report)
+        _finish(report, output, open_report,
+                _write_cleanup(cleanup_script, report, organisation, output))
         return
     device_filter = (None if report_options.all_devices
                      else f"DeviceModel -eq '{report_options.device_model}'")
@@ -950,8 +992,11 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
                         device_filter=device_filter) as result:
         for text in result.meta.get("warnings") or []:
             click.echo(f"Warning: {text}", err=True)
+        # WSMan reaches on-premises Exchange; the scripts (--via) Exchange Online
         report = frames.build_report(result.mailboxes, result.devices, result.errors,
-                                     options=report_options, run_started=as_of or started)
+                                     options=report_options, run_started=as_of or started,
+                                     environment=eas.environment_for(
+                                         "live" if via["via"] == "direct" else "online"))
         server = str(result.meta.get("server", ""))
         # Get-OrganizationConfig's Name, as an export's manifest records it: one history
         # for live and offline runs of one organisation
@@ -962,7 +1007,8 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
                                server=server, source="live", finished=run.finished,
                                psbridge_version=__version__)
         _write_report_file(output, output_format, report, run, view)
-    _finish(report, output, open_report)
+    _finish(report, output, open_report,
+            _write_cleanup(cleanup_script, report, organisation, output))
 
 
 def _live_run_details(meta: dict[str, object], organisation: str,
