@@ -1044,19 +1044,31 @@ def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
     """Try psbridge: the report of a sandbox Exchange organisation, collected live.
 
     Starts the built-in Exchange sandbox on 127.0.0.1, connects to it over WSMan/PSRP
-    with NTLM like to a real server, runs the mobile report and writes the workbook.
+    with NTLM like to a real server, runs the mobile report (all devices) and writes the
+    workbook. The first demo also records the organisation's last six weeks in history.
     """
-    from bridge import config, exchange, frames, remote
+    from bridge import config, demo, exchange, frames, remote
     from bridge.sandbox import Sandbox
+    from bridge.sandbox.evolution import demo_organisation
 
     if output.suffix.lower() != ".xlsx":
         raise OutputError(f"cannot write {output}: the demo writes a workbook; use a name "
                           "ending in .xlsx.")
     if not output.parent.is_dir():  # say so before collecting, not after
         raise OutputError(f"cannot write {output}: folder {output.parent} does not exist.")
-    options = frames.ReportOptions()
+    options = frames.ReportOptions(all_devices=True)
     started = datetime.now(UTC)
-    with Sandbox(mailboxes=mailboxes, seed=seed) as sandbox:
+    try:
+        story = demo.record_story(history_settings, mailboxes=mailboxes, seed=seed,
+                                  options=options, psbridge_version=__version__)
+        today = story.today
+        if story.recorded:
+            click.echo(f"History: recorded the {len(story.recorded)} weeks before today of the "
+                       "sandbox organisation (the demo's story).")
+    except BridgeError as exc:
+        click.echo(f"Warning: history not recorded: {exc}", err=True)
+        today = demo_organisation(mailboxes, seed)
+    with Sandbox(organisation=today) as sandbox:
         settings = config.build_settings({
             "server": sandbox.host, "port": sandbox.port, "https": False, "auth": "ntlm",
             "user": sandbox.username})
@@ -1064,8 +1076,7 @@ def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
                    "connecting over WSMan/PSRP with NTLM ...")
         with remote.Session(settings, sandbox.password) as session:
             result = exchange.collect(
-                session, strategy="bulk", recipient_types=options.recipient_types,
-                device_filter=f"DeviceModel -eq '{options.device_model}'")
+                session, strategy="bulk", recipient_types=options.recipient_types)
         # Days since the last sync count from the sandbox's own clock: stable figures.
         report = frames.build_report(result.mailboxes, result.devices, result.errors,
                                      options=options,
@@ -1083,8 +1094,7 @@ def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
         # never shares a history with a real organisation or a sandbox of another size.
         view = history_for_run(
             history_settings, report, server=run.server, source="demo",
-            organisation=f"{run.organisation} (psbridge sandbox, {mailboxes} mailboxes, "
-                         f"seed {seed})",
+            organisation=demo.demo_history_name(run.organisation, mailboxes, seed),
             finished=run.finished, psbridge_version=__version__)
         workbook.write_report(output, report, run, history=view)
     _finish(report, output, open_report)

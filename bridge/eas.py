@@ -107,9 +107,13 @@ def _is_old(version: tuple[int, ...] | None) -> bool:
 
 
 def with_eas_columns(devices: pd.DataFrame) -> pd.DataFrame:
-    """The Devices frame with :data:`VERSION_COLUMN` and :data:`FLAG_COLUMN` added."""
-    return devices.assign(**{VERSION_COLUMN: eas_versions(devices),
-                             FLAG_COLUMN: below_minimum(devices)})
+    """The Devices frame with :data:`VERSION_COLUMN` and :data:`FLAG_COLUMN` added.
+
+    The flag is empty (NA) for devices that are not EAS clients, so the sheet reads TRUE
+    (below 16.1), FALSE (16.1 or newer) or nothing (not EAS: nothing to judge).
+    """
+    flag = below_minimum(devices).astype("boolean").where(eas_rows(devices))
+    return devices.assign(**{VERSION_COLUMN: eas_versions(devices), FLAG_COLUMN: flag})
 
 
 def wording(environment: Environment, when: datetime | None = None) -> str:

@@ -1245,7 +1245,10 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
         )
         chart.set_legend({"position": "right"})
         chart.set_size({"width": 640, "height": 300})
-        sheet.insert_chart(last_row + 2 + number * _CHART_ROWS, 0, chart)
+        if number < len(_TREND_CHARTS):
+            sheet.insert_chart(last_row + 2 + number * _CHART_ROWS, 0, chart)
+        else:  # EAS below 16.1: beside the first chart, so the sheet prints on one page
+            sheet.insert_chart(last_row + 2, 0, chart, {"x_offset": 660})
 
 
 def write_history_sheets(book: Any, history: HistoryView) -> dict[str, _SheetRows]:
