@@ -10,6 +10,7 @@ import pandas as pd
 
 from bridge import history
 from bridge.history import History
+from bridge.history.schema import _blob
 from tests.test_history import START, make_devices
 
 
@@ -56,7 +57,7 @@ def test_runs_recorded_before_eas_versions_still_compare(tmp_path: Path) -> None
         table = store._load(old)[0].drop_columns(["eas_version"])
     connection = sqlite3.connect(path)
     connection.execute("UPDATE run_devices SET devices = ? WHERE run_id = ?",
-                       (history._blob(table), old))
+                       (_blob(table), old))
     connection.commit()
     connection.close()
     with History(path) as store:
