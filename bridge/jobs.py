@@ -453,8 +453,11 @@ def mobile_report(
     """The mobile device report from ``source`` to every file in ``outputs``.
 
     ``as_of`` (UTC) is when days since the last sync count from (default: when the data
-    was taken). History is off unless ``history_settings`` names a file. Raises
-    BridgeError subclasses; a run with failed mailboxes returns with exit_code PARTIAL.
+    was taken). History is off unless ``history_settings`` names a file.
+    ``cleanup_script``: after the outputs, also write the PowerShell script that removes
+    the stale partnerships (``options.cleanup_days``, else the first stale threshold).
+    Raises BridgeError subclasses; a run with failed mailboxes returns with exit_code
+    PARTIAL.
     """
     from bridge import cleanup, frames, workbook
 

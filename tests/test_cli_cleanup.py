@@ -100,3 +100,19 @@ def test_an_unwritable_script_is_exit_4_after_the_report(tmp_path: Path) -> None
     assert result.stderr == (f"Error: cannot write the cleanup script {script}: No such file or "
                              "directory.\n")
     assert output.is_file()
+
+
+def test_the_report_job_writes_the_script_without_click(tmp_path: Path) -> None:
+    from bridge import frames, jobs
+
+    export_organisation(ORG, tmp_path / "export")
+    script = tmp_path / "remove-stale.ps1"
+    run = jobs.mobile_report(jobs.ExportFiles((tmp_path / "export",)),
+                             frames.ReportOptions(all_devices=True), [tmp_path / "r.csv"],
+                             cleanup_script=script)
+    assert run.cleanup_script == (script, 4)
+    assert run.report.options.cleanup_days == 30  # the first stale threshold
+    assert run.report.eas_figures is not None and run.report.eas_figures.below_minimum == 4
+    assert run.report.eas_figures.wording == "would be blocked in Exchange Online"
+    assert {identity for identity, _rest in removals(
+        script.read_bytes().decode("utf-8-sig"))} == REMOVED
