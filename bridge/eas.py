@@ -65,13 +65,20 @@ def eas_rows(devices: pd.DataFrame) -> pd.Series:
     """True for the devices that sync with Exchange ActiveSync (ClientType EAS/ActiveSync).
 
     Outlook for iOS and Android is excluded by its DeviceModel too, so a stray ClientType
-    can never flag it.
+    can never flag it. (Few distinct values: each is judged once.)
     """
-    client_type = _column(devices, "ClientType").str.strip().str.casefold()
-    eas = (client_type == "eas") | client_type.str.contains("activesync", regex=False)
-    outlook = _column(devices, "DeviceModel").str.strip().str.casefold() == (
-        OUTLOOK_APP_MODEL.casefold())
-    return (eas & ~outlook).fillna(False).astype(bool)
+    type_codes, types = pd.factorize(_column(devices, "ClientType"))
+    eas_type = np.array([_is_eas_type(value) for value in types] + [False], dtype=bool)
+    model_codes, models = pd.factorize(_column(devices, "DeviceModel"))
+    outlook = np.array([str(value).strip().casefold() == OUTLOOK_APP_MODEL.casefold()
+                        for value in models] + [False], dtype=bool)
+    return pd.Series(eas_type[type_codes] & ~outlook[model_codes], index=devices.index,
+                     dtype=bool)
+
+
+def _is_eas_type(client_type: object) -> bool:
+    text = str(client_type).strip().casefold()
+    return text == "eas" or "activesync" in text
 
 
 def eas_versions(devices: pd.DataFrame) -> pd.Series:
