@@ -116,3 +116,11 @@ def test_the_report_job_writes_the_script_without_click(tmp_path: Path) -> None:
     assert run.report.eas_figures.wording == "would be blocked in Exchange Online"
     assert {identity for identity, _rest in removals(
         script.read_bytes().decode("utf-8-sig"))} == REMOVED
+
+
+def test_cleanup_days_beyond_a_century_is_a_usage_error(tmp_path: Path) -> None:
+    result = _mobile("--from-clixml", str(tmp_path), "--cleanup-script", "x.ps1",
+                     "--cleanup-days", "36501")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--cleanup-days': 36501 is not in the range 0<=x<=36500.")
