@@ -10,9 +10,11 @@ already holds runs of the demo: a second demo compares with the first one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from bridge import frames, history
-from bridge.sandbox.evolution import STORY_WEEKS, story
+from bridge.errors import BridgeError
+from bridge.sandbox.evolution import STORY_WEEKS, demo_organisation, story
 from bridge.sandbox.organisation import Organisation
 
 
@@ -72,4 +74,28 @@ def record_story(
     raise AssertionError("the story ended before today")  # story() yields weeks + 1 states
 
 
-__all__ = ["StoryRecording", "demo_history_name", "record_story"]
+Line = tuple[Literal["status", "warning"], str]
+
+
+def today_for_demo(settings: history.HistorySettings | None, *, mailboxes: int, seed: int,
+                   options: frames.ReportOptions, psbridge_version: str = ""
+                   ) -> tuple[Organisation, list[Line]]:
+    """The organisation the demo serves, after recording its story when history is on;
+    with the (kind, text) lines to tell the user. A "warning" means history failed: the
+    caller goes on without history (one warning, not one per recording)."""
+    try:
+        recording = record_story(settings or history.HistorySettings(path=None),
+                                 mailboxes=mailboxes, seed=seed, options=options,
+                                 psbridge_version=psbridge_version)
+    except BridgeError as exc:
+        return demo_organisation(mailboxes, seed), [(
+            "warning", f"history not recorded: {exc} The report is written without the "
+                       "Changes and Trend sheets.")]
+    if not recording.recorded:
+        return recording.today, []
+    return recording.today, [("status", f"History: recorded the {len(recording.recorded)} "
+                                        "weeks before today of the sandbox organisation (the "
+                                        "demo's story).")]
+
+
+__all__ = ["StoryRecording", "demo_history_name", "record_story", "today_for_demo"]

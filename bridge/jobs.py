@@ -460,12 +460,17 @@ def mobile_report(
     PARTIAL.
     """
     from bridge import cleanup, frames, workbook
+    from bridge import output as output_files
 
     started = datetime.now(UTC)
     targets = tuple(target if isinstance(target, ReportOutput) else ReportOutput.for_path(target)
                     for target in outputs)
     if not targets:
         raise OutputError("no output given: name at least one report file.")
+    for target in targets:  # say so before collecting, not after
+        output_files.check_writable(target.path)
+    if cleanup_script is not None:
+        output_files.check_writable(cleanup_script)
     notes: list[Note] = []
 
     def say(note: Note) -> None:
@@ -513,26 +518,19 @@ def demo_report(output: Path, mailboxes: int = 200, seed: int = 1,
     if output.suffix.lower() != ".xlsx":
         raise OutputError(f"cannot write {output}: the demo writes a workbook; use a name "
                           "ending in .xlsx.")
-    if not output.parent.is_dir():  # say so before collecting, not after
-        raise OutputError(f"cannot write {output}: folder {output.parent} does not exist.")
-    from bridge import demo, frames, history
-    from bridge.sandbox.evolution import demo_organisation
+    from bridge import demo, frames
+    from bridge import output as output_files
 
-    say = notify or _ignore
-    # the demo shows every device, and a story: the weeks before today go to its history
-    # first (once), so the first workbook already has changes and a trend
+    output_files.check_writable(output)  # before the story is recorded, not after
+    # every device, and a story: the weeks before today go to the demo's history first
+    # (once), so the first workbook already has changes and a trend
     options = frames.ReportOptions(all_devices=True)
-    try:
-        story = demo.record_story(history_settings or history.HistorySettings(path=None),
-                                  mailboxes=mailboxes, seed=seed, options=options,
-                                  psbridge_version=__version__)
-        today = story.today
-        if story.recorded:
-            say(Note("status", f"History: recorded the {len(story.recorded)} weeks before "
-                               "today of the sandbox organisation (the demo's story)."))
-    except BridgeError as exc:
-        say(Note("warning", f"history not recorded: {exc}"))
-        today = demo_organisation(mailboxes, seed)
+    today, lines = demo.today_for_demo(history_settings, mailboxes=mailboxes, seed=seed,
+                                       options=options, psbridge_version=__version__)
+    for kind, text in lines:
+        (notify or _ignore)(Note(kind, text))
+        if kind == "warning":  # said once: the demo goes on without history
+            history_settings = None
     return mobile_report(SandboxOrganisation(mailboxes, seed, today), options,
                          [ReportOutput(output, "xlsx")], history_settings, notify=notify,
                          command_line=command_line)
@@ -574,6 +572,7 @@ def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[
     from bridge import output as outputs
 
     check_table_output(output)
+    outputs.check_writable(output)
     with remote.Session(server.settings,
                         _password(server.settings, server.password, server.prompt)) as session:
         command, result = exchange.run_cmdlet(session, cmdlet, dict(parameters))

@@ -91,15 +91,15 @@ def test_cleanup_days_alone_is_a_usage_error(tmp_path: Path) -> None:
                                               "FILE.")
 
 
-def test_an_unwritable_script_is_exit_4_after_the_report(tmp_path: Path) -> None:
+def test_an_unwritable_script_stops_before_collecting(tmp_path: Path) -> None:
     export_organisation(ORG, tmp_path / "export")
     output, script = tmp_path / "report.xlsx", tmp_path / "missing" / "remove-stale.ps1"
     result = _mobile("--from-clixml", str(tmp_path / "export"), "-o", str(output),
                      "--cleanup-script", str(script))
     assert result.exit_code == 4
-    assert result.stderr == (f"Error: cannot write the cleanup script {script}: No such file or "
-                             "directory.\n")
-    assert output.is_file()
+    assert result.stderr == (f"Error: cannot write {script}: folder {script.parent} does not "
+                             "exist.\n")
+    assert result.stdout == "" and not output.exists()
 
 
 def test_the_report_job_writes_the_script_without_click(tmp_path: Path) -> None:

@@ -139,3 +139,17 @@ def test_demo_writes_only_workbooks(tmp_path: Path) -> None:
     assert result.exit_code == 4
     assert result.stderr == (f"Error: cannot write {tmp_path / 'demo.csv'}: the demo writes a "
                              "workbook; use a name ending in .xlsx.\n")
+
+
+def test_demo_with_a_damaged_history_warns_once_and_writes_the_report(tmp_path: Path) -> None:
+    damaged = tmp_path / "history.sqlite"
+    damaged.write_bytes(b"not a database " * 10)
+    output = tmp_path / "demo.xlsx"
+    result = CliRunner().invoke(cli, ["demo", "--mailboxes", "10", "--history", str(damaged),
+                                      "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"Warning: history not recorded: history {damaged} is damaged (file is not a "
+        "database); move it away (a new one is created) or use --history PATH / --no-history. "
+        "The report is written without the Changes and Trend sheets.\n")
+    assert "Changes" not in openpyxl.load_workbook(output).sheetnames
