@@ -40,6 +40,7 @@ from pypsrp.serializer import Serializer
 from pypsrp.wsman import NAMESPACES, OptionSet, SelectorSet, WSMan, WSManAction
 from spnego.exceptions import SpnegoError
 
+from bridge import throttling
 from bridge.clixml import parse_element
 from bridge.commands import (
     Command,
@@ -89,13 +90,7 @@ ERROR_CATEGORIES = (
 
 # Exchange's throttling texts (EXCHANGE_OBJECTS.md "Messages, exactly"): a refusal to be
 # retried later, possibly with the server's own wait.
-_THROTTLED = re.compile(
-    r"exceeded the maximum number of connections|exceeded your budget|"
-    r"throttling policy budget|Please close existing runspace",
-    re.IGNORECASE,
-)
-_WAIT_SECONDS = re.compile(r"Please wait for (\d+) seconds", re.IGNORECASE)
-_MICRO_DELAY = re.compile(r"Micro delay applied\. Actual delayed: (\d+) msecs", re.IGNORECASE)
+_THROTTLED = throttling.THROTTLED
 
 
 # --------------------------------------------------------------------------- settings
@@ -261,6 +256,8 @@ class _Transient(Exception):
         self.keep_connection = keep_connection
         # True when the command had reached the server: it may have run, in part or whole
         self.maybe_ran = False
+        # True when the server refused the request before running anything (throttling)
+        self.refused = False
 
 
 class _Stopped(_Transient):
@@ -273,8 +270,7 @@ def _fault_text(exc: WSManFaultError) -> str:
 
 
 def _server_wait(text: str) -> float | None:
-    match = _WAIT_SECONDS.search(text)
-    return float(match.group(1)) if match else None
+    return throttling.server_wait(text)
 
 
 def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact: bool) -> None:
@@ -338,6 +334,16 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
             raise ConnectionFailed(
                 f"no PowerShell endpoint at {where} (HTTP 404): check --path and --port."
             ) from exc
+        if throttling.http_over_budget(exc.code, exc.response_text):
+            # Exchange's HTTP module refused a new command over budget: the connection
+            # and shell are fine; wait what it says, then send the command again
+            text = str(exc.response_text)
+            refusal = _Transient(
+                f"throttled by the server: {throttling.summary(text)}",
+                server_wait=throttling.server_wait(text), keep_connection=True,
+            )
+            refusal.refused = True
+            raise refusal from exc
         if exc.code in (500, 502, 503, 504, 429):
             raise _Transient(_http_status_line(exc.code, exc.response_text, where)) from exc
         raise ConnectionFailed(f"{_http_status_line(exc.code, None, where)}.") from exc
@@ -920,7 +926,12 @@ class Session:
                         f"{label}: gave up after {_tries(attempt)}: {exc}"
                     ) from exc
                 delay = policy.delay(attempt, self._rng, exc.server_wait)
-                log.warning("%s: %s; retrying in %.1f s", label, exc, delay)
+                log.warning(
+                    "%s",
+                    throttling.retry_note(
+                        label, str(exc), delay, throttled=exc.server_wait is not None
+                    ),
+                )
                 with self._lock:
                     self.stats.retries += 1
                 attempt += 1
@@ -942,7 +953,6 @@ class Session:
                     self._discard(channel, tries=1)
                 raise
             self._release(channel)
-            self._note_warnings(result.warnings)
             return result
 
     def _invoke(
@@ -979,7 +989,9 @@ class Session:
                 # A fault answering the Command request means the server refused the
                 # command; any other failure from sending it on leaves unknown whether
                 # it ran (a drop or timeout may come after the server started it).
-                transient.maybe_ran = started or not isinstance(exc, WSManFaultError)
+                transient.maybe_ran = started or not (
+                    isinstance(exc, WSManFaultError) or transient.refused
+                )
                 raise
             raise
         except BridgeError:
@@ -993,6 +1005,8 @@ class Session:
             self.stats.commands += 1
         errors = [_error_record(record) for record in ps.streams.error]
         warning_texts = [_warning_text(record) for record in ps.streams.warning]
+        # Exchange writes a micro delay under 10 s as a verbose record, longer as a warning
+        self._note_warnings([*warning_texts, *(_warning_text(r) for r in ps.streams.verbose)])
         self._release_pipeline(channel, ps)
         if ps.state == PSInvocationState.FAILED:
             terminating = errors.pop() if errors else ErrorRecord("", "NotSpecified", "", "")
@@ -1024,14 +1038,10 @@ class Session:
 
     def _note_warnings(self, texts: Iterable[str]) -> None:
         """Exchange Online's micro delays: slow the pace while they come, relax after."""
-        delayed_ms = [int(m.group(1)) for t in texts if (m := _MICRO_DELAY.search(t))]
+        delayed_ms = throttling.micro_delays_ms(texts)
         with self._lock:
-            if delayed_ms:
-                self.stats.micro_delays += len(delayed_ms)
-                wanted = max(delayed_ms) / 1000.0
-                self._pace = min(self.settings.retry.max_delay, max(wanted, self._pace * 2, 0.05))
-            else:
-                self._pace = self._pace / 2 if self._pace > 0.01 else 0.0
+            self.stats.micro_delays += len(delayed_ms)
+            self._pace = throttling.next_pace(delayed_ms, self._pace, self.settings.retry.max_delay)
 
     def _wait_for_pace(self) -> None:
         pace = self._pace

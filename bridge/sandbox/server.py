@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import itertools
 import secrets
 import shutil
 import socket
@@ -20,9 +19,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections import deque
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -39,7 +36,7 @@ from bridge.sandbox.auth import (
     parse_authorization,
     register_ntlm_user,
 )
-from bridge.sandbox.contract import CmdletHost, CommandCall, ErrorSpec, WarningMessage
+from bridge.sandbox.contract import CmdletHost, CommandCall, ErrorSpec
 from bridge.sandbox.knobs import Knobs
 from bridge.sandbox.psrp import (
     PipelineRun,
@@ -48,6 +45,7 @@ from bridge.sandbox.psrp import (
     command_not_found_error,
     no_language_error,
 )
+from bridge.sandbox.throttling import Budgets, HttpRefusal
 from bridge.sandbox.tls import write_certificates
 
 SERVER_NAME = "EXCH01"
@@ -69,23 +67,6 @@ IIS_500_BODY = (
     b"<html><head><title>500 - Internal server error.</title></head><body>"
     b"<h2>500 - Internal server error.</h2><h3>There is a problem with the resource you are "
     b"looking for, and it cannot be displayed.</h3></body></html>\r\n"
-)
-CONCURRENCY_MESSAGE = (
-    "[AuthZRequestId={request_id}][FailureCategory=AuthZ-AuthorizationException] Fail to "
-    "create a runspace because you have exceeded the maximum number of connections allowed "
-    ": {limit} for the policy party : MaxConcurrency. Please close existing runspace and try "
-    "again.\r\nPolicy: CN=GlobalThrottlingPolicy_{policy_id},CN=Global Settings,CN=First "
-    "Organization,CN=Microsoft Exchange,CN=Services,CN=Configuration,{dc}; \r\nSnapshot: "
-    "Owner: Sid~{user}~PowerShell~false\r\nBudgetType: PowerShell\r\nActiveRunspaces: "
-    "{limit}/{limit}\r\n"
-)
-MICRO_DELAY_MESSAGE = (
-    "Micro delay applied. Actual delayed: {0} msecs, Enforced: True, Capped delay: {0} "
-    "msecs, Required: False, Additional info: [Server={1}][Budget=PowerShellMaxCmdlets]."
-)
-OVER_BUDGET_MESSAGE = (
-    "Operation aborted because the operation has exceeded your throttling policy budget. "
-    "Please wait for {0} seconds."
 )
 
 
@@ -213,7 +194,10 @@ class Sandbox:
         self._stalls_done = 0
         self._stops_done = 0
         self._connections: set[socket.socket] = set()
-        self._cmdlet_times: dict[str, deque[float]] = {}
+        self._over_budget_done = 0
+        self.budgets = Budgets(
+            seed, SERVER_NAME, self.knobs.cmdlet_budget, self.knobs.budget_window
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -478,6 +462,13 @@ class Sandbox:
             request = wsman.parse_request(body)
             relates_to = request.message_id
             status, answer = 200, self._dispatch(request, handler.authenticated_user or "")
+        except HttpRefusal as refusal:
+            # Exchange's HTTP module answers before WinRM: plain text, never encrypted
+            self.send_plain(
+                handler, refusal.status, refusal.body.encode(), headers=extra_headers,
+                content_type="text/plain; charset=utf-8",
+            )
+            return
         except wsman.WSManFault as fault:
             status, answer = 500, wsman.fault_envelope(relates_to, fault, SERVER_NAME)
         except Exception:  # noqa: BLE001 - recorded in internal_errors and answered as a fault
@@ -571,7 +562,7 @@ class Sandbox:
                 open_for_user = sum(1 for s in self.shells.values() if s.user == user)
                 if open_for_user >= limit:
                     raise wsman.WSManFault(
-                        wsman.SESSION_OPEN_FAILED, self._concurrency_message(user, limit)
+                        wsman.SESSION_OPEN_FAILED, self.budgets.concurrency_message(user, limit)
                     )
             shell = ShellSession(shell_id, user, configuration, request.resource_uri)
             self.shells[shell_id] = shell
@@ -588,17 +579,6 @@ class Sandbox:
                 del self.shells[shell_id]
                 shell.closed = True
 
-    def _concurrency_message(self, user: str, limit: int) -> str:
-        domain = user.split("@", 1)[-1]
-        dc = ",".join(f"DC={part}" for part in domain.split("."))
-        return CONCURRENCY_MESSAGE.format(
-            request_id=uuid.uuid4(),
-            limit=limit,
-            policy_id=uuid.UUID(int=self.seed),
-            dc=dc,
-            user=user,
-        )
-
     def _command(self, shell: ShellSession, request: wsman.Request) -> str:
         body = request.body
         if body is None:
@@ -607,7 +587,28 @@ class Sandbox:
         arguments = body.find("rsp:Arguments", wsman.NS)
         data = base64.b64decode(arguments.text) if arguments is not None and arguments.text else b""
         shell.create_pipeline(command_id, data)
+        self._charge_budget(shell, command_id)
         return wsman.command_response(command_id)
+
+    def _charge_budget(self, shell: ShellSession, command_id: str) -> None:
+        """Count a new command's cmdlets against the user's budget: over it, the command
+        will run after a micro delay; over twice it, it is refused with HTTP 400."""
+        budget = self.knobs.cmdlet_budget
+        if budget is None:
+            return
+        pipeline_id = uuid.UUID(command_id)
+        with shell.lock:
+            run = shell.pipelines.get(pipeline_id)
+        if run is None:
+            return
+        count = max(1, sum(len(statement) for statement in run.statements))
+        used, wait = self.budgets.charge(shell.user, count)
+        if used > 2 * budget:
+            shell.stop(pipeline_id)  # never started: forgotten, as if never created
+            raise self.budgets.http_refusal(shell.user, used, wait)
+        if used > budget:
+            run.micro_delay = self.knobs.micro_delay
+            run.budget_used = used
 
     def _send(self, shell: ShellSession, request: wsman.Request) -> str:
         body = request.body
@@ -727,49 +728,14 @@ class Sandbox:
                     return
         prefix: list[Any] = []
         delay = self.knobs.latency_per_command
-        budget = self.knobs.cmdlet_budget
-        if budget is not None:
-            count = sum(len(statement) for statement in run.statements)
-            used, wait = self._charge_budget(shell.user, count)
-            if used > 2 * budget:
-                shell.fail(run, self._over_budget_error(run, wait))
-                return
-            if used > budget:
-                delay += self.knobs.micro_delay
-                millis = int(self.knobs.micro_delay * 1000)
-                prefix.append(WarningMessage(MICRO_DELAY_MESSAGE.format(millis, SERVER_NAME)))
+        if run.micro_delay:
+            delay += run.micro_delay
+            prefix.append(
+                self.budgets.micro_delay_note(shell.user, run.budget_used, run.micro_delay)
+            )
         run.events = _run_statements(run.statements, configuration.host, shell.user, prefix)
         run.ready_at = time.monotonic() + delay
         shell.mark_running(run)
-
-    def _charge_budget(self, user: str, count: int) -> tuple[int, float]:
-        """Record ``count`` cmdlets for ``user``; return the number used in the window
-        (including these) and the seconds until the oldest leaves the window."""
-        now = time.monotonic()
-        window = self.knobs.budget_window
-        with self._lock:
-            times = self._cmdlet_times.setdefault(user, deque())
-            while times and now - times[0] > window:
-                times.popleft()
-            times.extend(itertools.repeat(now, count))
-            wait = window - (now - times[0]) if times else 0.0
-            return len(times), max(0.0, wait)
-
-    def _over_budget_error(self, run: PipelineRun, wait: float) -> ErrorSpec:
-        name = run.statements[0][0].name if run.statements and run.statements[0] else ""
-        stamp = datetime.now(UTC).strftime("%m/%d/%Y %I:%M:%S %p")
-        return ErrorSpec(
-            message=OVER_BUDGET_MESSAGE.format(max(1, round(wait))),
-            # exception type and category not seen in a public paste: best guess
-            exception_type="Microsoft.Exchange.Data.Directory.OverBudgetException",
-            category="ResourceUnavailable",
-            fully_qualified_error_id=(
-                f"[Server={SERVER_NAME},RequestId={uuid.uuid4()},TimeStamp={stamp}] "
-                f"[FailureCategory=Cmdlet-OverBudgetException] 5A9F2B71,{name}"
-            ),
-            command_name=name,
-            reason="OverBudgetException",
-        )
 
     def _pump(self, shell: ShellSession, run: PipelineRun, amount: int, deadline: float) -> None:
         """Pull the host's events into the pipeline's queue until a response is full, the
@@ -818,6 +784,11 @@ class Sandbox:
                 if self._stop_now(run):
                     shell.stop_from_server(run)
                     return
+                if self._over_budget_now(run):
+                    name = run.statements[0][0].name if run.statements else ""
+                    wait = self.knobs.over_budget_wait
+                    shell.fail(run, self.budgets.over_budget_error(name, shell.user, wait))
+                    return
                 if self.knobs.latency_per_object:
                     run.ready_at = time.monotonic() + self.knobs.latency_per_object
             with self._lock:
@@ -840,6 +811,19 @@ class Sandbox:
             if stops is not None and self._stops_done >= stops:
                 return False
             self._stops_done += 1
+            self.objects_sent += 1  # the object just written, which _pump counts otherwise
+            return True
+
+    def _over_budget_now(self, run: PipelineRun) -> bool:
+        """Whether the over_budget_after_objects knob fails ``run`` now."""
+        limit = self.knobs.over_budget_after_objects
+        if not limit or run.objects_written < limit:
+            return False
+        with self._lock:
+            failures = self.knobs.over_budget_failures
+            if failures is not None and self._over_budget_done >= failures:
+                return False
+            self._over_budget_done += 1
             self.objects_sent += 1  # the object just written, which _pump counts otherwise
             return True
 
