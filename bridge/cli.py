@@ -1010,7 +1010,9 @@ def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
         raise OutputError(f"cannot write {output}: folder {output.parent} does not exist.")
     options = frames.ReportOptions()
     started = datetime.now(UTC)
-    with Sandbox(mailboxes=mailboxes, seed=seed) as sandbox:
+    # the report's story is REST -> Outlook: the demo organisation reports Exchange
+    # Online's ClientTypes (an on-premises sandbox reports EAS for those devices)
+    with Sandbox(mailboxes=mailboxes, seed=seed, online_client_types=True) as sandbox:
         settings = config.build_settings({
             "server": sandbox.host, "port": sandbox.port, "https": False, "auth": "ntlm",
             "user": sandbox.username})
@@ -1032,7 +1034,8 @@ def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
         run = _live_run_details(result.meta, organisation, started)
         run = workbook.RunDetails(**{**run.__dict__, "source": "psbridge demo: sandbox "
                                      f"organisation ({mailboxes} mailboxes, seed {seed}) "
-                                     "over WSMan/PSRP"})
+                                     "over WSMan/PSRP, with Exchange Online's ClientTypes "
+                                     "(REST, Outlook)"})
         # Recorded like any run (issue 7), under a name of its own so that a sandbox
         # never shares a history with a real organisation or a sandbox of another size.
         view = history_for_run(
@@ -1068,7 +1071,8 @@ def sandbox_export(folder: Path, mailboxes: int, seed: int) -> None:
     from bridge.sandbox.export import export_organisation
     from bridge.sandbox.organisation import Organisation
 
-    summary = export_organisation(Organisation(mailboxes=mailboxes, seed=seed), folder)
+    organisation = Organisation(mailboxes=mailboxes, seed=seed, online_client_types=True)
+    summary = export_organisation(organisation, folder)
     click.echo(f"Wrote {summary.mailboxes} mailboxes and {summary.devices} device "
                f"partnerships (seed {seed}) to {folder}: "
                + ", ".join(path.name for path in summary.files))
@@ -1121,7 +1125,7 @@ def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms:
 
     # A live report counts days since the last sync from now; an organisation dated from
     # its fixed 2025 reference time would look entirely stale to it.
-    organisation = Organisation(mailboxes=mailboxes, seed=seed,
+    organisation = Organisation(mailboxes=mailboxes, seed=seed, online_client_types=True,
                                 reference_time=None if fixed_clock else datetime.now(UTC))
     sandbox = Sandbox(
         mailboxes=mailboxes, seed=seed, https=https, port=port, organisation=organisation,

@@ -22,7 +22,7 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
     result = CliRunner().invoke(cli, ["demo"])
     assert result.exit_code == 0, result.output
     output = tmp_path / "psbridge-demo.xlsx"
-    org = Organisation(mailboxes=200, seed=1)
+    org = Organisation(mailboxes=200, seed=1, online_client_types=True)  # as the demo
     users, devices = classic_users(org), outlook_devices(org)
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"Sandbox: 200 mailboxes \(seed 1\) at http://127\.0\.0\.1:\d+/PowerShell"
@@ -39,7 +39,7 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
     assert book["Devices"].max_row == len(devices) + 1
     run = {row[0]: row[1] for row in book["Run"].iter_rows(values_only=True) if row[0]}
     assert run["Source"] == ("psbridge demo: sandbox organisation (200 mailboxes, seed 1) over "
-                             "WSMan/PSRP")
+                             "WSMan/PSRP, with Exchange Online's ClientTypes (REST, Outlook)")
     assert run["Organisation"] == "Contoso"
     # the demo records its run like any other, under a name of its own: a second run
     # compares with the first and finds the same organisation unchanged
@@ -72,7 +72,7 @@ def test_demo_size_seed_output_and_open(tmp_path: Path,
                                       str(output), "--open"])
     assert result.exit_code == 0, result.output
     assert opened == [str(output)]
-    org = Organisation(mailboxes=20, seed=4)
+    org = Organisation(mailboxes=20, seed=4, online_client_types=True)
     devices = [d for d in org.iter_devices()
                if d.mailbox.kind == "user" and d.model == OUTLOOK_MOBILE_MODEL]
     assert openpyxl.load_workbook(output)["Devices"].max_row == len(devices) + 1

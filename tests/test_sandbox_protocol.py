@@ -176,10 +176,6 @@ def test_records_carry_tostring_and_exchanges_exception_chain(sb: Sandbox) -> No
         "System.Exception",
         "System.Object",
     ]
-    assert str(error.exception) == (
-        "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException: "
-        + NOT_FOUND.format("nobody@contoso.com")
-    )
     with pool(sb) as runspace:
         shell = PowerShell(runspace)
         shell.add_cmdlet("Get-Nothing")
@@ -747,7 +743,7 @@ def test_the_sandbox_keeps_each_library_in_one_module() -> None:
     owners = {
         "psrpcore": "sandbox/psrp.py",
         "cryptography": "sandbox/tls.py",
-        "http": "sandbox/server.py",
+        "http": "sandbox/frontend.py",
     }
     sandbox_owners = {"spnego": "sandbox/auth.py"}  # remote.py reads spnego's errors
     for path in bridge_dir.rglob("*.py"):

@@ -11,12 +11,10 @@ organisation object and streamed as :class:`SerializedObject`.
 
 from __future__ import annotations
 
-import random
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 from bridge.sandbox.contract import (
@@ -26,18 +24,24 @@ from bridge.sandbox.contract import (
     SerializedObject,
     WarningMessage,
 )
-from bridge.sandbox.exchange_types import Prop, RefScope, serialize_object, to_record
+from bridge.sandbox.exchange_types import RefScope, serialize_object
+from bridge.sandbox.opath import (
+    FILTERABLE,
+    Filter,
+    FilterParser,
+    FilterSyntaxError,
+    filter_record,
+    wildcard,
+)
 from bridge.sandbox.organisation import (
     SERVER_OFFSET,
     SERVERS,
     DeviceEntry,
     MailboxEntry,
     Organisation,
-    cas_mailbox_props,
-    device_statistics_props,
-    mailbox_props,
-    mobile_device_props,
 )
+from bridge.sandbox.organization_config import organization_config_props
+from bridge.sandbox.shapes import SHAPES
 
 DEFAULT_RESULT_SIZE = 1000
 
@@ -130,22 +134,11 @@ class _Item:
     entry: Any  # MailboxEntry or DeviceEntry
 
 
-_SHAPES: dict[str, tuple[Callable[[Any], list[Prop]], Callable[[Any], str]]] = {
-    "Mailbox": (mailbox_props, lambda mb: mb.name),
-    "CASMailbox": (cas_mailbox_props, lambda mb: mb.name),
-    "MobileDevice": (mobile_device_props, lambda device: device.name),
-    "MobileDeviceConfiguration": (
-        device_statistics_props,
-        lambda device: "Microsoft.Exchange.Management.Tasks.MobileDeviceConfiguration",
-    ),
-}
-
-
 def serialized(shape: str, entry: MailboxEntry | DeviceEntry) -> str:
     """The wire CLIXML of ``entry`` as ``shape``, built once and cached on the entry."""
     cached = entry.wire.get(shape)
     if cached is None:
-        builder, to_string = _SHAPES[shape]
+        builder, to_string = SHAPES[shape]
         cached = serialize_object(shape, to_string(entry), builder(entry), RefScope())
         entry.wire[shape] = cached
     return cached
@@ -381,12 +374,12 @@ class ExchangeCmdlets:
             result.add(canonical)
         return result
 
-    def _parse_filter(self, cmdlet: _Cmdlet, value: Any) -> _Filter:
+    def _parse_filter(self, cmdlet: _Cmdlet, value: Any) -> Filter:
         text = str(value)
-        properties = _FILTERABLE[cmdlet.name]
+        properties = FILTERABLE[cmdlet.name]
         try:
-            return _FilterParser(text, properties).parse()
-        except _FilterSyntaxError as exc:
+            return FilterParser(text, properties).parse()
+        except FilterSyntaxError as exc:
             raise self._binding_error(
                 cmdlet, "Cannot bind parameter 'Filter' to the target. Exception setting "
                 f'"Filter": "{exc}"', "ParameterBindingFailed") from None
@@ -417,7 +410,7 @@ class ExchangeCmdlets:
         self._indexes()
         text = identity.strip()
         if "*" in text:
-            pattern = _wildcard(text)
+            pattern = wildcard(text)
             return [mb for mb in self.organisation.mailbox_entries
                     if pattern.match(mb.name) or pattern.match(mb.alias)]
         return list(self._mailbox_index.get(text.lower(), ()))
@@ -471,13 +464,13 @@ class ExchangeCmdlets:
             candidates = self.organisation.mailbox_entries
         types = params.get("RecipientTypeDetails")
         ou = str(params["OrganizationalUnit"]).lower() if "OrganizationalUnit" in params else None
-        flt: _Filter | None = params.get("Filter")
+        flt: Filter | None = params.get("Filter")
         selected = (
             candidate for candidate in candidates
             if not isinstance(candidate, MailboxEntry) or (
                 (types is None or candidate.recipient_type_details in types)
                 and (ou is None or candidate.ou.lower() == ou)
-                and (flt is None or flt.matches(_filter_record(shape, candidate)))
+                and (flt is None or flt.matches(filter_record(shape, candidate)))
             )
         )
         yield from _limit(
@@ -502,7 +495,7 @@ class ExchangeCmdlets:
         cmdlet = "Get-MobileDevice"
         client_types = {ct for switch, ct in _MOBILE_CLIENT_SWITCHES.items()
                         if params.get(_canonical_switch(switch))}
-        flt: _Filter | None = params.get("Filter")
+        flt: Filter | None = params.get("Filter")
         devices: Iterable[Any]
         if "Identity" in params:
             device = self._find_device(str(params["Identity"]))
@@ -524,7 +517,7 @@ class ExchangeCmdlets:
             device for device in devices
             if not isinstance(device, DeviceEntry) or (
                 (not client_types or device.client_type in client_types)
-                and (flt is None or flt.matches(_filter_record("MobileDevice", device)))
+                and (flt is None or flt.matches(filter_record("MobileDevice", device)))
             )
         )
         yield from _limit(
@@ -582,43 +575,6 @@ class ExchangeCmdlets:
                 yield event
 
 
-def organization_config_props(org: Organisation) -> list[Prop]:
-    """Get-OrganizationConfig's properties: a small subset of the 200-odd Exchange sends.
-
-    Names, kinds and the Name/DisplayName/DistinguishedName/LegacyExchangeDN/ObjectClass
-    shapes follow the corpus's Exchange 2019 export (DisplayName empty on-prem; ADObjectIds
-    as strings, as the remote endpoint sends them). Unverified: the Guid (derived from the
-    seed here), the version strings and WhenCreated.
-    """
-    dc = ",".join(f"DC={part}" for part in org.domain.split("."))
-    name = org.organization
-    guid = str(uuid.UUID(int=random.Random(f"org-{org.seed}").getrandbits(128), version=4))
-    return [
-        ("DisplayName", "S", ""),
-        ("IsDehydrated", "B", False),
-        ("IsMixedMode", "B", False),
-        ("MapiHttpEnabled", "B", True),
-        ("OrganizationId", "S", ""),
-        ("AdminDisplayName", "S", None),
-        ("ExchangeVersion", "S", "0.20 (15.0.0.0)"),  # unverified
-        ("Name", "S", name),
-        ("DistinguishedName", "S",
-         f"CN={name},CN=Microsoft Exchange,CN=Services,CN=Configuration,{dc}"),
-        ("Identity", "S", name),
-        ("Guid", "G", guid),
-        ("ObjectCategory", "S",
-         f"{org.domain}/Configuration/Schema/ms-Exch-Organization-Container"),
-        ("ObjectClass", "MV:StringCollection", ["top", "container", "msExchOrganizationContainer"]),
-        # unverified: any date years back will do
-        ("WhenCreated", "DTL", (org.reference_time - timedelta(days=2190)).astimezone(
-            timezone(SERVER_OFFSET))),
-        ("LegacyExchangeDN", "S", f"/o={name}"),
-        ("OriginatingServer", "S", org.domain_controller),
-        ("IsValid", "B", True),
-        ("ObjectState", "S", "Unchanged"),
-    ]
-
-
 def _canonical_switch(lowered: str) -> str:
     return {"activesync": "ActiveSync", "owafordevices": "OWAforDevices", "restapi": "RestApi",
             "universaloutlook": "UniversalOutlook"}[lowered]
@@ -652,242 +608,3 @@ def _limit(
             return
         emitted += 1
         yield wrap(candidate)
-
-
-# ---- OPATH filters (the simple subset admins use) ---------------------------------------
-
-
-def _filter_record(shape: str, entry: Any) -> dict[str, Any]:
-    builder = _SHAPES[shape][0]
-    return to_record(builder(entry))
-
-
-def _wildcard(pattern: str) -> re.Pattern[str]:
-    parts = (".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
-    return re.compile("".join(parts) + r"\Z", re.IGNORECASE | re.DOTALL)
-
-
-class _FilterSyntaxError(Exception):
-    pass
-
-
-class _Filter:
-    def matches(self, record: dict[str, Any]) -> bool:
-        raise NotImplementedError
-
-
-@dataclass
-class _Compare(_Filter):
-    prop: str
-    operator: str
-    value: Any
-
-    def matches(self, record: dict[str, Any]) -> bool:
-        actual = record.get(self.prop)
-        if self.operator in _ORDERING:
-            return _ordered(actual, self.operator, self.value)
-        if self.operator in ("eq", "ne"):
-            equal = _equal(actual, self.value)
-            return equal if self.operator == "eq" else not equal
-        pattern = _wildcard(str(self.value))
-        values = actual if isinstance(actual, list) else [actual]
-        hit = any(v is not None and pattern.match(_text(v)) for v in values)
-        return hit if self.operator == "like" else not hit
-
-
-@dataclass
-class _Logical(_Filter):
-    operator: str
-    parts: list[_Filter]
-
-    def matches(self, record: dict[str, Any]) -> bool:
-        if self.operator == "and":
-            return all(part.matches(record) for part in self.parts)
-        return any(part.matches(record) for part in self.parts)
-
-
-@dataclass
-class _Not(_Filter):
-    part: _Filter
-
-    def matches(self, record: dict[str, Any]) -> bool:
-        return not self.part.matches(record)
-
-
-_ORDERING = ("lt", "le", "gt", "ge")
-
-
-def _ordered(actual: Any, operator: str, expected: Any) -> bool:
-    """-lt/-le/-gt/-ge on dates (ISO or US "M/d/yyyy [h:mm:ss tt]", UTC) and numbers."""
-    if actual is None or isinstance(actual, bool | list):
-        return False
-    limit: Any
-    if isinstance(actual, datetime):
-        limit = _filter_date(str(expected))
-        if limit is None:
-            return False
-    elif isinstance(actual, int):
-        try:
-            limit = int(str(expected))
-        except ValueError:
-            return False
-    else:
-        actual, limit = str(actual).lower(), str(expected).lower()
-    if operator == "lt":
-        return bool(actual < limit)
-    if operator == "le":
-        return bool(actual <= limit)
-    if operator == "gt":
-        return bool(actual > limit)
-    return bool(actual >= limit)
-
-
-def _filter_date(text: str) -> datetime | None:
-    formats = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y")
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        for layout in formats:
-            try:
-                value = datetime.strptime(text, layout)
-                break
-            except ValueError:
-                continue
-        else:
-            return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    return str(value)
-
-
-def _equal(actual: Any, expected: Any) -> bool:
-    if expected is None:
-        return actual is None or actual == [] or actual == ""
-    if isinstance(actual, list):
-        return any(_equal(item, expected) for item in actual)
-    if isinstance(expected, bool):
-        return actual is expected
-    if actual is None:
-        return False
-    return _text(actual).lower() == _text(expected).lower()
-
-
-_TOKEN_RE = re.compile(
-    r"\s*(?:(?P<lparen>\()|(?P<rparen>\))|(?P<op>-[A-Za-z]+)"
-    r"|'(?P<sq>(?:[^']|'')*)'|\"(?P<dq>(?:[^\"]|\"\")*)\"|(?P<var>\$[A-Za-z]+)"
-    r"|(?P<word>[^\s()'\"]+))"
-)
-
-
-class _FilterParser:
-    """``A -eq 'x' -and (B -like 'y*' -or -not C -eq $true)``, ``FirstSyncTime -gt
-    '2025-01-01'``: the subset of Exchange's OPATH that admins type."""
-
-    def __init__(self, text: str, properties: dict[str, str]) -> None:
-        self.text = text
-        self.properties = properties
-        self.tokens: list[tuple[str, Any, int]] = []
-        position = 0
-        stripped = text.rstrip()
-        while position < len(stripped):
-            match = _TOKEN_RE.match(stripped, position)
-            if match is None or match.end() == position:
-                raise self._syntax(position)
-            kind = match.lastgroup or ""
-            value: Any = match.group(kind)
-            if kind == "sq":
-                value = value.replace("''", "'")
-            elif kind == "dq":
-                value = value.replace('""', '"')
-            self.tokens.append((kind, value, match.start(kind) + 1))
-            position = match.end()
-        self.position = 0
-
-    def _syntax(self, position: int) -> _FilterSyntaxError:
-        return _FilterSyntaxError(
-            "Invalid filter syntax. For a description of the filter parameter syntax see the "
-            f'command help.\n"{self.text}" at position {position + 1}.')
-
-    def _peek(self) -> tuple[str, Any, int] | None:
-        return self.tokens[self.position] if self.position < len(self.tokens) else None
-
-    def _next(self) -> tuple[str, Any, int]:
-        token = self._peek()
-        if token is None:
-            raise self._syntax(len(self.text))
-        self.position += 1
-        return token
-
-    def parse(self) -> _Filter:
-        result = self._or()
-        if self._peek() is not None:
-            raise self._syntax(self._peek()[2] - 1)  # type: ignore[index]
-        return result
-
-    def _or(self) -> _Filter:
-        parts = [self._and()]
-        while (token := self._peek()) and token[0] == "op" and token[1].lower() == "-or":
-            self.position += 1
-            parts.append(self._and())
-        return parts[0] if len(parts) == 1 else _Logical("or", parts)
-
-    def _and(self) -> _Filter:
-        parts = [self._unary()]
-        while (token := self._peek()) and token[0] == "op" and token[1].lower() == "-and":
-            self.position += 1
-            parts.append(self._unary())
-        return parts[0] if len(parts) == 1 else _Logical("and", parts)
-
-    def _unary(self) -> _Filter:
-        token = self._next()
-        if token[0] == "op" and token[1].lower() == "-not":
-            return _Not(self._unary())
-        if token[0] == "lparen":
-            inner = self._or()
-            closing = self._next()
-            if closing[0] != "rparen":
-                raise self._syntax(closing[2] - 1)
-            return inner
-        if token[0] != "word":
-            raise self._syntax(token[2] - 1)
-        prop = self.properties.get(token[1].lower())
-        if prop is None:
-            raise _FilterSyntaxError(
-                f'"{token[1]}" is not a recognized filterable property. For a description of '
-                "the filterable properties see the command help.")
-        operator = self._next()
-        op = operator[1].lower().lstrip("-") if operator[0] == "op" else ""
-        if op not in ("eq", "ne", "like", "notlike", *_ORDERING):
-            raise self._syntax(operator[2] - 1)
-        kind, raw, _ = self._next()
-        value: Any
-        if kind in ("sq", "dq", "word"):
-            value = raw
-        elif kind == "var" and raw.lower() in ("$true", "$false", "$null"):
-            value = {"$true": True, "$false": False, "$null": None}[raw.lower()]
-        else:
-            raise self._syntax(self.tokens[self.position - 1][2] - 1)
-        return _Compare(prop, op, value)
-
-
-def _property_names(shape_props: list[Prop]) -> dict[str, str]:
-    return {name.lower(): name for name, _kind, _value in shape_props}
-
-
-def _schema_names(shape: str) -> dict[str, str]:
-    org = Organisation(mailboxes=12, seed=0)
-    mailbox = org.mailbox_entries[0]
-    device = next(org.iter_devices())
-    entry = mailbox if shape in ("Mailbox", "CASMailbox") else device
-    return _property_names(_SHAPES[shape][0](entry))
-
-
-_FILTERABLE = {
-    "Get-Mailbox": _schema_names("Mailbox"),
-    "Get-CASMailbox": _schema_names("CASMailbox"),
-    "Get-MobileDevice": _schema_names("MobileDevice"),
-}

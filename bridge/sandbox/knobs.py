@@ -56,6 +56,11 @@ class Knobs:
     stop_after_objects: int | None = None
     pipeline_stops: int | None = None
 
+    # Report Exchange Online's ClientTypes (REST, Outlook, UniversalOutlook) rather than an
+    # on-premises server's EAS (organisation.py's docstring says what is unverified).
+    # Applies to the organisation the sandbox builds itself (not one passed in).
+    online_client_types: bool = False
+
     @classmethod
     def names(cls) -> list[str]:
         return [knob.name for knob in fields(cls)]

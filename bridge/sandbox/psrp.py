@@ -161,8 +161,8 @@ def error_record(
     """An ErrorRecord as PowerShell serializes it, from the Exchange side's ErrorSpec."""
     exception = NETException(Message=spec.message, HResult=-2146233088)
     exception.PSObject.type_names = exception_type_names(spec.exception_type)
-    # Exception.ToString(): "Type: Message" (the server's stack trace is not sent here)
-    exception.PSObject.to_string = f"{spec.exception_type}: {spec.message}"
+    # (no <ToString> on the exception itself: Exception.ToString() carries the server's
+    # stack trace, which no public capture shows)
     try:
         category = ErrorCategory[spec.category]
     except KeyError:
