@@ -14,6 +14,7 @@ CLIXML without parsing it again).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -93,6 +94,15 @@ _EXCEPTION_BASES = (
         ("System.Management.Automation.RuntimeException", "System.SystemException"),
     ),
 )
+
+
+_ESCAPED_TEXT = re.compile(r"(?i)_(?=x[0-9a-f]{4}_)|[\x00-\x1f\x7f-\x9f]")
+
+
+def tostring_text(text: str) -> str:
+    """``text`` escaped as PowerShell's serializer escapes strings (``_xHHHH_``): psrpcore
+    writes a ``<ToString>`` as given, and an XML parser turns a raw CR into LF."""
+    return _ESCAPED_TEXT.sub(lambda match: f"_x{ord(match.group(0)):04X}_", text)
 
 
 class _ExchangeErrorRecord(ErrorRecord):
@@ -184,7 +194,7 @@ def error_record(
     if spec.category in _EXCHANGE_CATEGORIES:
         object.__setattr__(record, "_exchange_category", _EXCHANGE_CATEGORIES[spec.category])
     # ErrorRecord.ToString() is the exception's message: what pypsrp and PowerShell print
-    record.PSObject.to_string = spec.message
+    record.PSObject.to_string = tostring_text(spec.message)
     return record
 
 
@@ -504,7 +514,7 @@ class ShellSession:
             kind = WarningRecord if isinstance(event, WarningMessage) else VerboseRecord
             informational = kind(Message=event.text)
             informational.serialize_extended_info = False
-            informational.PSObject.to_string = event.text
+            informational.PSObject.to_string = tostring_text(event.text)
             run.pipeline.prepare_message(
                 informational,
                 message_type=PSRPMessageType.WarningRecord

@@ -14,7 +14,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.sandbox import wsman
 from bridge.sandbox.contract import CmdletHost, CommandCall, ErrorSpec
@@ -64,8 +64,9 @@ class PipelineRunner:
     _objects_since_drop: int
     _drop_pending: bool
 
-    def record_internal_error(self, where: str, detail: str) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the Sandbox's (a stub here would shadow it in the MRO)
+
+        def record_internal_error(self, where: str, detail: str) -> None: ...
 
     def _receive(self, shell: ShellSession, request: wsman.Request) -> str:
         started = time.monotonic()
