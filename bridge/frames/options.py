@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from bridge.frames.columns import DEFAULT_STALE_THRESHOLDS, NEVER, OUTLOOK_MOBILE_MODEL
 
+#: the most days a threshold may have: a century, past any partnership's age
+MAX_DAYS = 36_500
+
 
 @dataclass(frozen=True)
 class ReportOptions:
@@ -27,12 +30,13 @@ class ReportOptions:
 
     def __post_init__(self) -> None:
         thresholds = self.stale_thresholds
-        if not thresholds or any(t < 1 for t in thresholds) or list(thresholds) != sorted(
-            set(thresholds)
-        ):
-            raise ValueError("stale thresholds must be increasing whole days of at least 1")
-        if self.stale_days is not None and self.stale_days < 0:
-            raise ValueError("stale days must be 0 or more")
+        if not thresholds or any(not 1 <= t <= MAX_DAYS for t in thresholds) or list(
+            thresholds
+        ) != sorted(set(thresholds)):
+            raise ValueError(
+                f"stale thresholds must be increasing whole days from 1 to {MAX_DAYS}")
+        if self.stale_days is not None and not 0 <= self.stale_days <= MAX_DAYS:
+            raise ValueError(f"stale days must be from 0 to {MAX_DAYS}")
         if not self.recipient_types:
             raise ValueError("at least one recipient type is needed")
 

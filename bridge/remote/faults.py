@@ -24,7 +24,7 @@ from pypsrp.exceptions import (
 )
 from spnego.exceptions import SpnegoError
 
-from bridge import throttling
+from bridge import kerberos, throttling
 from bridge.commands import ErrorRecord
 from bridge.errors import (
     AuthenticationFailed,
@@ -51,7 +51,9 @@ ERROR_CATEGORIES = (
 _THROTTLED = throttling.THROTTLED
 
 #: what pypsrp and the libraries under it raise; each is turned into a BridgeError
-_LIBRARY_ERRORS = (WinRMError, requests.exceptions.RequestException, SpnegoError)
+_LIBRARY_ERRORS: tuple[type[Exception], ...] = (
+    WinRMError, requests.exceptions.RequestException, SpnegoError, *kerberos.LIBRARY_ERRORS
+)
 
 
 class _Transient(Exception):
@@ -101,7 +103,12 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
             f"the server refused the credentials of {settings.who} (auth: {settings.auth}) "
             f"at {where}. Check the user name (UPN or DOMAIN\\user) and password."
         ) from exc
-    if isinstance(exc, SpnegoError):
+    if isinstance(exc, (SpnegoError, *kerberos.LIBRARY_ERRORS)):
+        failure = kerberos.sign_in_failure(
+            exc, server=settings.server, service=settings.spn_service, username=settings.username
+        )
+        if failure is not None:  # a Kerberos failure with its own line: no ticket, no SPN...
+            raise failure from exc
         # pyspnego (Kerberos/NTLM) could not even build a token: no ticket, no password
         detail = (
             "no Kerberos ticket or password is available here"

@@ -21,6 +21,7 @@ from bridge.sandbox.auth import (
     AuthFailed,
     DecryptFailed,
     NegotiateAcceptor,
+    SignIn,
     check_basic,
     parse_authorization,
 )
@@ -106,6 +107,7 @@ class HttpFrontEnd:
     host: str
     username: str
     requests_served: int
+    sign_ins: list[SignIn]
     _lock: threading.Lock
     _account: Account | None
     _authenticated_requests: int
@@ -198,6 +200,7 @@ class HttpFrontEnd:
                     self._challenge(handler)
                     return
                 handler.authenticated_user = self.username
+                self.sign_ins.append(handler.acceptor.sign_in())
         elif handler.authenticated_user is None:
             self._challenge(handler)
             return

@@ -21,6 +21,7 @@ from typing import Any
 from bridge.errors import ConfigError
 from bridge.sandbox.auth import (
     Account,
+    SignIn,
     register_ntlm_user,
 )
 from bridge.sandbox.contract import CmdletHost
@@ -75,6 +76,8 @@ class Sandbox(HttpFrontEnd, WsmanShells, PipelineRunner):
         self.password = ""
         self.ca_file: Path | None = None
         self.internal_errors: list[str] = []
+        #: each completed Negotiate sign-in (Kerberos or NTLM), in order (auth.SignIn)
+        self.sign_ins: list[SignIn] = []
         self.requests_served = 0
         self.objects_sent = 0
         self.configurations: dict[str, SessionConfiguration] = {}
