@@ -446,12 +446,15 @@ def mobile_report(
     BridgeError subclasses; a run with failed mailboxes returns with exit_code PARTIAL.
     """
     from bridge import frames, workbook
+    from bridge import output as output_files
 
     started = datetime.now(UTC)
     targets = tuple(target if isinstance(target, ReportOutput) else ReportOutput.for_path(target)
                     for target in outputs)
     if not targets:
         raise OutputError("no output given: name at least one report file.")
+    for target in targets:  # say so before collecting, not after
+        output_files.check_writable(target.path)
     notes: list[Note] = []
 
     def say(note: Note) -> None:
@@ -490,8 +493,6 @@ def demo_report(output: Path, mailboxes: int = 200, seed: int = 1,
     if output.suffix.lower() != ".xlsx":
         raise OutputError(f"cannot write {output}: the demo writes a workbook; use a name "
                           "ending in .xlsx.")
-    if not output.parent.is_dir():  # say so before collecting, not after
-        raise OutputError(f"cannot write {output}: folder {output.parent} does not exist.")
     return mobile_report(SandboxOrganisation(mailboxes, seed), None,
                          [ReportOutput(output, "xlsx")], history_settings, notify=notify,
                          command_line=command_line)
@@ -533,6 +534,7 @@ def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[
     from bridge import output as outputs
 
     check_table_output(output)
+    outputs.check_writable(output)
     with remote.Session(server.settings,
                         _password(server.settings, server.password, server.prompt)) as session:
         command, result = exchange.run_cmdlet(session, cmdlet, dict(parameters))

@@ -83,3 +83,67 @@ def test_history_commands_never_turn_an_empty_file_into_a_history(
         f"Error: {path} is an empty file, not a psbridge history; give the file psbridge "
         "records to (see --history in --help).")
     assert path.read_bytes() == b""
+
+
+def test_quiet_runs_print_retries_as_warning_lines_not_bare_log_lines(tmp_path: Path) -> None:
+    from bridge.sandbox import Sandbox
+
+    with Sandbox(mailboxes=5, seed=1, http_error_every=4) as sandbox:
+        result = CliRunner(env={"PSBRIDGE_PASSWORD": sandbox.password}).invoke(cli, [
+            "run", "Get-Mailbox", "-o", str(tmp_path / "m.csv"), "--server", sandbox.host,
+            "--port", str(sandbox.port), "--http", "--auth", "ntlm", "--user",
+            sandbox.username, "-q", "--retries", "1"])
+    assert result.exit_code == 5, result.output  # every 4th request fails: it gives up
+    retries = [line for line in result.output.splitlines() if "retrying in" in line]
+    assert retries, result.output
+    assert all(line.startswith("Warning: ") for line in retries), retries
+
+
+def test_a_bad_tenant_for_via_pwsh_names_the_option_psbridge_has(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, [
+        "mobile", "--via", "pwsh", "--tenant", "not a domain", "--app-id",
+        "00000000-0000-0000-0000-000000000000", "--certificate-file", "c.pfx",
+        "-o", str(tmp_path / "r.xlsx")])
+    assert result.exit_code == 8
+    assert result.output.splitlines()[-1] == (
+        "Error: --tenant 'not a domain' is not a domain name: use the tenant's initial "
+        "domain, e.g. contoso.onmicrosoft.com")
+    assert "--tenant" in CliRunner().invoke(cli, ["mobile", "--help"]).output
+
+
+def test_a_read_only_report_is_not_replaced(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    output = tmp_path / "report.xlsx"
+    output.write_bytes(b"kept")
+    os.chmod(output, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    for extra in ([], ["--format", "xlsx"]):
+        result = CliRunner().invoke(cli, ["mobile", "--from-clixml", str(EXPORT), "-o",
+                                          str(output), "--no-history", *extra])
+        assert result.exit_code == 4
+        assert result.output.splitlines()[-1] == (
+            f"Error: cannot write {output}: the file is read-only. Make it writable to "
+            "replace it, or write another file with -o.")
+    assert output.read_bytes() == b"kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.xlsx"]
+
+
+def test_a_live_run_refuses_a_read_only_report_before_collecting(sandbox: object,
+                                                                  tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from bridge.sandbox import Sandbox
+
+    assert isinstance(sandbox, Sandbox)
+    output = tmp_path / "report.xlsx"
+    output.write_bytes(b"kept")
+    os.chmod(output, stat.S_IRUSR)
+    result = CliRunner(env={"PSBRIDGE_PASSWORD": sandbox.password}).invoke(cli, [
+        "mobile", "--server", sandbox.host, "--port", str(sandbox.port), "--http", "--auth",
+        "ntlm", "--user", sandbox.username, "-q", "--no-history", "-o", str(output)])
+    assert result.exit_code == 4
+    assert result.output.splitlines()[-1].endswith("the file is read-only. Make it writable "
+                                                   "to replace it, or write another file with -o.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.xlsx"]  # no run folder

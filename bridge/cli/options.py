@@ -157,7 +157,8 @@ connection_options = option_group("connection", [
                      help="Connection profile from the config file (PSBRIDGE_CONFIG, "
                           "~/.config/psbridge/config.toml, %APPDATA%\\psbridge\\config.toml)."),
         click.option("-q", "--quiet", is_flag=True, default=False,
-                     help="No progress bar (for scheduled runs)."),
+                     help="No progress bar or progress lines (for scheduled runs); "
+                          "warnings and errors still print."),
 ])  # fmt: skip
 
 
