@@ -331,14 +331,6 @@ def test_usage_errors_are_exit_2(args: list[str], message: str) -> None:
     assert result.stderr.splitlines()[-1] == message
 
 
-def test_sample_report_is_what_the_sample_export_gives(tmp_path: Path) -> None:
-    output = tmp_path / "report.xlsx"
-    assert _mobile("--from-clixml", str(EXPORT), "-o", str(output), "--no-history"
-                   ).exit_code == 0
-    assert _devices(SAMPLES / "report.xlsx") == _devices(output), (
-        "samples/report.xlsx is stale: run samples/make-report.sh")
-
-
 def test_neither_server_nor_files_is_a_configuration_error(tmp_path: Path) -> None:
     result = _mobile("-o", str(tmp_path / "r.xlsx"), "--no-history")
     assert result.exit_code == 8

@@ -298,12 +298,19 @@ def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
             if not kind.isalpha():
                 raise click.BadParameter(f"{kind!r} is not a recipient type like UserMailbox",
                                          param_hint="'--recipient-type'")
+        stale_thresholds = kwargs.pop("stale_buckets")
+        cleanup_days = kwargs.pop("cleanup_days")
+        if cleanup_days is not None and kwargs["cleanup_script"] is None:
+            raise click.UsageError("--cleanup-days goes with --cleanup-script FILE.")
+        if kwargs["cleanup_script"] is not None and cleanup_days is None:
+            cleanup_days = stale_thresholds[0]
         kwargs["report_options"] = frames.ReportOptions(
             all_devices=kwargs.pop("all_devices"),
             recipient_types=tuple(dict.fromkeys(recipient_types)),
             stale_days=kwargs.pop("stale_days"),
-            stale_thresholds=kwargs.pop("stale_buckets"),
+            stale_thresholds=stale_thresholds,
             include_identifiers=kwargs.pop("include_identifiers"),
+            cleanup_days=cleanup_days,
         )
         return command(*args, **kwargs)
 
@@ -335,6 +342,15 @@ def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "or when an offline export was taken)."),
         click.option("--open", "open_report", is_flag=True,
                      help="Open the report when it is written."),
+        click.option("--cleanup-script", type=click.Path(dir_okay=False, path_type=Path),
+                     metavar="FILE.ps1",
+                     help="Also write a PowerShell script that removes the stale partnerships "
+                          "(review it; it runs with -WhatIf unless given -Execute). psbridge "
+                          "itself changes nothing."),
+        click.option("--cleanup-days", type=click.IntRange(0, MAX_DAYS), metavar="N",
+                     help="The script removes partnerships without a successful sync for N "
+                          "days or more, or never synced and set up N or more days ago "
+                          "(default: the first stale bucket, 30)."),
     ]  # fmt: skip
     for option in reversed(options):
         wrapper = option(wrapper)

@@ -235,6 +235,8 @@ def print_figures(run: ReportRun, output: Path) -> None:
         (f"Stale (over {run.report.options.stale_after} days)", f"{figures.stale:,}"),
         ("Never synced", f"{figures.never_synced:,}"),
     ]
+    if run.report.eas_figures is not None:
+        lines.append(("EAS below 16.1", f"{run.report.eas_figures.below_minimum:,}"))
     if figures.errors:
         lines.append(("Errors", f"{figures.errors:,}"))
     click.echo(f"Report written to {output.resolve()}")
@@ -248,6 +250,10 @@ def finish_report(run: ReportRun, open_report: bool) -> None:
     commands failed."""
     output = run.outputs[0].path
     print_figures(run, output)
+    if run.cleanup_script is not None:
+        path, count = run.cleanup_script
+        click.echo(f"Cleanup script written to {path.resolve()}: {count} partnership(s); "
+                   "review it, then run it with -Execute to remove them.")
     if open_report:
         click.launch(str(output))
     if run.figures.errors:
