@@ -23,7 +23,7 @@ from bridge.errors import BridgeError, ExitCode, OutputError
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from bridge.commands import Command, CommandResult, ErrorRecord
+    from bridge.commands import Command, ErrorRecord
     from bridge.eas import Environment
     from bridge.exchange import Collection, Progress
     from bridge.frames import Figures, Report, ReportOptions
@@ -331,7 +331,9 @@ class SandboxOrganisation:
         from bridge import config, exchange, remote
         from bridge.sandbox import Sandbox
 
-        with Sandbox(mailboxes=self.mailboxes, seed=self.seed,
+        # the report's story is REST -> Outlook: a demo organisation reports Exchange
+        # Online's ClientTypes (demo_organisation's does; an on-premises one reports EAS)
+        with Sandbox(mailboxes=self.mailboxes, seed=self.seed, online_client_types=True,
                      organisation=self.organisation) as sandbox:
             settings = config.build_settings({
                 "server": sandbox.host, "port": sandbox.port, "https": False, "auth": "ntlm",
@@ -351,7 +353,8 @@ class SandboxOrganisation:
             label = f"{self.mailboxes} mailboxes, seed {self.seed}"
             yield replace(
                 collected, organisation_fallback=sandbox.host,
-                source=f"psbridge demo: sandbox organisation ({label}) over WSMan/PSRP",
+                source=f"psbridge demo: sandbox organisation ({label}) over WSMan/PSRP, "
+                       "with Exchange Online's ClientTypes (REST, Outlook)",
                 history_source="demo", history_server=collected.server,
                 history_suffix=f" (psbridge sandbox, {label})",
                 clock=sandbox.organisation.reference_time)
@@ -565,8 +568,10 @@ def check_table_output(output: Path) -> None:
 
 def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[str, object],
                        output: Path, *, notify: Notify = _ignore) -> CmdletRun:
-    """Run one cmdlet on ``server``; its rows go to ``output`` (see write_cmdlet_result)."""
-    from bridge import exchange, remote
+    """Run one cmdlet on ``server`` and write its rows to ``output`` (.xlsx with an Errors
+    sheet when the server sent error records, or .csv/.parquet/.json). The server's
+    warnings are told to ``notify`` before the file is written."""
+    from bridge import clixml, exchange, remote, workbook
     from bridge import output as outputs
 
     check_table_output(output)
@@ -574,22 +579,12 @@ def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[
     with remote.Session(server.settings,
                         _password(server.settings, server.password, server.prompt)) as session:
         command, result = exchange.run_cmdlet(session, cmdlet, dict(parameters))
-    return write_cmdlet_result(command, result, output, notify=notify)
-
-
-def write_cmdlet_result(command: Command, result: CommandResult, output: Path, *,
-                        notify: Notify = _ignore) -> CmdletRun:
-    """Write one cmdlet's rows (any source's) to ``output``: .xlsx with an Errors sheet when
-    the server sent error records, or .csv/.parquet/.json; its warnings go to ``notify``."""
-    from bridge import clixml, workbook
-    from bridge import output as outputs
-
     warnings = tuple(dict.fromkeys(result.warnings))
     for text in warnings:
         notify(Note("warning", text))
     frame = clixml.records_to_frame(result.rows)
     if output.suffix.lower() == ".xlsx":
-        tables = {command.name: frame}
+        tables = {cmdlet: frame}
         if result.errors:
             tables["Errors"] = clixml.records_to_frame(
                 [{"Category": e.kind, "Message": e.message, "Target": e.target,

@@ -29,7 +29,8 @@ CORPUS_MAILBOX_SERVER = (
     / "microsoft__CSS-Exchange__Diagnostics__HealthChecker__Tests__DataCollection__E19__"
       "Exchange__GetMailboxServer.xml")
 
-ORG = Organisation(mailboxes=25, seed=1)  # what samples/exchange-export was made from
+# what samples/exchange-export was made from
+ORG = Organisation(mailboxes=25, seed=1, online_client_types=True)
 USERS = classic_users(ORG)
 DEVICES = len(outlook_devices(ORG))
 FIGURES = "".join(f"{line}\n" for line in figure_lines(ORG))
@@ -46,7 +47,7 @@ def _devices(path: Path) -> list[tuple[object, ...]]:
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[Sandbox]:
     """The organisation the sample export was made from (25 mailboxes, seed 1)."""
-    with Sandbox(mailboxes=25, seed=1) as sandbox:
+    with Sandbox(mailboxes=25, seed=1, online_client_types=True) as sandbox:
         yield sandbox
     assert sandbox.internal_errors == []
 
@@ -66,7 +67,8 @@ def test_offline_report_from_the_sample_export(tmp_path: Path) -> None:
     assert book["Summary"]["A2"].value.startswith("Contoso  ·  server EXCH01  ·  run ")
     run = {row[0]: row[1] for row in book["Run"].iter_rows(values_only=True) if row[0]}
     assert run["Strategy"] == "offline"
-    assert run["Source"] == "Export-Clixml files (psbridge sandbox export)"
+    assert run["Source"] == (
+        "Export-Clixml files (psbridge sandbox export with Exchange Online's ClientTypes)")
     assert str(run["Days since last sync counted from (UTC)"]) == "2025-06-16 08:20:00"
 
 

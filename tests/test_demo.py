@@ -77,7 +77,7 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
     assert book["Devices"].max_row == len(devices) + 1
     run = {row[0]: row[1] for row in book["Run"].iter_rows(values_only=True) if row[0]}
     assert run["Source"] == ("psbridge demo: sandbox organisation (200 mailboxes, seed 1) over "
-                             "WSMan/PSRP")
+                             "WSMan/PSRP, with Exchange Online's ClientTypes (REST, Outlook)")
     assert run["Organisation"] == "Contoso"
     # the first demo already compares with last week: one change of every kind at least
     counts = dict(book["Changes"].iter_rows(min_row=6, max_row=5 + len(history.CHANGE_KINDS),

@@ -71,7 +71,8 @@ def as_on_the_wire(records: list[dict[str, object]]) -> list[dict[str, object]]:
     """Ground truth as the wire carries it: Exchange sends an unlimited size as the
     string "Unlimited" (the ground truth says None; frames turns it into None)."""
     unlimited = ("MaxReceiveSize", "MaxSendSize", "ProhibitSendQuota", "IssueWarningQuota",
-                 "ProhibitSendReceiveQuota")  # fmt: skip
+                 "ProhibitSendReceiveQuota", "LitigationHoldDuration",
+                 "RecipientLimits")  # fmt: skip
     return [
         {k: ("Unlimited" if k in unlimited and v is None else v) for k, v in r.items()}
         for r in records
@@ -341,11 +342,14 @@ def test_a_pipeline_of_two_cmdlets(sandbox: Sandbox) -> None:
     assert [r["Identity"] for r in rows] == [d["Identity"] for d in truth]
 
 
-def test_a_switch_parameter_reaches_the_server(sandbox: Sandbox) -> None:
-    command = Command("Get-MobileDevice", {"ResultSize": "Unlimited", "RestApi": None})
-    with Session(settings_for(sandbox), sandbox.password) as session:
-        rows = session.run(command).rows
-    expected = [d["Identity"] for d in sandbox.organisation.devices if d["ClientType"] == "REST"]
+def test_a_switch_parameter_reaches_the_server() -> None:
+    with Sandbox(mailboxes=20, seed=4, online_client_types=True) as sandbox:
+        command = Command("Get-MobileDevice", {"ResultSize": "Unlimited", "RestApi": None})
+        with Session(settings_for(sandbox), sandbox.password) as session:
+            rows = session.run(command).rows
+        assert sandbox.internal_errors == []
+    devices = sandbox.organisation.devices
+    expected = [d["Identity"] for d in devices if d["ClientType"] == "REST"]
     assert expected and [r["Identity"] for r in rows] == expected
 
 

@@ -25,7 +25,7 @@ from pypsrp.exceptions import (
 )
 from spnego.exceptions import SpnegoError
 
-from bridge import kerberos
+from bridge import kerberos, throttling
 from bridge.commands import ErrorRecord
 from bridge.errors import (
     AuthenticationFailed,
@@ -49,12 +49,7 @@ ERROR_CATEGORIES = (
 
 # Exchange's throttling texts (EXCHANGE_OBJECTS.md "Messages, exactly"): a refusal to be
 # retried later, possibly with the server's own wait.
-_THROTTLED = re.compile(
-    r"exceeded the maximum number of connections|exceeded your budget|"
-    r"throttling policy budget|Please close existing runspace",
-    re.IGNORECASE,
-)
-_WAIT_SECONDS = re.compile(r"Please wait for (\d+) seconds", re.IGNORECASE)
+_THROTTLED = throttling.THROTTLED
 
 #: what pypsrp and the libraries under it raise; each is turned into a BridgeError
 _LIBRARY_ERRORS: tuple[type[Exception], ...] = (
@@ -75,6 +70,8 @@ class _Transient(Exception):
         self.keep_connection = keep_connection
         # True when the command had reached the server: it may have run, in part or whole
         self.maybe_ran = False
+        # True when the server refused the request before running anything (throttling)
+        self.refused = False
 
 
 class _Stopped(_Transient):
@@ -87,8 +84,7 @@ def _fault_text(exc: WSManFaultError) -> str:
 
 
 def _server_wait(text: str) -> float | None:
-    match = _WAIT_SECONDS.search(text)
-    return float(match.group(1)) if match else None
+    return throttling.server_wait(text)
 
 
 def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact: bool) -> None:
@@ -157,6 +153,16 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
             raise ConnectionFailed(
                 f"no PowerShell endpoint at {where} (HTTP 404): check --path and --port."
             ) from exc
+        if throttling.http_over_budget(exc.code, exc.response_text):
+            # Exchange's HTTP module refused a new command over budget: the connection
+            # and shell are fine; wait what it says, then send the command again
+            text = str(exc.response_text)
+            refusal = _Transient(
+                f"throttled by the server: {throttling.summary(text)}",
+                server_wait=throttling.server_wait(text), keep_connection=True,
+            )
+            refusal.refused = True
+            raise refusal from exc
         if exc.code in (500, 502, 503, 504, 429):
             raise _Transient(_http_status_line(exc.code, exc.response_text, where)) from exc
         raise ConnectionFailed(f"{_http_status_line(exc.code, None, where)}.") from exc

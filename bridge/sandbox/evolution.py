@@ -43,7 +43,8 @@ def story(mailboxes: int = 200, seed: int = 1, weeks: int = STORY_WEEKS
     """
     if weeks < 1:
         raise ValueError("the story needs at least one week")
-    org = Organisation(mailboxes=mailboxes, seed=seed)
+    # Exchange Online's ClientTypes: the story is REST -> Outlook beside the EAS clients
+    org = Organisation(mailboxes=mailboxes, seed=seed, online_client_types=True)
     _older_eas_clients(org, random.Random(f"story:{seed}:start"))
     frozen: dict[int, tuple[DeviceEntry, datetime]] = {}
     yield org
