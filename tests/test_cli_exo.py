@@ -191,3 +191,21 @@ def test_mobile_tenant_resumes_an_interrupted_run(tmp_path: Path) -> None:
         devices = len(outlook_devices(exo.organisation))
     assert openpyxl.load_workbook(output)["Devices"].max_row == devices + 1
     assert not (tmp_path / "report.xlsx.psbridge-run").exists()
+
+
+def test_an_exchange_online_report_says_eas_clients_are_blocked_not_would_be(
+        tmp_path: Path) -> None:
+    from bridge.eas import ON_PREMISES_WORDING, ONLINE_WORDING
+
+    certificate, public = make_certificate(tmp_path)
+    output = tmp_path / "report.xlsx"
+    with exo_sandbox(mailboxes=60, seed=3) as exo:
+        exo.register_app(APP_ID, certificate_pem=public, roles=["Global Reader"])
+        result = invoke(["mobile", *exo_args(exo), "--app-id", APP_ID, "--certificate-file",
+                         str(certificate), "--all-devices", "--as-of", "2026-06-01",
+                         "--no-history", "-q", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(str(cell.value) for row in openpyxl.load_workbook(output)["Summary"]
+                    .iter_rows() for cell in row if cell.value is not None)
+    assert f"EAS below 16.1: {ONLINE_WORDING}" in text
+    assert ON_PREMISES_WORDING not in text

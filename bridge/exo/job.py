@@ -50,7 +50,7 @@ def open_source(settings: ExoSettings, on_device_code: DeviceCode | None = None)
 
 def _collected(result: Collection, source: ExoSource) -> Collected:
     collected = live_collected(result, source=SOURCE_LABEL)
-    return replace(collected, endpoint=f"{source.endpoint} (REST)",
+    return replace(collected, endpoint=f"{source.endpoint} (REST)", environment="online",
                    extra={**collected.extra, "Collected as": source.user or "unknown",
                           "HTTP requests": str(source.stats.http_requests)})
 
