@@ -22,7 +22,9 @@ class ExitCode(IntEnum):
     REMOTE = 7  # the server refused or failed a command (unknown cmdlet, RBAC, terminating error)
     CONFIG = 8  # missing or invalid config file, bad profile or settings
     PARTIAL = 9  # the run finished but some mailboxes or commands failed (see Errors sheet)
-    INTERRUPTED = 130  # Ctrl+C; what was collected is kept
+    HANGUP = 129  # SIGHUP (the terminal closed); handled as Ctrl+C
+    INTERRUPTED = 130  # Ctrl+C (Ctrl+Break on Windows); what was collected is kept
+    TERMINATED = 143  # SIGTERM (a scheduler or service stopped the run); as Ctrl+C
     PIPE_CLOSED = 141  # the reader of stdout went away (`| head`), as a shell's SIGPIPE code
 
 
