@@ -64,13 +64,31 @@ def sandbox_export(folder: Path, mailboxes: int, seed: int) -> None:
               help="Answer every Nth request with --http-error-status.")
 @click.option("--http-error-status", type=click.Choice(["500", "503"]), default="503",
               show_default=True)
+@click.option("--shell-idle-timeout", type=click.FloatRange(min=0.1), default=900.0,
+              show_default=True, metavar="SECONDS",
+              help="Forget a shell nobody used for this long (its client vanished), freeing "
+                   "its place under --max-shells.")
+@click.option("--micro-delay-ms", type=click.FloatRange(min=0), default=50.0,
+              show_default=True, help="The micro delay of a command over --cmdlet-budget.")
+@click.option("--receive-stall", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="Hold each Receive of command output this long, then time it out: a hung "
+                   "server.")
+@click.option("--receive-stalls", type=click.IntRange(min=1), metavar="N",
+              help="Stall only the first N Receives (default: all).")
+@click.option("--stop-after", type=click.IntRange(min=1), metavar="N",
+              help="Stop a pipeline from the server side after N objects (an admin's Stop, "
+                   "an IIS recycle).")
+@click.option("--pipeline-stops", type=click.IntRange(min=1), metavar="N",
+              help="Stop only the first N pipelines (default: all).")
 @click.option("--fixed-clock", is_flag=True,
               help="Date the organisation from its fixed reference time (as tests and the "
                    "demo do) instead of from now.")
 def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms: float,
                   object_latency_ms: float, max_shells: int | None, cmdlet_budget: int | None,
                   budget_window: float, drop_after: int | None, http_error_every: int | None,
-                  http_error_status: str, fixed_clock: bool) -> None:
+                  http_error_status: str, shell_idle_timeout: float, micro_delay_ms: float,
+                  receive_stall: float, receive_stalls: int | None, stop_after: int | None,
+                  pipeline_stops: int | None, fixed_clock: bool) -> None:
     """Serve an emulated Exchange PowerShell endpoint on 127.0.0.1 until Ctrl+C.
 
     Prints the URL and the user and password it generated for this run (a throwaway
@@ -91,6 +109,9 @@ def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms:
         max_shells_per_user=max_shells, cmdlet_budget=cmdlet_budget,
         budget_window=budget_window, drop_after_objects=drop_after,
         http_error_every=http_error_every, http_error_status=int(http_error_status),
+        shell_idle_timeout=shell_idle_timeout, micro_delay=micro_delay_ms / 1000,
+        receive_stall=receive_stall, receive_stalls=receive_stalls,
+        stop_after_objects=stop_after, pipeline_stops=pipeline_stops,
     ).start()
     try:
         click.echo(f"Sandbox: {mailboxes} mailboxes (seed {seed}) at {sandbox.url}")

@@ -14,6 +14,7 @@ from pypsrp.powershell import PowerShell
 
 from bridge.commands import CommandResult, SessionStats
 from bridge.errors import BridgeError, ConnectionFailed, RemoteCommandError
+from bridge.remote.budget import CmdletBudget
 from bridge.remote.channel import _Channel, _ChannelPool
 from bridge.remote.faults import _Stopped, _Transient, _tries
 from bridge.remote.settings import ConnectionSettings
@@ -44,7 +45,7 @@ class _Pacing:
         # None: sleep, cut short by ``_stopped`` (set by abort() and close())
         self._sleep = sleep
         self._stopped = threading.Event()
-        self._pace = 0.0  # seconds to wait before each command (micro delays)
+        self._budget = CmdletBudget()  # the pace, once micro delays show the budget
 
     def _pause(self, seconds: float) -> None:
         if self._sleep is not None:
@@ -60,20 +61,20 @@ class _Pacing:
             time.sleep(min(left, 0.1))
 
     def _note_warnings(self, texts: Iterable[str]) -> None:
-        """Exchange Online's micro delays: slow the pace while they come, relax after."""
-        delayed_ms = [int(m.group(1)) for t in texts if (m := _MICRO_DELAY.search(t))]
-        with self._lock:
-            if delayed_ms:
-                self.stats.micro_delays += len(delayed_ms)
-                wanted = max(delayed_ms) / 1000.0
-                self._pace = min(self.settings.retry.max_delay, max(wanted, self._pace * 2, 0.05))
-            else:
-                self._pace = self._pace / 2 if self._pace > 0.01 else 0.0
+        """Exchange Online's micro delays: count them, and pace to the budget they show."""
+        delayed = sum(1 for t in texts if _MICRO_DELAY.search(t))
+        if delayed:
+            with self._lock:
+                self.stats.micro_delays += delayed
+            self._budget.over_budget()
 
     def _wait_for_pace(self) -> None:
-        pace = self._pace
-        if pace > 0:
-            self._pause(pace)
+        """Wait until the cmdlet budget (see :mod:`bridge.remote.budget`) allows a command."""
+        while not self._stopped.is_set():
+            wait = self._budget.wait()
+            if wait <= 0:
+                return
+            self._pause(wait)
 
 
 class RetryLoop:
