@@ -45,7 +45,9 @@ def main() -> None:
     except SystemExit as exc:
         if stops.received is None:
             raise
-        signals.exit_now(exc.code if isinstance(exc.code, int) else int(ExitCode.INTERNAL))
+        # stopping, the work is done: exit without waiting for threads stuck on a server
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        signals.exit_now(code)
     except KeyboardInterrupt as exc:  # before a command ran (click's parsing)
         stop = exc if isinstance(exc, signals.StopRequested) else None
         click.echo(terminal.interrupted_line(stop, kept=False), err=True)
