@@ -118,10 +118,15 @@ def _prompt_child(tmp_path: Path) -> tuple[int, int]:
     return pid, master
 
 
-def _read_until(master: int, wanted: bytes) -> bytes:
+def _read_until(master: int, wanted: bytes, seconds: float = 60) -> bytes:
+    import select
+
     seen = b""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + seconds
     while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if not ready:
+            continue
         try:
             seen += os.read(master, 4096)
         except OSError:  # the child has exited
@@ -130,10 +135,17 @@ def _read_until(master: int, wanted: bytes) -> bytes:
 
 
 def _finish(pid: int, master: int) -> tuple[int, str]:
-    rest = _read_until(master, b"\x00never")
+    rest = _read_until(master, b"\x00never", seconds=30)
     os.close(master)
-    _pid, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), rest.decode(errors="replace")
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), rest.decode(errors="replace")
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"psbridge did not exit; it printed {rest!r}")
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(("key", "code", "line"), [
@@ -148,6 +160,7 @@ def test_ctrl_c_or_end_of_input_at_the_password_prompt(
     pid, master = _prompt_child(tmp_path)
     prompt = _read_until(master, b"Password for admin@contoso.com at 127.0.0.1: ")
     assert prompt.endswith(b"Password for admin@contoso.com at 127.0.0.1: "), prompt
+    time.sleep(0.5)  # typed once the prompt reads: input typed before it is discarded
     os.write(master, key)
     returncode, output = _finish(pid, master)
     lines = [text.strip() for text in output.splitlines() if text.strip()]

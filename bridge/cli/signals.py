@@ -2,7 +2,7 @@
 closed terminal) and, on Windows, SIGBREAK (Ctrl+Break, a closed console) all stop a run
 the same way: the first raises :class:`StopRequested` (a KeyboardInterrupt) in the main
 thread, so the run saves its progress and deletes its shells as for Ctrl+C; the next
-ones are ignored, so a second Ctrl+C never interrupts that cleanup with a traceback.
+ones are ignored, so a second Ctrl+C never interrupts that cleanup or the exit.
 
 Exit codes: 130 for Ctrl+C and Ctrl+Break, 143 for SIGTERM, 129 for SIGHUP (128 + the
 signal's number, as a shell reports a process the signal killed).
@@ -57,6 +57,14 @@ class StopSignals:
         if self.received is not None:
             return  # stopping already: let the cleanup finish
         self.received = signal.Signals(number).name
+        # Ignored, not handled, from now on: Python puts back the default action of the
+        # signals it handles while it exits, and a second Ctrl+C then would kill it
+        # (exit -2) after its "interrupted" line.
+        for other in stop_signals():
+            try:
+                signal.signal(other, signal.SIG_IGN)
+            except (OSError, ValueError):
+                continue
         raise StopRequested(self.received)
 
 
