@@ -8,7 +8,8 @@ per-mailbox strategy at concurrency 3 sends one command per mailbox, faster than
 budget unpaced. Printed: commands/s against the budget's rate (target >= 0.9 of it),
 micro delays and throttling retries; and the same run without a budget, the ceiling.
 
-    python -m benchmarks.pacing            # 300 mailboxes, 100 cmdlets per 5 s
+    python -m benchmarks.pacing                   # 300 mailboxes, 100 cmdlets per 5 s
+    python -m benchmarks.pacing --mailboxes 600   # longer: the steady rate
 """
 
 from __future__ import annotations
