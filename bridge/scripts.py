@@ -132,7 +132,7 @@ class ExoApp:
     def __post_init__(self) -> None:
         if not self.organization or not _ORGANIZATION.match(self.organization):
             raise ConfigError(
-                f"--organization {self.organization!r} is not a domain name: use the tenant's "
+                f"--tenant {self.organization!r} is not a domain name: use the tenant's "
                 "initial domain, e.g. contoso.onmicrosoft.com"
             )
         if not self.app_id or not _GUID.match(self.app_id):

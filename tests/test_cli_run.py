@@ -365,6 +365,6 @@ def test_retry_warnings_get_their_own_line_above_the_bar(monkeypatch: pytest.Mon
         for handler in [h for h in logger.handlers if h not in before]:
             logger.removeHandler(handler)
     text = terminal.getvalue()
-    line = text.index("Get-X: dropped; retrying in 1.0 s\n")
+    line = text.index("Warning: Get-X: dropped; retrying in 1.0 s\n")
     assert "1/10" in text[:line]  # the bar was drawn first ...
     assert text[:line].endswith(" \r")  # ... and its line blanked before the warning

@@ -10,6 +10,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from bridge import cleanup, eas
 from bridge.frames.columns import (
     DEVICE_SHEET_COLUMNS,
     NATIVE_PROTOCOL,
@@ -64,6 +65,15 @@ class Report:
     by_stale: pd.DataFrame
     by_access_state: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    #: EAS clients below 16.1 (None: the scope leaves every EAS device out)
+    eas_figures: eas.EasFigures | None = None
+    #: what a cleanup script removes (None: no script asked for)
+    cleanup_plan: cleanup.CleanupPlan | None = None
+
+    @property
+    def eas_scope_note(self) -> str | None:
+        """The Summary's line when the scope leaves every EAS device out, else None."""
+        return eas.SCOPE_NOTE if self.eas_figures is None else None
 
     def devices_sheet(self) -> pd.DataFrame:
         """The Devices table: classic columns first, identifiers only when asked for."""
@@ -103,6 +113,18 @@ def _platform_table(devices: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     return table
 
 
+def _repeated_mailboxes(mailboxes: pd.DataFrame) -> np.ndarray:
+    """True for each row whose mailbox came earlier: the same ExchangeGuid, else the same
+    Guid, else the same Identity (case does not matter in Exchange identities)."""
+    key = pd.Series("", index=mailboxes.index, dtype=object)
+    for column in ("Identity", "Guid", "ExchangeGuid"):  # the last one present wins
+        if column in mailboxes.columns:
+            values = mailboxes[column].astype("string").str.lower()
+            key = (column + ":" + values).where(values.notna(), key)
+    known = key != ""
+    return (key.duplicated() & known).to_numpy(dtype=bool)
+
+
 def build_report(
     mailboxes: Iterable[Mapping[str, object]] | pd.DataFrame,
     devices: Iterable[Mapping[str, object]] | pd.DataFrame,
@@ -110,17 +132,27 @@ def build_report(
     *,
     options: ReportOptions | None = None,
     run_started: datetime,
+    environment: eas.Environment = "on-premises",
 ) -> Report:
     """Build the mobile device report from Get-Mailbox and Get-MobileDeviceStatistics rows.
 
     ``run_started`` is the moment DaysSinceLastSync counts from (pass the run's start,
-    or a fixed time for a reproducible report).
+    or a fixed time for a reproducible report). ``environment`` says what an EAS client
+    below 16.1 means: blocked (Exchange Online) or would be (on-premises).
     """
     options = options or ReportOptions()
     all_mailboxes = mailbox_frame(mailboxes)
     all_devices = device_frame(devices, include_identifiers=options.include_identifiers)
     error_rows = error_frame(errors)
     notes: list[str] = []
+
+    # One mailbox listed twice (the same export given twice, a copy of Mailboxes.xml
+    # beside the original) is one mailbox: counted and listed once.
+    repeated = _repeated_mailboxes(all_mailboxes)
+    if repeated.any():
+        all_mailboxes = all_mailboxes[~repeated].reset_index(drop=True)
+        notes.append(f"{int(repeated.sum())} mailbox row(s) appeared more than once (the same "
+                     "export given twice?) and were counted once.")
 
     # Mailboxes in scope: the recipient types asked for.
     if all_mailboxes["RecipientTypeDetails"].notna().any():
@@ -156,6 +188,8 @@ def build_report(
     if duplicate.any():
         joined = joined[~duplicate.to_numpy()].reset_index(drop=True)
         owner = owner[~duplicate.to_numpy()]
+        notes.append(f"{int(duplicate.sum())} device row(s) appeared more than once and were "
+                     "counted once.")
 
     owners = scoped.iloc[owner].reset_index(drop=True)
     friendly = joined["DeviceFriendlyName"].where(joined["DeviceFriendlyName"].str.strip() != "")
@@ -198,6 +232,7 @@ def build_report(
         joined["User"].fillna("").str.lower().to_numpy(dtype=object),
     ))
     joined = joined.iloc[order].reset_index(drop=True)
+    joined, eas_figures, plan = _next_steps(joined, options, run_started, environment)
 
     days = joined["DaysSinceLastSync"]
     figures = Figures(
@@ -227,4 +262,23 @@ def build_report(
                               order=options.bucket_labels),
         by_access_state=_share_table(access, "DeviceAccessState"),
         notes=notes,
+        eas_figures=eas_figures,
+        cleanup_plan=plan,
     )
+
+
+def _next_steps(devices: pd.DataFrame, options: ReportOptions, run_started: datetime,
+                environment: eas.Environment
+                ) -> tuple[pd.DataFrame, eas.EasFigures | None, cleanup.CleanupPlan | None]:
+    """What admins must act on: EAS clients below 16.1 (when the scope shows EAS devices)
+    and the partnerships a cleanup script removes."""
+    figures = None
+    if not eas.scope_hides_eas(options.all_devices, options.device_model):
+        devices = eas.with_eas_columns(devices)
+        figures = eas.eas_figures(devices, environment, run_started)
+    plan = None
+    if options.cleanup_days is not None:
+        plan = cleanup.plan_cleanup(devices, days=options.cleanup_days, run_started=run_started)
+        devices = devices.assign(**{cleanup.COLUMN: cleanup.removal_reasons(
+            devices, days=options.cleanup_days, run_started=run_started)})
+    return devices, figures, plan

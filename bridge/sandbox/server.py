@@ -35,6 +35,7 @@ from bridge.sandbox.auth import (
     AuthFailed,
     DecryptFailed,
     NegotiateAcceptor,
+    SignIn,
     check_basic,
     parse_authorization,
     register_ntlm_user,
@@ -198,6 +199,8 @@ class Sandbox:
         self.password = ""
         self.ca_file: Path | None = None
         self.internal_errors: list[str] = []
+        #: each completed Negotiate sign-in (Kerberos or NTLM), in order (auth.SignIn)
+        self.sign_ins: list[SignIn] = []
         self.requests_served = 0
         self.objects_sent = 0
         self.configurations: dict[str, SessionConfiguration] = {}
@@ -429,6 +432,7 @@ class Sandbox:
                     self._challenge(handler)
                     return
                 handler.authenticated_user = self.username
+                self.sign_ins.append(handler.acceptor.sign_in())
         elif handler.authenticated_user is None:
             self._challenge(handler)
             return

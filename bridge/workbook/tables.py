@@ -3,6 +3,7 @@ write-only mode: header row, frozen, filterable, real dates."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -13,10 +14,11 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import Cell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
-from bridge.output import atomic_write
+from bridge.output import atomic_write, open_for_writer
 from bridge.workbook.cells import DATE_FORMAT, _text
 
 if TYPE_CHECKING:  # the type only: openpyxl exports no public name for it
@@ -105,7 +107,7 @@ def _write_sheet(sheet: WriteOnlyWorksheet, frame: pd.DataFrame) -> None:
         sheet.auto_filter.ref = f"A1:{last}{max(1, len(frame) + 1)}"  # type: ignore[attr-defined]
     header_cells = []
     for header in headers:
-        cell = WriteOnlyCell(sheet, value=_text(header))
+        cell = _text_cell(WriteOnlyCell(sheet, value=_text(header)))
         cell.font = _HEADER_FONT
         header_cells.append(cell)
     sheet.append(header_cells)
@@ -114,9 +116,26 @@ def _write_sheet(sheet: WriteOnlyWorksheet, frame: pd.DataFrame) -> None:
         if dated:
             makers.append(lambda v: _date_cell(sheet, v))
         else:
-            makers.append(lambda v: v)
+            makers.append(lambda v: _data_cell(sheet, v))
     for row in zip(*(values for values, _dated in columns), strict=True):
         sheet.append([make(value) for make, value in zip(makers, row, strict=True)])
+
+
+def _text_cell(cell: Cell) -> Cell:
+    """The cell, kept as text: openpyxl stores a text starting with ``=`` as a live
+    formula, and values from Exchange are data (a DisplayName such as
+    ``=HYPERLINK("http://...")`` must not become a link)."""
+    if isinstance(cell.value, str) and cell.value.startswith("="):
+        cell.data_type = "s"
+    return cell
+
+
+def _data_cell(sheet: WriteOnlyWorksheet, value: object) -> object:
+    """A value as it goes to ``append``: a text cell for a formula-looking text, else the
+    value itself (a plain value is cheaper than a cell object)."""
+    if isinstance(value, str) and value.startswith("="):
+        return _text_cell(WriteOnlyCell(sheet, value=value))
+    return value
 
 
 def _date_cell(sheet: WriteOnlyWorksheet, value: object) -> object:
@@ -134,5 +153,13 @@ def write_tables(path: Path, tables: dict[str, pd.DataFrame]) -> None:
         _write_sheet(workbook.create_sheet(title=name), frame)
     if not tables:
         workbook.create_sheet(title="Sheet")
-    with atomic_write(path) as temp_path:
-        workbook.save(temp_path)
+    try:
+        with atomic_write(path) as temp_path, open_for_writer(temp_path) as handle:
+            workbook.save(handle)
+    finally:
+        # A save that failed (a full disk) leaves sheets open; closed later by the garbage
+        # collector they print "Exception ignored" tracebacks after the one-line error.
+        for sheet in workbook.worksheets:
+            if not sheet.closed:
+                with contextlib.suppress(OSError, ValueError):
+                    sheet.close()
