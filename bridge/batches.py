@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from bridge.checkpoint import Checkpoint
@@ -25,7 +25,8 @@ from bridge.exchange import (
     Row,
     _completed,
     _record_rows,
-    _run_unit,
+    _run_units,
+    _Unit,
     device_parent,
     error_row,
     mailbox_command,
@@ -74,51 +75,6 @@ def statistics_identity(mailbox: Row) -> str:
     return mailbox_identity(mailbox)
 
 
-def _side_by_side(
-    session: Source,
-    units: list[tuple[str, Command]],
-    checkpoint: Checkpoint | None,
-    bar: Progress,
-    workers: int,
-    warnings: list[str],
-) -> dict[str, tuple[list[Row], list[Row]]]:
-    """Run independent whole-command units, at the same time when workers allow."""
-    results: dict[str, tuple[list[Row], list[Row]]] = {}
-    for phase, _ in units:
-        if checkpoint is not None and checkpoint.is_done(phase):
-            results[phase] = (checkpoint.rows(phase).get("", []), [])
-            bar.advance(len(results[phase][0]))
-    todo = [(phase, command) for phase, command in units if phase not in results]
-    received = dict.fromkeys((phase for phase, _ in todo), 0)
-
-    def counter(phase: str) -> Callable[[int], None]:
-        def on_output(count: int) -> None:
-            bar.advance(count - received[phase])
-            received[phase] = count
-
-        return on_output
-
-    pool = cf.ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))))
-    unit_warnings: dict[str, list[str]] = {phase: [] for phase, _ in todo}
-    try:
-        futures = {pool.submit(_run_unit, session, phase, command, None,
-                               unit_warnings[phase], counter(phase)): phase
-                   for phase, command in todo}
-        for future in _completed(futures):
-            phase = futures[future]
-            rows, errors = future.result()
-            if checkpoint is not None:  # written from this thread only
-                checkpoint.save(phase, "", rows, errors)
-            results[phase] = (rows, errors)
-            warnings.extend(unit_warnings[phase])
-    except BaseException:
-        session.abort()
-        raise
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    return results
-
-
 def collect_without_pipelines(
     session: Source,
     recipient_types: Sequence[str],
@@ -134,10 +90,12 @@ def collect_without_pipelines(
     parameters: dict[str, object] = {"ResultSize": "Unlimited"}
     if device_filter:
         parameters["Filter"] = device_filter
-    results = _side_by_side(session, [
-        (PHASE_MAILBOXES, mailbox_command(recipient_types)),
-        (PHASE_PARTNERSHIPS, Command("Get-MobileDevice", parameters)),
-    ], checkpoint, bar, workers, warnings)
+    # one unit each, not Name/DeviceId slices: a page that fails is asked again on its own
+    # (the same nextLink), so a fault never redoes a whole listing
+    units = [_Unit(PHASE_MAILBOXES, "", mailbox_command(recipient_types)),
+             _Unit(PHASE_PARTNERSHIPS, "", Command("Get-MobileDevice", parameters))]
+    results = {phase: rows for (phase, _key), rows in
+               _run_units(session, units, checkpoint, bar, workers, warnings).items()}
     bar.finish()
     mailboxes, mailbox_errors = results[PHASE_MAILBOXES]
     partnerships, partnership_errors = results[PHASE_PARTNERSHIPS]

@@ -23,7 +23,9 @@ class ExitCode(IntEnum):
     CONFIG = 8  # missing or invalid config file, bad profile or settings
     PARTIAL = 9  # the run finished but some mailboxes or commands failed (see Errors sheet)
     SIGN_IN_REFUSED = 10  # Entra ID refused the sign-in (AADSTS: consent, role, Conditional Access)
-    INTERRUPTED = 130  # Ctrl+C; what was collected is kept
+    HANGUP = 129  # SIGHUP (the terminal closed); handled as Ctrl+C
+    INTERRUPTED = 130  # Ctrl+C (Ctrl+Break on Windows); what was collected is kept
+    TERMINATED = 143  # SIGTERM (a scheduler or service stopped the run); as Ctrl+C
     PIPE_CLOSED = 141  # the reader of stdout went away (`| head`), as a shell's SIGPIPE code
 
 

@@ -6,6 +6,11 @@ Get-MobileDeviceStatistics`` once (both at the same time when concurrency allows
 ``Get-MobileDeviceStatistics -Mailbox <identity>`` for each mailbox, concurrently.
 Both give the same mailboxes and devices; ``-ResultSize Unlimited`` is never left out
 (without it Exchange silently stops at 1000).
+
+Large reads go in slices: ``Get-Mailbox`` by ranges of the mailbox Name and
+``Get-MobileDevice`` by ranges of the DeviceId (``-Filter "Name -ge 'c' -and Name -lt
+'f'"``), each slice its own command and checkpoint unit, so a dropped connection, HTTP
+5xx or IIS recycle redoes one slice instead of the whole organisation.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -45,10 +50,24 @@ DEFAULT_RECIPIENT_TYPES = ("UserMailbox",)
 #: the separator between a mailbox's identity and its devices (on-prem "/", EXO "\")
 DEVICE_CONTAINERS = ("/ExchangeActiveSyncDevices/", "\\ExchangeActiveSyncDevices\\")
 
-PHASE_MAILBOXES = "mailboxes"
-PHASE_DEVICES = "devices"  # bulk: the one pipeline
+# Checkpoint phases. The slices' phases have names of their own: a run folder of a
+# version that saved whole commands ("mailboxes", "devices") is then read as not done,
+# never as rows to add to the slices'.
+PHASE_MAILBOXES = "mailboxes-by-name"  # one unit per Name slice
+PHASE_DEVICES = "devices-by-id"  # bulk: one unit per DeviceId slice
 PHASE_MAILBOX_DEVICES = "mailbox-devices"  # per-mailbox: one unit per mailbox
 PHASE_PARTNERSHIPS = "partnerships"  # one cmdlet per request: Get-MobileDevice
+
+#: Where Get-Mailbox's Name slices start (case-insensitive, as the directory compares).
+#: Each slice is ``Name -ge lower -and Name -lt upper`` and the first and last are open
+#: (``Name -lt 'c'``, ``Name -ge 't'``): complementary bounds put every name in exactly one
+#: slice whatever the server's collation, digits, punctuation and non-ASCII included.
+#: Chosen so the slices of an English-named organisation are of similar size.
+MAILBOX_NAME_BOUNDS = ("c", "f", "j", "m", "p", "t")
+#: Where Get-MobileDevice's DeviceId slices start. Real DeviceIds cluster by maker
+#: ("Appl..." iOS, "android...", "SEC..." Samsung) or are hex (Outlook): the bounds split
+#: the iOS cluster and keep the hex ids apart from it.
+DEVICE_ID_BOUNDS = ("4", "8", "a", "applm", "b", "s")
 
 
 class Progress(Protocol):
@@ -76,18 +95,63 @@ class Collection:
     meta: dict[str, object] = field(default_factory=dict)
 
 
-def mailbox_command(recipient_types: Sequence[str] = DEFAULT_RECIPIENT_TYPES) -> Command:
-    return Command(
-        "Get-Mailbox",
-        {"RecipientTypeDetails": list(recipient_types), "ResultSize": "Unlimited"},
-    )
+@dataclass(frozen=True)
+class Slice:
+    """A range of one property's values: from ``lower`` (included) to ``upper`` (not
+    included); None leaves that end open."""
+
+    lower: str | None = None
+    upper: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The slice's checkpoint key, e.g. ``c..f``, ``..c``, ``t..``; ``..`` is all."""
+        return f"{self.lower or ''}..{self.upper or ''}"
+
+    def opath(self, prop: str) -> str | None:
+        """The OPATH filter selecting the slice on ``prop``; None for the whole range."""
+        parts = [f"{prop} -ge '{_quoted(self.lower)}'"] if self.lower is not None else []
+        if self.upper is not None:
+            parts.append(f"{prop} -lt '{_quoted(self.upper)}'")
+        return " -and ".join(parts) or None
 
 
-def device_pipeline(device_filter: str | None = None) -> list[Command]:
-    """``Get-MobileDevice -ResultSize Unlimited [-Filter F] | Get-MobileDeviceStatistics``."""
+def _quoted(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def slices(bounds: Sequence[str]) -> list[Slice]:
+    """The slices between ``bounds`` (sorted): ``..b0``, ``b0..b1``, ..., ``bn..``; no
+    bounds give one slice holding everything."""
+    edges: list[str | None] = [None, *bounds, None]
+    return [Slice(lower, upper) for lower, upper in zip(edges, edges[1:], strict=False)]
+
+
+WHOLE = Slice()
+
+
+def mailbox_command(
+    recipient_types: Sequence[str] = DEFAULT_RECIPIENT_TYPES, name_slice: Slice = WHOLE
+) -> Command:
+    """``Get-Mailbox -RecipientTypeDetails T -ResultSize Unlimited [-Filter <Name slice>]``."""
+    parameters: dict[str, object] = {
+        "RecipientTypeDetails": list(recipient_types), "ResultSize": "Unlimited",
+    }  # fmt: skip
+    name_filter = name_slice.opath("Name")
+    if name_filter:
+        parameters["Filter"] = name_filter
+    return Command("Get-Mailbox", parameters)
+
+
+def device_pipeline(device_filter: str | None = None, id_slice: Slice = WHOLE) -> list[Command]:
+    """``Get-MobileDevice -ResultSize Unlimited [-Filter F] | Get-MobileDeviceStatistics``;
+    F is ``device_filter`` and the DeviceId slice's filter, both when both are given."""
     parameters: dict[str, object] = {"ResultSize": "Unlimited"}
-    if device_filter:
-        parameters["Filter"] = device_filter
+    slice_filter = id_slice.opath("DeviceId")
+    if device_filter and slice_filter:
+        parameters["Filter"] = f"({device_filter}) -and ({slice_filter})"
+    elif device_filter or slice_filter:
+        parameters["Filter"] = device_filter or slice_filter
     return [Command("Get-MobileDevice", parameters), Command("Get-MobileDeviceStatistics")]
 
 
@@ -217,12 +281,16 @@ def collect(
     checkpoint: Checkpoint | None = None,
     progress: Progress | None = None,
     concurrency: int | None = None,
+    sliced: bool = True,
 ) -> Collection:
     """Collect mailboxes and their mobile-device statistics from ``session``.
 
     ``device_filter`` is an OPATH filter for Get-MobileDevice (bulk only: the classic
     per-mailbox query cannot filter on the server, so the report filters afterwards).
     With a ``checkpoint`` every finished unit is saved at once and skipped on resume.
+    ``sliced`` (default) reads mailboxes and devices in slices (see
+    :data:`MAILBOX_NAME_BOUNDS`), so a fault redoes one slice; False sends each read as
+    one command (benchmarks compare the two).
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
@@ -254,11 +322,12 @@ def collect(
             )
         elif strategy == "bulk":
             mailboxes, devices, errors = _bulk(
-                session, recipient_types, device_filter, checkpoint, bar, workers, warnings
+                session, recipient_types, device_filter, checkpoint, bar, workers, warnings,
+                sliced,
             )
         else:
             mailboxes, devices, errors = _per_mailbox(
-                session, recipient_types, checkpoint, bar, workers, warnings
+                session, recipient_types, checkpoint, bar, workers, warnings, sliced
             )
         if naming is not None:
             for future in _completed([named]):
@@ -295,24 +364,101 @@ def collect(
     return Collection(mailboxes=mailboxes, devices=devices, errors=errors, meta=meta)
 
 
-def _run_unit(
+@dataclass(frozen=True)
+class _Unit:
+    """One command of a strategy, saved to the checkpoint as (phase, key) when done."""
+
+    phase: str
+    key: str
+    commands: Command | list[Command]
+
+
+def _run_units(
     session: Source,
-    phase: str,
-    commands: Command | list[Command],
+    units: Sequence[_Unit],
     checkpoint: Checkpoint | None,
+    bar: Progress,
+    workers: int,
     warnings: list[str],
-    on_output: Callable[[int], None] | None = None,
-) -> tuple[list[Row], list[Row]]:
-    """Run one whole-command unit, or read it back from the checkpoint when it is done."""
-    if checkpoint is not None and checkpoint.is_done(phase):
-        return checkpoint.rows(phase).get("", []), []
-    label = pipeline_text(commands)
-    result = session.run(commands, on_output=on_output)
-    warnings.extend(result.warnings)
-    errors = _record_rows(result.errors, mailbox=None, command=label)
+) -> dict[tuple[str, str], tuple[list[Row], list[Row]]]:
+    """Run ``units`` (side by side when ``workers`` allows), each saved to the checkpoint
+    as it finishes, or read back from it when an earlier, interrupted run finished it.
+
+    The bar counts objects as they arrive; a retried unit's count starts over.
+    """
+    results: dict[tuple[str, str], tuple[list[Row], list[Row]]] = {}
     if checkpoint is not None:
-        checkpoint.save(phase, "", result.rows, errors)
-    return result.rows, errors
+        for phase in dict.fromkeys(unit.phase for unit in units):
+            saved = checkpoint.rows(phase)
+            for key in checkpoint.done_keys(phase):
+                results[(phase, key)] = (saved.get(key, []), [])
+                bar.advance(len(results[(phase, key)][0]))
+    todo = [unit for unit in units if (unit.phase, unit.key) not in results]
+    received = {(unit.phase, unit.key): 0 for unit in todo}
+
+    def run(unit: _Unit) -> tuple[_Unit, CommandResult]:
+        name = (unit.phase, unit.key)
+
+        def on_output(count: int) -> None:  # called from the thread running ``unit``
+            bar.advance(count - received[name])
+            received[name] = count
+
+        return unit, session.run(unit.commands, on_output=on_output)
+
+    def keep(unit: _Unit, result: CommandResult) -> None:  # in this thread only
+        warnings.extend(result.warnings)
+        errors = _record_rows(result.errors, mailbox=None, command=pipeline_text(unit.commands))
+        if checkpoint is not None:
+            checkpoint.save(unit.phase, unit.key, result.rows, errors)
+        results[(unit.phase, unit.key)] = (result.rows, errors)
+
+    if workers == 1 or len(todo) <= 1:
+        for unit in todo:
+            keep(*run(unit))
+        return results
+    pool = cf.ThreadPoolExecutor(max_workers=min(workers, len(todo)))
+    try:
+        futures = [pool.submit(run, unit) for unit in todo]
+        for future in _completed(futures):
+            keep(*future.result())
+    except BaseException:
+        # Ctrl+C, a stop signal or a fatal error: the commands in flight stop (their
+        # shells deleted) instead of streaming on; what finished is in the checkpoint
+        session.abort()
+        raise
+    finally:
+        # never wait here for a worker stuck in a request to a slow or hung server
+        pool.shutdown(wait=False, cancel_futures=True)
+    return results
+
+
+def _joined(
+    results: dict[tuple[str, str], tuple[list[Row], list[Row]]], units: Sequence[_Unit]
+) -> tuple[list[Row], list[Row]]:
+    """The rows and errors of ``units``, in the units' order."""
+    rows: list[Row] = []
+    errors: list[Row] = []
+    for unit in units:
+        unit_rows, unit_errors = results[(unit.phase, unit.key)]
+        rows.extend(unit_rows)
+        errors.extend(unit_errors)
+    return rows, errors
+
+
+def mailbox_units(recipient_types: Sequence[str], sliced: bool = True) -> list[_Unit]:
+    """Get-Mailbox, one unit per Name slice (or one for all when not ``sliced``)."""
+    return [
+        _Unit(PHASE_MAILBOXES, part.key, mailbox_command(recipient_types, part))
+        for part in slices(MAILBOX_NAME_BOUNDS if sliced else ())
+    ]
+
+
+def device_units(device_filter: str | None, sliced: bool = True) -> list[_Unit]:
+    """Get-MobileDevice | Get-MobileDeviceStatistics, one unit per DeviceId slice."""
+    return [
+        _Unit(PHASE_DEVICES, part.key, device_pipeline(device_filter, part))
+        for part in slices(DEVICE_ID_BOUNDS if sliced else ())
+    ]
 
 
 def _bulk(
@@ -323,68 +469,28 @@ def _bulk(
     bar: Progress,
     workers: int,
     warnings: list[str],
+    sliced: bool,
 ) -> tuple[list[Row], list[Row], list[Row]]:
     # How many objects will come is unknown: the bar counts them as they arrive.
     bar.start("Mailboxes and devices", None)
-    units: list[tuple[str, Command | list[Command]]] = [
-        (PHASE_MAILBOXES, mailbox_command(recipient_types)),
-        (PHASE_DEVICES, device_pipeline(device_filter)),
-    ]
-    received = {phase: 0 for phase, _ in units}
-
-    def counter(phase: str) -> Callable[[int], None]:
-        def on_output(count: int) -> None:  # called from the thread running ``phase``
-            bar.advance(count - received[phase])
-            received[phase] = count
-
-        return on_output
-
-    results: dict[str, tuple[list[Row], list[Row]]] = {}
-    for phase, _ in units:
-        if checkpoint is not None and checkpoint.is_done(phase):  # an earlier, interrupted run
-            results[phase] = (checkpoint.rows(phase).get("", []), [])
-            bar.advance(len(results[phase][0]))
-    todo = [(phase, commands) for phase, commands in units if phase not in results]
-    if workers >= 2 and len(todo) == 2:
-        # The two commands do not depend on each other: run them side by side. The
-        # checkpoint is written from this thread only.
-        unit_warnings: dict[str, list[str]] = {phase: [] for phase, _ in todo}
-        with cf.ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {
-                pool.submit(
-                    _run_unit, session, phase, commands, None, unit_warnings[phase],
-                    counter(phase),
-                ): phase
-                for phase, commands in todo
-            }  # fmt: skip
-            try:
-                for future in _completed(futures):
-                    phase = futures[future]
-                    rows, errors = future.result()
-                    if checkpoint is not None:
-                        checkpoint.save(phase, "", rows, errors)
-                    results[phase] = (rows, errors)
-                    warnings.extend(unit_warnings[phase])
-            except BaseException:
-                # Ctrl+C or a fatal error: the other command stops at its next round
-                # trip instead of streaming on; what finished is in the checkpoint
-                session.abort()
-                raise
-    else:
-        for phase, commands in todo:
-            results[phase] = _run_unit(
-                session, phase, commands, checkpoint, warnings, counter(phase)
-            )
+    mailbox_parts = mailbox_units(recipient_types, sliced)
+    device_parts = device_units(device_filter, sliced)
+    # the slices do not depend on each other: all run side by side as workers allow
+    results = _run_units(
+        session, [*mailbox_parts, *device_parts], checkpoint, bar, workers, warnings
+    )
     bar.finish()
-    mailboxes, mailbox_errors = results[PHASE_MAILBOXES]
-    all_devices, device_errors = results[PHASE_DEVICES]
+    mailboxes, mailbox_errors = _joined(results, mailbox_parts)
+    all_devices, device_errors = _joined(results, device_parts)
     errors = mailbox_errors + device_errors
     if checkpoint is not None:  # this run's errors and those of earlier, interrupted tries
         errors = checkpoint.errors()
     # Get-MobileDevice covers every mailbox; keep the devices of the mailboxes asked for,
-    # joined by identity (never by display name).
-    in_scope = {str(m.get("Identity")) for m in mailboxes}
-    devices = [d for d in all_devices if device_parent(d) in in_scope]
+    # joined by identity (never by display name), in mailbox order as per-mailbox gives
+    # them (the slices come in DeviceId order).
+    order = {str(m.get("Identity")): at for at, m in enumerate(mailboxes)}
+    devices = [d for d in all_devices if device_parent(d) in order]
+    devices.sort(key=lambda d: order[str(device_parent(d))])
     return mailboxes, devices, errors
 
 
@@ -395,10 +501,11 @@ def _per_mailbox(
     bar: Progress,
     workers: int,
     warnings: list[str],
+    sliced: bool,
 ) -> tuple[list[Row], list[Row], list[Row]]:
-    mailboxes, mailbox_errors = _run_unit(
-        session, PHASE_MAILBOXES, mailbox_command(recipient_types), checkpoint, warnings
-    )
+    mailbox_parts = mailbox_units(recipient_types, sliced)
+    results = _run_units(session, mailbox_parts, checkpoint, _NoProgress(), workers, warnings)
+    mailboxes, mailbox_errors = _joined(results, mailbox_parts)
     identities = [mailbox_identity(m) for m in mailboxes]
     done = checkpoint.done_keys(PHASE_MAILBOX_DEVICES) if checkpoint else set()
     todo = [identity for identity in dict.fromkeys(identities) if identity not in done]

@@ -66,7 +66,7 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
     assert re.fullmatch(r"Sandbox: 200 mailboxes \(seed 1\) at http://127\.0\.0\.1:\d+/PowerShell"
                         r"; connecting over WSMan/PSRP with NTLM \.\.\.", lines[1])
     assert re.fullmatch(rf"Collected {len(users)} mailboxes and {len(devices)} devices in "
-                        r"\d+\.\d s \(3 commands, bulk strategy\)\.", lines[2])
+                        r"\d+\.\d s \(15 commands, bulk strategy\)\.", lines[2])
     assert lines[3:] == [
         f"Report written to {output.resolve()}",
         *all_device_figure_lines(org),

@@ -12,13 +12,22 @@ import pytest
 
 from bridge.checkpoint import Checkpoint
 from bridge.errors import CommandNotFound
-from bridge.exchange import collect, device_parent
+from bridge.exchange import (
+    DEVICE_ID_BOUNDS,
+    MAILBOX_NAME_BOUNDS,
+    PHASE_DEVICES,
+    PHASE_MAILBOXES,
+    collect,
+    device_parent,
+)
 from bridge.remote import ConnectionSettings, RetryPolicy, Session
 from bridge.sandbox.cmdlets import ExchangeCmdlets
 from bridge.sandbox.contract import CommandCall, ErrorSpec, PipelineOutcome
 from bridge.sandbox.organisation import Organisation
 from bridge.sandbox.server import Sandbox
 
+MAILBOX_SLICES = len(MAILBOX_NAME_BOUNDS) + 1
+DEVICE_SLICES = len(DEVICE_ID_BOUNDS) + 1
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 KEY = {"strategy": "per-mailbox"}
 
@@ -45,6 +54,12 @@ def truth(sb: Sandbox, types: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return [str(m["Identity"]) for m in mailboxes], devices
 
 
+def ids(rows: list[dict[str, object]]) -> list[str]:
+    """The rows' identities, sorted: the slices come in Name (DeviceId) order, not in
+    Exchange's; equal sorted lists also mean nothing lost or doubled."""
+    return sorted(str(row["Identity"]) for row in rows)
+
+
 def plain(devices: list[dict[str, object]]) -> list[dict[str, object]]:
     return [{k: v for k, v in d.items() if k != "QueriedMailbox"} for d in devices]
 
@@ -55,15 +70,17 @@ def test_both_strategies_give_the_ground_truth(sandbox: Sandbox, types: tuple[st
         bulk = collect(session, "bulk", recipient_types=types)
         classic = collect(session, "per-mailbox", recipient_types=types, concurrency=3)
     mailbox_ids, device_ids = truth(sandbox, types)
-    assert [m["Identity"] for m in bulk.mailboxes] == mailbox_ids
-    assert [d["Identity"] for d in bulk.devices] == device_ids
+    assert ids(bulk.mailboxes) == sorted(mailbox_ids)
+    assert ids(bulk.devices) == sorted(device_ids)
     assert bulk.mailboxes == classic.mailboxes
-    assert plain(classic.devices) == bulk.devices
+    by_identity = lambda row: str(row["Identity"])  # noqa: E731
+    assert sorted(plain(classic.devices), key=by_identity) == sorted(bulk.devices, key=by_identity)
     assert all(d["QueriedMailbox"] == device_parent(d) for d in classic.devices)
     assert bulk.errors == classic.errors == []
-    # each run also asks Get-OrganizationConfig for the organisation's name
-    assert bulk.meta["commands"] == 3
-    assert classic.meta["commands"] == 2 + len(mailbox_ids)
+    # each run also asks Get-OrganizationConfig for the organisation's name; Get-Mailbox
+    # and Get-MobileDevice go in slices
+    assert bulk.meta["commands"] == MAILBOX_SLICES + DEVICE_SLICES + 1
+    assert classic.meta["commands"] == MAILBOX_SLICES + 1 + len(mailbox_ids)
     assert bulk.meta["organization"] == classic.meta["organization"] == "Contoso"
 
 
@@ -85,7 +102,7 @@ def test_bulk_filter_is_applied_on_the_server(sandbox: Sandbox) -> None:
         d["Identity"] for d in sandbox.organisation.devices
         if d["Identity"] in set(device_ids) and d["DeviceModel"] == "Outlook for iOS and Android"
     ]  # fmt: skip
-    assert expected and [d["Identity"] for d in filtered.devices] == expected
+    assert expected and ids(filtered.devices) == sorted(expected)
     assert filtered.meta["device_filter"] == outlook
     with Session(settings_for(sandbox), sandbox.password) as session:
         classic = collect(session, "per-mailbox", device_filter=outlook)
@@ -177,13 +194,15 @@ def test_pipelines_the_server_stopped_are_saved_and_counted_once(tmp_path: Path)
         store.close()
         assert sb.internal_errors == []
     mailbox_ids, device_ids = truth(sb, ("UserMailbox",))
-    assert [m["Identity"] for m in result.mailboxes] == mailbox_ids
-    assert [d["Identity"] for d in result.devices] == device_ids
+    assert ids(result.mailboxes) == sorted(mailbox_ids)
+    assert ids(result.devices) == sorted(device_ids)
     assert result.errors == []
     assert progress.total == len(result.mailboxes) + len(sb.organisation.devices)
     saved = Checkpoint.open(tmp_path, KEY, resume=True)
-    assert saved.rows("mailboxes")[""] == result.mailboxes
-    assert sum(len(rows) for rows in saved.rows("devices").values()) == len(sb.organisation.devices)
+    assert ids([row for rows in saved.rows(PHASE_MAILBOXES).values() for row in rows]) == ids(
+        result.mailboxes)
+    assert sum(len(rows) for rows in saved.rows(PHASE_DEVICES).values()) == len(
+        sb.organisation.devices)
 
 
 def test_bulk_resume_skips_finished_commands(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -274,11 +293,14 @@ def test_ctrl_c_in_bulk_stops_the_other_command_promptly(tmp_path: Path) -> None
         store.close()
         assert elapsed < device_seconds - 0.5
         resumed_store = Checkpoint.open(tmp_path / "run", KEY, resume=True)
-        assert resumed_store.is_done("mailboxes") and not resumed_store.is_done("devices")
+        done = len(resumed_store.done_keys(PHASE_MAILBOXES) | resumed_store.done_keys(
+            PHASE_DEVICES))
+        assert done == 1  # the one slice saved before Ctrl+C
         with Session(settings_for(sb), sb.password) as session:
             resumed = collect(session, "bulk", types, checkpoint=resumed_store)
-        assert resumed.meta["commands"] == 2  # the device pipeline, Get-OrganizationConfig
-        assert [d["Identity"] for d in resumed.devices] == truth(sb, types)[1] != []
+        # the other slices, Get-OrganizationConfig
+        assert resumed.meta["commands"] == MAILBOX_SLICES + DEVICE_SLICES - 1 + 1
+        assert ids(resumed.devices) == sorted(truth(sb, types)[1]) != []
         assert sb.internal_errors == []
 
 

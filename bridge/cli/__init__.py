@@ -10,10 +10,11 @@ from __future__ import annotations
 import click
 
 from bridge import __version__
-from bridge.cli import convert, history, report, run, sandbox, scripts
+from bridge.cli import convert, history, report, run, sandbox, scripts, signals, terminal
 from bridge.cli.history import history_for_run
 from bridge.cli.options import history_options
 from bridge.cli.terminal import BridgeGroup
+from bridge.errors import ExitCode
 
 __all__ = ["cli", "history_for_run", "history_options", "main"]
 
@@ -36,5 +37,18 @@ for command in (history.history_group, history.diff_command, run.run_command,
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="psbridge")
+    """Console-script entry point: Ctrl+C, SIGTERM and SIGHUP stop a run alike."""
+    stops = signals.StopSignals()
+    stops.install()
+    try:
+        cli(prog_name="psbridge")
+    except SystemExit as exc:
+        if stops.received is None:
+            raise
+        # stopping, the work is done: exit without waiting for threads stuck on a server
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        signals.exit_now(code)
+    except KeyboardInterrupt as exc:  # before a command ran (click's parsing)
+        stop = exc if isinstance(exc, signals.StopRequested) else None
+        click.echo(terminal.interrupted_line(stop, kept=False), err=True)
+        signals.exit_now(int(stop.exit_code if stop else ExitCode.INTERRUPTED))

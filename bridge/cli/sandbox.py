@@ -65,6 +65,32 @@ def sandbox_export(folder: Path, mailboxes: int, seed: int) -> None:
               help="Answer every Nth request with --http-error-status.")
 @click.option("--http-error-status", type=click.Choice(["500", "503"]), default="503",
               show_default=True)
+@click.option("--shell-idle-timeout", type=click.FloatRange(min=0.1), default=900.0,
+              show_default=True, metavar="SECONDS",
+              help="Forget a shell nobody used for this long (its client vanished), freeing "
+                   "its place under --max-shells.")
+@click.option("--micro-delay-ms", type=click.FloatRange(min=0), default=50.0,
+              show_default=True, help="The micro delay of a command over --cmdlet-budget.")
+@click.option("--receive-stall", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="Hold each Receive of command output this long, then time it out: a hung "
+                   "server.")
+@click.option("--receive-stalls", type=click.IntRange(min=1), metavar="N",
+              help="Stall only the first N Receives (default: all).")
+@click.option("--stop-after", type=click.IntRange(min=1), metavar="N",
+              help="Stop a pipeline from the server side after N objects (an admin's Stop, "
+                   "an IIS recycle).")
+@click.option("--pipeline-stops", type=click.IntRange(min=1), metavar="N",
+              help="Stop only the first N pipelines (default: all).")
+@click.option("--over-budget-after", type=click.IntRange(min=1), metavar="N",
+              help="End a running cmdlet with OverBudgetException after N objects.")
+@click.option("--over-budget-failures", type=click.IntRange(min=1), metavar="N",
+              help="Only the first N cmdlets end over budget (default: all).")
+@click.option("--over-budget-wait", type=click.FloatRange(min=0), default=1.0,
+              show_default=True, metavar="SECONDS",
+              help="The 'Please wait for N seconds.' of an over-budget refusal.")
+@click.option("--on-premises-client-types", is_flag=True,
+              help="Report ClientType EAS for Outlook for iOS and Android, as an on-premises "
+                   "server does (default: Exchange Online's REST/Outlook, as the demo does).")
 @click.option("--fixed-clock", is_flag=True,
               help="Date the organisation from its fixed reference time (as tests and the "
                    "demo do) instead of from now.")
@@ -86,7 +112,11 @@ def sandbox_export(folder: Path, mailboxes: int, seed: int) -> None:
 def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms: float,
                   object_latency_ms: float, max_shells: int | None, cmdlet_budget: int | None,
                   budget_window: float, drop_after: int | None, http_error_every: int | None,
-                  http_error_status: str, fixed_clock: bool, exo: bool,
+                  http_error_status: str, shell_idle_timeout: float, micro_delay_ms: float,
+                  receive_stall: float, receive_stalls: int | None, stop_after: int | None,
+                  pipeline_stops: int | None, over_budget_after: int | None,
+                  over_budget_failures: int | None, over_budget_wait: float,
+                  on_premises_client_types: bool, fixed_clock: bool, exo: bool,
                   fault_every: tuple[str, ...], retry_after: int, max_concurrent: int | None,
                   forbid: tuple[str, ...], token_lifetime: float) -> None:
     """Serve an emulated Exchange PowerShell endpoint on 127.0.0.1 until Ctrl+C.
@@ -101,7 +131,8 @@ def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms:
 
     # A live report counts days since the last sync from now; an organisation dated from
     # its fixed 2025 reference time would look entirely stale to it.
-    organisation = Organisation(mailboxes=mailboxes, seed=seed, online_client_types=True,
+    organisation = Organisation(mailboxes=mailboxes, seed=seed,
+                                online_client_types=not on_premises_client_types,
                                 reference_time=None if fixed_clock else datetime.now(UTC))
     if exo:
         from bridge.cli import exo as exo_cli
@@ -117,6 +148,11 @@ def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms:
         max_shells_per_user=max_shells, cmdlet_budget=cmdlet_budget,
         budget_window=budget_window, drop_after_objects=drop_after,
         http_error_every=http_error_every, http_error_status=int(http_error_status),
+        shell_idle_timeout=shell_idle_timeout, micro_delay=micro_delay_ms / 1000,
+        receive_stall=receive_stall, receive_stalls=receive_stalls,
+        stop_after_objects=stop_after, pipeline_stops=pipeline_stops,
+        over_budget_after_objects=over_budget_after, over_budget_failures=over_budget_failures,
+        over_budget_wait=over_budget_wait,
     ).start()
     try:
         click.echo(f"Sandbox: {mailboxes} mailboxes (seed {seed}) at {sandbox.url}")

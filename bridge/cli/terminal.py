@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from bridge.errors import BridgeError, ExitCode
+from bridge.cli.signals import StopRequested
+from bridge.errors import BridgeError, ConfigError, ExitCode
 
 if TYPE_CHECKING:
     from bridge.jobs import Note, ReportRun
@@ -29,12 +30,12 @@ class BridgeGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM/SIGHUP (bridge.cli.signals)
             # only a run that saved its progress (see `echo_note`) has kept anything
             kept = bool(ctx.obj and ctx.obj.get("progress_saved"))
-            click.echo("Error: interrupted; what was collected so far is kept." if kept
-                       else "Error: interrupted.", err=True)
-            ctx.exit(int(ExitCode.INTERRUPTED))
+            stop = exc if isinstance(exc, StopRequested) else None
+            click.echo(interrupted_line(stop, kept=kept), err=True)
+            ctx.exit(int(stop.exit_code if stop else ExitCode.INTERRUPTED))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # the last line of defence: a bug, said as one line
@@ -46,6 +47,13 @@ class BridgeGroup(click.Group):
             click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (a bug in psbridge: "
                        "run again with --debug and report the traceback).", err=True)
             ctx.exit(int(ExitCode.INTERNAL))
+
+
+def interrupted_line(stop: StopRequested | None, *, kept: bool) -> str:
+    """``Error: interrupted[ by SIGTERM][; what was collected so far is kept].``"""
+    by = f" by {stop.cause}" if stop is not None and stop.cause else ""
+    return (f"Error: interrupted{by}; what was collected so far is kept." if kept
+            else f"Error: interrupted{by}.")
 
 
 def _silence_stdout() -> None:
@@ -98,11 +106,31 @@ def quiet_library_logs() -> None:
 
 
 def password_prompt() -> Callable[[str], str] | None:
-    """A hidden prompt on stderr when stdin is a terminal, else None (scheduled runs)."""
+    """A hidden prompt on stderr when stdin is a terminal, else None (scheduled runs).
+
+    Ctrl+C there is an interrupt (exit 130); end of input (Ctrl+D, Ctrl+Z Enter, a closed
+    stdin) is a missing password (ConfigError, exit 8), not click's "Aborted!" (exit 1).
+    """
+    import getpass
     import sys
 
     def prompt(text: str) -> str:
-        return str(click.prompt(text, hide_input=True, err=True))
+        while True:
+            click.echo(f"{text}: ", nl=False, err=True)
+            try:
+                password = getpass.getpass("")
+            except KeyboardInterrupt:
+                click.echo(err=True)  # the "interrupted" line on a line of its own
+                raise
+            except EOFError:
+                click.echo(err=True)
+                raise ConfigError(
+                    "no password given (the password prompt reached the end of its input): "
+                    "type it at the prompt, or set PSBRIDGE_PASSWORD or store it in the "
+                    "keyring for scheduled runs"
+                ) from None
+            if password:
+                return password
 
     return prompt if sys.stdin is not None and sys.stdin.isatty() else None
 

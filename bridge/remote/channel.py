@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -191,6 +192,7 @@ class _ChannelPool:
         self.stats = stats
         self._lock = lock
         self._idle: list[_Channel] = []
+        self._busy: set[_Channel] = set()  # lent to a thread, running a command
         self._open_count = 0
         self._limit = settings.concurrency
         self._ever_connected = False
@@ -209,10 +211,19 @@ class _ChannelPool:
             channel.close(self.settings, self.__password)
 
     def abort(self) -> None:
-        """Lend no more channels, and tell commands in other threads to stop."""
+        """Lend no more channels, tell commands in other threads to stop, and delete the
+        shells of those in flight now.
+
+        A thread waiting on a slow or hung server notices the abort only when its request
+        returns (up to the read timeout); the process does not wait for that, so its
+        shell is deleted here, over fresh connections, or it would hold one of the user's
+        runspaces (Exchange Online: 3) until it idles out after 15 minutes.
+        """
         with self._lock:
             self._aborted = self._closed = True
+            busy, self._busy = list(self._busy), set()
             self._lock.notify_all()
+        _abandon_all(busy, self.settings, self.__password)
 
     def set_concurrency(self, connections: int) -> None:
         """Allow up to ``connections`` connections at once (one runspace each)."""
@@ -255,13 +266,15 @@ class _ChannelPool:
                     if self._closed:
                         raise RemoteCommandError("the session is closed")
                     if self._idle:
-                        return self._idle.pop()
+                        channel = self._idle.pop()
+                        self._busy.add(channel)
+                        return channel
                     if self._open_count < self._limit:
                         self._open_count += 1
                         break
                     self._lock.wait()
             try:
-                return self._new_channel()
+                channel = self._new_channel()
             except _Transient as exc:
                 with self._lock:
                     self._open_count -= 1
@@ -278,12 +291,18 @@ class _ChannelPool:
                     self._open_count -= 1
                     self._lock.notify_all()
                 raise
+            with self._lock:
+                self._busy.add(channel)
+            return channel
 
     def _release(self, channel: _Channel) -> None:
         if channel.broken:
             self._discard(channel)
             return
         with self._lock:
+            if self._aborted and channel not in self._busy:
+                return  # abort() has deleted its shell already
+            self._busy.discard(channel)
             if self._closed:
                 self._open_count -= 1
                 close = True
@@ -295,8 +314,39 @@ class _ChannelPool:
             channel.close(self.settings, self.__password)
 
     def _discard(self, channel: _Channel, *, tries: int = 2) -> None:
+        with self._lock:
+            if self._aborted and channel not in self._busy:
+                return  # abort() has deleted its shell already
+            self._busy.discard(channel)
         channel.abandon(self.settings, self.__password, tries=tries)
         with self._lock:
             self._open_count -= 1
             self.stats.reconnects += 1
             self._lock.notify()
+
+
+#: how long abort() waits for the shells of commands in flight to be deleted: a server
+#: that does not answer at all must not hold the exit up for the brief timeouts (15 s)
+ABANDON_WAIT = 3.0
+
+
+def _abandon_all(
+    channels: list[_Channel], settings: ConnectionSettings, password: str | None
+) -> None:
+    """Delete the shells of ``channels`` side by side, one try each, within ABANDON_WAIT."""
+    if not channels:
+        return
+    threads = [
+        threading.Thread(
+            target=channel.abandon, args=(settings, password), kwargs={"tries": 1},
+            name="psbridge-abandon", daemon=True,
+        )
+        for channel in channels
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + ABANDON_WAIT
+    for thread in threads:
+        # short joins: on Windows a lock wait is not interrupted by Ctrl+C (bpo-29971)
+        while thread.is_alive() and time.monotonic() < deadline:
+            thread.join(0.1)

@@ -14,6 +14,7 @@ from pypsrp.powershell import PowerShell
 from bridge import throttling
 from bridge.commands import CommandResult, SessionStats
 from bridge.errors import BridgeError, ConnectionFailed, RemoteCommandError
+from bridge.remote.budget import CmdletBudget
 from bridge.remote.channel import _Channel, _ChannelPool
 from bridge.remote.faults import _Stopped, _Transient, _tries
 from bridge.remote.settings import ConnectionSettings
@@ -42,7 +43,7 @@ class _Pacing:
         # None: sleep, cut short by ``_stopped`` (set by abort() and close())
         self._sleep = sleep
         self._stopped = threading.Event()
-        self._pace = 0.0  # seconds to wait before each command (micro delays)
+        self._budget = CmdletBudget()  # the pace, once micro delays show the budget
 
     def _pause(self, seconds: float) -> None:
         if self._sleep is not None:
@@ -58,16 +59,21 @@ class _Pacing:
             time.sleep(min(left, 0.1))
 
     def _note_warnings(self, texts: Iterable[str]) -> None:
-        """Exchange Online's micro delays: slow the pace while they come, relax after."""
+        """Exchange's micro delays (warnings, or verbose records under 10 s): count them,
+        and pace to the budget they show (bridge.remote.budget)."""
         delayed_ms = throttling.micro_delays_ms(texts)
-        with self._lock:
-            self.stats.micro_delays += len(delayed_ms)
-            self._pace = throttling.next_pace(delayed_ms, self._pace, self.settings.retry.max_delay)
+        if delayed_ms:
+            with self._lock:
+                self.stats.micro_delays += len(delayed_ms)
+            self._budget.over_budget()
 
     def _wait_for_pace(self) -> None:
-        pace = self._pace
-        if pace > 0:
-            self._pause(pace)
+        """Wait until the cmdlet budget (see :mod:`bridge.remote.budget`) allows a command."""
+        while not self._stopped.is_set():
+            wait = self._budget.wait()
+            if wait <= 0:
+                return
+            self._pause(wait)
 
 
 class RetryLoop:

@@ -108,10 +108,12 @@ class Session:
         """Make commands running in other threads stop at their next round trip.
 
         For Ctrl+C or a fatal error in one worker: the others give up at once instead
-        of finishing a long pipeline. The session cannot run commands afterwards.
+        of finishing a long pipeline, and their shells are deleted now (the process need
+        not wait for a hung server to answer them). The session cannot run commands
+        afterwards.
         """
-        self._pool.abort()
         self._pacing._stopped.set()
+        self._pool.abort()
 
     @property
     def endpoint(self) -> str:
