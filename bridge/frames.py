@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from bridge import sizes
 from bridge.errors import InputError
 
 #: DeviceModel of Outlook for iOS and Android: the classic report's device filter.
@@ -32,7 +33,7 @@ DEFAULT_STALE_THRESHOLDS = (30, 90, 365)
 NEVER = "Never"
 UNKNOWN = "Unknown"
 
-Kind = Literal["text", "datetime", "int", "bool", "list"]
+Kind = Literal["text", "datetime", "int", "bool", "list", "size"]
 
 #: Get-Mailbox properties the report reads, with their kind.
 MAILBOX_SCHEMA: dict[str, Kind] = {
@@ -303,6 +304,8 @@ def typed_frame(rows: Iterable[Mapping[str, object]] | pd.DataFrame,
             columns[name] = pd.to_numeric(column, errors="coerce").astype("Int64")
         elif kind == "bool":
             columns[name] = column.astype("boolean")
+        elif kind == "size":  # "30 GB (32,212,254,720 bytes)" / "Unlimited" -> bytes / NA
+            columns[name] = sizes.size_column(column)
         else:
             columns[name] = column
     return pd.DataFrame(columns, index=pd.RangeIndex(len(source)))
@@ -615,8 +618,8 @@ _HEAD_BYTES = 1 << 16
 class OfflineExport:
     """Rows read from Export-Clixml files, and what their manifest says (if any)."""
 
-    mailboxes: list[dict[str, object]] = field(default_factory=list)
-    devices: list[dict[str, object]] = field(default_factory=list)
+    mailboxes: list[dict[str, object]] | pd.DataFrame = field(default_factory=list)
+    devices: list[dict[str, object]] | pd.DataFrame = field(default_factory=list)
     errors: list[dict[str, object]] = field(default_factory=list)
     manifest: dict[str, object] = field(default_factory=dict)
     mailbox_files: list[Path] = field(default_factory=list)
@@ -704,10 +707,8 @@ def load_exports(sources: Sequence[Path]) -> OfflineExport:
         kind = export_kind(path)
         if kind == "mailboxes":
             export.mailbox_files.append(path)
-            export.mailboxes += clixml.iter_records(path)
         elif kind == "devices":
             export.device_files.append(path)
-            export.devices += clixml.iter_records(path)
         elif next(clixml.iter_records(path), None) is None:
             # no object at all (a malformed file raises here, with line and column):
             # Export-Clixml of an organisation without a single mobile device
@@ -726,6 +727,10 @@ def load_exports(sources: Sequence[Path]) -> OfflineExport:
         raise InputError("no Get-MobileDeviceStatistics export among the files given: export "
                          "both Get-Mailbox and Get-MobileDeviceStatistics (ps_scripts/"
                          "Export-PsbridgeData.ps1).")
+    # only the properties the report uses, each file in its own process (bridge.clixml)
+    read = clixml.read_export({"mailboxes": export.mailbox_files, "devices": export.device_files},
+                              {"mailboxes": MAILBOX_SCHEMA, "devices": DEVICE_SCHEMA})
+    export.mailboxes, export.devices = read["mailboxes"], read["devices"]
     export.manifest = _manifest(path.parent for path in files)
     errors = export.manifest.get("errors")
     if isinstance(errors, list):

@@ -33,6 +33,7 @@ from bridge.remote import (
 )
 from bridge.sandbox.cmdlets import ExchangeCmdlets
 from bridge.sandbox.contract import CommandCall, PipelineOutcome, SerializedObject
+from bridge.sandbox.exchange_types import format_size
 from bridge.sandbox.organisation import Organisation
 from bridge.sandbox.server import Sandbox
 
@@ -66,12 +67,14 @@ def user_mailboxes(sb: Sandbox) -> list[dict[str, object]]:
 
 
 def as_on_the_wire(records: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Ground truth as the wire carries it: Exchange sends an unlimited size as the
-    string "Unlimited" (the ground truth says None; frames turns it into None)."""
+    """Ground truth as the wire carries it: Exchange sends sizes as text ("50 GB (...
+    bytes)", "Unlimited" for the ground truth's None); bridge.sizes converts them."""
     unlimited = ("MaxReceiveSize", "MaxSendSize", "ProhibitSendQuota", "IssueWarningQuota",
                  "ProhibitSendReceiveQuota")  # fmt: skip
+    # sizes are the text Exchange sends; the generic reader keeps it (issue 12)
     return [
-        {k: ("Unlimited" if k in unlimited and v is None else v) for k, v in r.items()}
+        {k: (format_size(v) if k in unlimited and (v is None or isinstance(v, int)) else v)
+         for k, v in r.items()}
         for r in records
     ]
 
