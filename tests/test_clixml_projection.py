@@ -112,3 +112,48 @@ def test_read_export_reports_a_bad_file_from_its_worker(tmp_path: Path) -> None:
     with pytest.raises(ClixmlError) as caught:
         read_export({"mailboxes": [good], "devices": [bad]}, processes=2)
     assert str(caught.value) == f"{bad}: line 1, column 100: bad I32 value 'x'"
+
+
+def test_the_scan_reads_an_export_as_the_full_reader_does(tmp_path: Path) -> None:
+    """The regular-expression scan (no tree) serves the report's projection of an export
+    as Export-Clixml writes it, and gives what lxml gives."""
+    from bridge.clixml._convert import Converter
+    from bridge.clixml._document import Input
+    from bridge.clixml._scan import scan_records
+
+    summary = export_organisation(Organisation(mailboxes=60, seed=5), tmp_path)
+    for path, schema in zip(summary.files, (frames.MAILBOX_SCHEMA, frames.DEVICE_SCHEMA),
+                            strict=False):
+        scanned = list(scan_records(Input(path), Converter(columns=list(schema))))
+        assert scanned == list(iter_records(path, columns=list(schema)))
+        assert len(scanned) > 50 and all(len(row) > 5 for row in scanned)
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ('<Obj RefId="0"><S>v</S><MS><S N="A">a</S></MS></Obj>', "a value of its own"),
+        ('<Obj RefId="0" S="warning"><MS><S N="A">a</S></MS></Obj>', "another stream"),
+        ('<!-- <Obj RefId="9"><MS><S N="A">x</S></MS></Obj> -->'
+         '<Obj RefId="0"><MS><S N="A">a</S></MS></Obj>', "a comment"),
+        ('<Obj RefId="0"><MS><S N="A">a &amp; b</S><Ref N="B" RefId="0" /></MS></Obj>', "a Ref"),
+        ('<Obj RefId="0"><MS><S N="A">a</S></MS></Obj><S>top</S>', "a top-level value"),
+        ('<Obj RefId="0"><MS><Obj N="A" RefId="1"><TN RefId="0"><T>System.Object[]</T></TN>'
+         '<LST><S>x</S><S>y</S></LST></Obj></MS></Obj>', "none: a wanted nested object"),
+    ],
+)
+def test_what_the_scan_does_not_read_the_full_reader_does(body: str, why: str) -> None:
+    text = doc(body)
+    full = read_clixml(text)
+    wanted = [name for name in ("A", "B") if name in full.columns]
+    pd.testing.assert_frame_equal(read_clixml(text, columns=["a", "b"]), full[wanted], obj=why)
+    path_bytes = text.encode("utf-16")  # as Export-Clixml writes it, with a BOM
+    pd.testing.assert_frame_equal(read_clixml(path_bytes, columns=["A", "B"]), full[wanted])
+
+
+def test_projection_of_every_corpus_file_equals_the_full_read(corpus_dir: Path) -> None:
+    for path in sorted(corpus_dir.glob("*.xml")):
+        full = read_clixml(path)
+        for columns in (list(full.columns), list(full.columns)[:3]):
+            projected = read_clixml(path, columns=[str(name) for name in columns])
+            pd.testing.assert_frame_equal(projected, full[columns], obj=path.name)

@@ -14,7 +14,8 @@ OWNERS = {
     "click": {"cli.py"},
     "openpyxl": {"workbook.py"},
     "xlsxwriter": {"workbook.py"},
-    "lxml": {"clixml/__init__.py", "clixml/_convert.py", "clixml/_document.py"},
+    "lxml": {"clixml/__init__.py", "clixml/_convert.py", "clixml/_document.py",
+             "clixml/_scan.py"},
     "pypsrp": {"remote.py"},
     "psrpcore": {"sandbox/psrp.py"},
 }
@@ -24,7 +25,8 @@ NOT_ABOVE = {
     "errors.py": {"cli", "exchange", "frames", "workbook", "history", "remote", "clixml"},
     **{f"clixml/{name}.py": {"cli", "exchange", "frames", "workbook", "history", "remote",
                              "sandbox"}
-       for name in ("__init__", "_values", "_convert", "_document", "_frames", "_export")},
+       for name in ("__init__", "_values", "_convert", "_document", "_frames", "_export",
+                    "_scan")},
     "sizes.py": {"cli", "exchange", "frames", "workbook", "history", "remote", "sandbox",
                  "clixml", "errors"},
     "output.py": {"cli", "exchange", "frames", "workbook", "history", "remote"},

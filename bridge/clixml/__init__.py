@@ -53,6 +53,7 @@ from bridge.clixml._document import (
 )
 from bridge.clixml._export import read_export
 from bridge.clixml._frames import records_to_frame
+from bridge.clixml._scan import scan_records, usable
 from bridge.clixml._values import (
     NS,
     SECURE_STRING,
@@ -184,6 +185,12 @@ def read_clixml(
     """
     if columns is None:
         return records_to_frame(iter_records(source, structured=structured))
+    converter = Converter(structured=structured, columns=columns)
+    if not hasattr(source, "read") and converter.wanted is not None and usable(converter.wanted):
+        try:  # the regular-expression scan: only the wanted members, no tree
+            return records_to_frame(scan_records(Input(source), converter))
+        except Reread:
+            pass  # something it does not read: lxml reads the file
     stream = source if hasattr(source, "read") else None
     start = stream.tell() if isinstance(stream, io.IOBase) and stream.seekable() else None
     try:

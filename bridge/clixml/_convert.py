@@ -83,6 +83,11 @@ class _TypeInfo:
 
 
 _NO_TYPE = _TypeInfo((), _PLAIN)
+
+
+def type_info(names: tuple[str, ...]) -> _TypeInfo:
+    """What a type-name list (decoded) tells the converter."""
+    return _TypeInfo(names, _kind(names))
 _NAMES: dict[str, str] = {}  # raw property name -> decoded, shared (bounded by _CACHE_LIMIT)
 _CACHED_LENGTH = 32
 _CACHE_LIMIT = 50_000
@@ -103,10 +108,10 @@ class Reread(ClixmlError):
     (rare: :func:`bridge.clixml.read_clixml` then reads the file whole)."""
 
     def __init__(self, ref_id: str | None) -> None:
-        super().__init__(
-            f'<Ref RefId="{ref_id}"> refers to an object the columns= projection skipped; '
-            "read the file without columns="
-        )
+        what = (f'<Ref RefId="{ref_id}"> refers to an object' if ref_id is not None
+                else "a part of the file needs")
+        super().__init__(f"{what} the columns= projection skipped; read the file without "
+                         "columns=")
 
 
 # every type-name list inside an object, with or without the default namespace
@@ -317,8 +322,7 @@ class Converter:
         return known
 
     def type_names(self, element: etree._Element) -> _TypeInfo:
-        names = tuple(plain_string(t.text) for t in element)
-        info = _TypeInfo(names, _kind(names))
+        info = type_info(tuple(plain_string(t.text) for t in element))
         self.types[element.get("RefId") or ""] = info
         return info
 
@@ -430,6 +434,8 @@ class Converter:
                 row = {str(key): item for key, item in value.items()}
             else:
                 row = {"Value": value}
+            if self.wanted is not None and row is not record:  # projected as members are
+                row = {key: item for key, item in row.items() if key.casefold() in self.wanted}
             if stream is None and self.saw_progress:
                 stream = "progress"
         else:
@@ -440,6 +446,8 @@ class Converter:
                 row = {str(key): item for key, item in found.items()}
             else:
                 row = {"Value": found}
+            if self.wanted is not None:
+                row = {key: item for key, item in row.items() if key.casefold() in self.wanted}
         return stream_name(stream), row
 
 

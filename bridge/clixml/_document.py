@@ -107,11 +107,11 @@ class Input:
 
 
 def _decode(raw: bytes) -> str:
-    bom, codec = _head_codec(raw[:4])
+    bom, codec = head_codec(raw[:4])
     return raw[bom:].decode(codec, "replace")
 
 
-def _head_codec(head: bytes) -> tuple[int, str]:
+def head_codec(head: bytes) -> tuple[int, str]:
     """(BOM length, codec) of the start of a document."""
     if head.startswith(b"\xef\xbb\xbf"):
         return 3, "utf-8"
@@ -176,7 +176,7 @@ class Document:
                 break
         if not head.strip(b"\x00\t\r\n \xef\xbb\xbf\xff\xfe"):
             raise self.error("empty file: no CLIXML data", None)
-        bom, codec = _head_codec(head)
+        bom, codec = head_codec(head)
         text = head[bom:].decode(codec, "ignore")
         start = text.lstrip()
         doctype = text.find("<!DOCTYPE")
