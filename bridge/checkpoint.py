@@ -23,6 +23,7 @@ from pathlib import Path
 from uuid import UUID
 
 from bridge.errors import ConfigError, InputError
+from bridge.paths import fitting_name, run_folder_elsewhere, sqlite_fits
 
 Row = dict[str, object]
 
@@ -45,10 +46,22 @@ CREATE INDEX IF NOT EXISTS rows_by_phase ON rows (phase, key);
 """
 
 
+RUN_FOLDER_SUFFIX = ".psbridge-run"
+
+
 def default_run_dir(output: Path | str) -> Path:
-    """The run folder beside an output: ``report.xlsx`` -> ``report.xlsx.psbridge-run``."""
+    """The run folder beside an output: ``report.xlsx`` -> ``report.xlsx.psbridge-run``.
+
+    An output name near the file system's 255-byte limit gets a shortened name (with a
+    digest, so it stays unique); an output so deep that SQLite could not open the
+    checkpoint there gets its run folder under psbridge's data folder instead, named
+    after the output's absolute path so ``--resume`` finds it.
+    """
     path = Path(output)
-    return path.with_name(path.name + ".psbridge-run")
+    folder = path.with_name(fitting_name(path.name, RUN_FOLDER_SUFFIX))
+    if not sqlite_fits(folder / CHECKPOINT_FILE):
+        return run_folder_elsewhere(path, RUN_FOLDER_SUFFIX)
+    return folder
 
 
 # ---- row encoding: JSON, with the few non-JSON plain values tagged ("$dt", ...)

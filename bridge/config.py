@@ -17,6 +17,7 @@ Passwords never live in the file: they come from ``PSBRIDGE_PASSWORD``, the OS k
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import os
 import sys
@@ -66,12 +67,31 @@ def config_path(environ: Mapping[str, str] | None = None, platform: str | None =
     return Path(base).expanduser() / "psbridge" / "config.toml"
 
 
+def _config_text(file: Path, data: bytes) -> str:
+    """The config file's text. TOML is UTF-8, but Notepad saves "UTF-8 with BOM" or
+    "Unicode" (UTF-16 with a BOM) too: both are read; anything else is named plainly."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"the config file {file} is damaged UTF-16 text: save it "
+                              "as UTF-8 (in Notepad: Save As, Encoding UTF-8)") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"the config file {file} is not UTF-8 text (byte {exc.start + 1}): save it as "
+            "UTF-8 (in Notepad: Save As, Encoding UTF-8)"
+        ) from exc
+
+
 def load_profile(name: str, path: Path | None = None) -> dict[str, object]:
     """The profile ``name`` from the config file, checked key by key."""
     file = path or config_path()
     try:
-        with open(file, "rb") as handle:
-            document = tomllib.load(handle)
+        document = tomllib.loads(_config_text(file, file.read_bytes()))
     except FileNotFoundError as exc:
         raise ConfigError(
             f"profile {name!r} asked for, but there is no config file at {file} "

@@ -7,7 +7,9 @@ the previous output.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import json
 import os
 import tempfile
@@ -15,10 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import pandas as pd
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 from bridge.errors import OutputError
+from bridge.paths import fitting_name
 
 #: Output formats :func:`write_frame` can write, by file extension.
 FRAME_FORMATS = (".csv", ".parquet", ".json")
@@ -60,8 +67,10 @@ def atomic_write(path: Path | str) -> Iterator[Path]:
     if not folder.is_dir():
         raise OutputError(f"cannot write {target}: folder {folder} does not exist.")
     try:
+        # mkstemp adds 8 random characters: the name must leave room for them
+        prefix = fitting_name(f".{target.stem}", ".", reserve=8 + len(f".tmp{target.suffix}"))
         handle, temp_name = tempfile.mkstemp(
-            prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=folder
+            prefix=prefix, suffix=f".tmp{target.suffix}", dir=folder
         )
     except OSError as exc:
         raise _output_error(target, exc) from exc
@@ -79,6 +88,75 @@ def atomic_write(path: Path | str) -> Iterator[Path]:
     finally:
         if temp_path.exists():
             temp_path.unlink()
+
+
+class _FailOnce(io.RawIOBase):
+    """A binary file that, once a write or flush has failed, ignores everything after.
+
+    A zip writer (openpyxl's save) that fails on a full disk leaves its ZipFile open; the
+    garbage collector then closes it, which writes again, fails again, and prints
+    "Exception ignored in: ZipFile.__del__" with a traceback after psbridge's one-line
+    error. The first failure is raised as usual; the writes after it go nowhere (the
+    temporary file is deleted anyway).
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self._failed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def tell(self) -> int:
+        return 0 if self._failed else self._raw.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return 0 if self._failed else self._raw.seek(offset, whence)
+
+    def write(self, data: ReadableBuffer) -> int:
+        size = len(memoryview(data))
+        if self._failed:
+            return size
+        try:
+            return self._raw.write(data)
+        except OSError:
+            self._failed = True
+            raise
+
+    def flush(self) -> None:
+        if not self._failed and not self._raw.closed:
+            try:
+                self._raw.flush()
+            except OSError:
+                self._failed = True
+                raise
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._failed:
+                self._raw.close()
+        finally:
+            with contextlib.suppress(OSError):
+                self._raw.close()
+            super().close()
+
+
+@contextmanager
+def open_for_writer(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for a library that writes a file itself (a zip package), such
+    that a failure mid-way (a full disk) is raised once and never again from a
+    garbage-collected writer."""
+    guarded = _FailOnce(path.open("wb"))
+    try:
+        yield cast(BinaryIO, guarded)
+    finally:
+        guarded.close()
 
 
 def _json_default(value: object) -> object:
@@ -103,6 +181,21 @@ def _cell_text(value: object) -> object:
     return value
 
 
+#: A cell starting with one of these is run as a formula by Excel, LibreOffice and Google
+#: Sheets when a CSV is opened (OWASP "CSV injection"): = + - @, and tab and carriage
+#: return, which some spreadsheet tools strip before looking.
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(value: object) -> object:
+    """A text value a spreadsheet would run as a formula, made literal with a leading ``'``
+    (what spreadsheet tools expect: Excel shows the text without the quote). Numbers are
+    numbers, not text, so a negative number is never touched."""
+    if isinstance(value, str) and value.startswith(_FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
 def _scalar_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy whose object columns hold one scalar type each (Parquet needs that)."""
     columns: dict[str, pd.Series] = {}
@@ -120,6 +213,9 @@ def _scalar_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def write_frame(path: Path | str, frame: pd.DataFrame) -> None:
     """Write ``frame`` to .csv (UTF-8 with BOM, for Excel), .parquet or .json, atomically.
 
+    In CSV a text value starting with ``= + - @``, tab or CR gets a leading ``'`` so no
+    spreadsheet runs it as a formula; Parquet and JSON keep every value as it was.
+
     Lists and dicts go to CSV/Parquet as JSON text; JSON output keeps them as arrays and
     objects. Datetimes are written in ISO 8601 with their zone.
     """
@@ -132,7 +228,13 @@ def write_frame(path: Path | str, frame: pd.DataFrame) -> None:
         )
     with atomic_write(target) as temp_path:
         if suffix == ".csv":
-            _scalar_frame(frame).to_csv(temp_path, index=False, encoding="utf-8-sig")
+            scalar = _scalar_frame(frame)
+            for name in scalar.columns:
+                if scalar[name].dtype == object or pd.api.types.is_string_dtype(scalar[name]):
+                    scalar[name] = scalar[name].map(_csv_text)
+            # CRLF, as RFC 4180 and Excel write it; it also makes the csv module quote a
+            # value holding a bare CR, which would otherwise split its row in two
+            scalar.to_csv(temp_path, index=False, encoding="utf-8-sig", lineterminator="\r\n")
         elif suffix == ".parquet":
             try:
                 _scalar_frame(frame).to_parquet(temp_path, index=False)

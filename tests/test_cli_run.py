@@ -298,7 +298,7 @@ def test_a_failed_run_keeps_its_progress_and_resume_finishes_it(tmp_path: Path) 
 def test_progress_counts_objects_when_the_total_is_unknown() -> None:
     import io
 
-    from bridge.cli import _ProgressBar
+    from bridge.cli.terminal import _ProgressBar
 
     stream = io.StringIO()
     bar = _ProgressBar(stream)
@@ -321,7 +321,7 @@ def test_a_failed_run_ends_the_progress_bar_and_shows_the_cursor(
     # "Progress is saved ..."
     import io
 
-    from bridge import cli as cli_module
+    from bridge.cli import terminal as cli_module
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -344,7 +344,7 @@ def test_retry_warnings_get_their_own_line_above_the_bar(monkeypatch: pytest.Mon
     import logging
     import sys
 
-    from bridge import cli as cli_module
+    from bridge.cli import terminal as cli_module
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -157,3 +157,32 @@ def test_projection_of_every_corpus_file_equals_the_full_read(corpus_dir: Path) 
         for columns in (list(full.columns), list(full.columns)[:3]):
             projected = read_clixml(path, columns=[str(name) for name in columns])
             pd.testing.assert_frame_equal(projected, full[columns], obj=path.name)
+
+
+def test_the_scan_reads_across_chunks_with_nested_objects(tmp_path: Path) -> None:
+    """Objects cut at every place by the reader's chunks, with enum and list members."""
+    objects = []
+    for n in range(3000):
+        enum = (f'<Obj N="State" RefId="{3 * n + 1}">'
+                + (ENUM_TN if n == 0 else '<TNRef RefId="7" />')
+                + f"<ToString>{('Red', 'Blue')[n % 2]}</ToString><I32>{n % 2}</I32></Obj>")
+        objects.append(
+            f'<Obj RefId="{3 * n}"><Props><S N="Name">n{n} &amp; co</S>'
+            f'<S N="Padding">{"x" * (n % 97)}</S>{enum}'
+            f'<Obj N="List" RefId="{3 * n + 2}"><TN RefId="{10 + n}"><T>System.Object[]</T>'
+            f"</TN><LST><I32>{n}</I32></LST></Obj></Props></Obj>\r\n")
+    path = tmp_path / "big.xml"
+    path.write_bytes(b"\xff\xfe" + doc("".join(objects)).encode("utf-16-le"))
+    assert path.stat().st_size > 3 * 2**18  # several of the reader's chunks
+    full = read_clixml(path)
+    assert full["State"].tolist()[:3] == ["Red", "Blue", "Red"]
+    from bridge.clixml._convert import Converter
+    from bridge.clixml._document import Input
+    from bridge.clixml._scan import scan_records
+
+    for columns in (["name", "state", "list"], ["State"]):
+        scanned = list(scan_records(Input(path), Converter(columns=columns)))  # no fallback
+        assert len(scanned) == 3000
+        projected = read_clixml(path, columns=columns)
+        pd.testing.assert_frame_equal(projected, full[list(projected.columns)])
+        assert len(projected.columns) == len(columns)

@@ -184,3 +184,30 @@ def test_password_from_the_os_keyring() -> None:
             resolve_password(other, environ={})
     finally:
         keyring.set_keyring(previous)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom"])
+def test_profile_saved_by_notepad_as_utf8_bom_or_unicode_is_read(tmp_path: Path,
+                                                                  encoding: str) -> None:
+    path = tmp_path / "config.toml"
+    text = PROFILE.replace("admin@contoso.com", "adm\u00efn@contoso.com")
+    if encoding == "utf-16-le-bom":
+        path.write_bytes(b"\xff\xfe" + text.encode("utf-16-le"))
+    elif encoding == "utf-16-be-bom":
+        path.write_bytes(b"\xfe\xff" + text.encode("utf-16-be"))
+    else:
+        path.write_text(text, encoding=encoding)
+    assert load_profile("onprem", path)["user"] == "adm\u00efn@contoso.com"
+
+
+def test_profile_in_another_encoding_says_save_as_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    data = PROFILE.replace("admin", "adm\u00efn").encode("cp1252")
+    path.write_bytes(data)
+    first_bad = data.index(b"\xef") + 1
+    with pytest.raises(ConfigError) as caught:
+        load_profile("onprem", path)
+    assert str(caught.value) == (
+        f"the config file {path} is not UTF-8 text (byte {first_bad}): "
+        "save it as UTF-8 "
+        "(in Notepad: Save As, Encoding UTF-8)")

@@ -283,3 +283,39 @@ def test_more_rows_than_an_excel_sheet_holds_is_refused(
         "below its header; write .csv or .parquet instead.\n"
     )
     assert not output.exists()
+
+
+def test_a_full_disk_while_writing_the_workbook_is_one_error_and_nothing_after(
+        tmp_path: Path, exports: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zip writer failed twice (the second time from the garbage collector, as
+    'Exception ignored in: ZipFile.__del__' with a traceback after the one-line error)."""
+    import gc
+    import io
+    import sys
+
+    class FullDisk(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_open = Path.open
+
+    def open_full(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if mode == "wb" and self.name.startswith(".out."):
+            real_open(self, mode).close()
+            return FullDisk()
+        return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    monkeypatch.setattr(Path, "open", open_full)
+    result = run(*exports, "-o", tmp_path / "out.xlsx")
+    gc.collect()
+    assert result.exit_code == 4
+    assert result.output.endswith(
+        f"Error: cannot write {tmp_path / 'out.xlsx'}: the disk is full. "
+        "Free some space and run again.\n")
+    assert unraisable == []
+    assert _leftovers(tmp_path) == []

@@ -246,3 +246,24 @@ def test_organisation_name_from_identities() -> None:
     frame = frames.mailbox_frame([{"Identity": "contoso.com/Users/Ann"}])
     assert frames.organisation_name(frame, "srv") == "contoso.com"
     assert frames.organisation_name(frames.mailbox_frame([{"Identity": "Ann"}]), "srv") == "srv"
+
+
+def test_mailboxes_given_twice_count_once_and_the_report_says_so(org: Organisation) -> None:
+    once = build_report(org.mailboxes, org.devices, run_started=org.reference_time)
+    twice = build_report(org.mailboxes + org.mailboxes, org.devices + org.devices,
+                         run_started=org.reference_time)
+    assert twice.figures == once.figures
+    assert len(twice.users_without_devices) == len(once.users_without_devices)
+    assert twice.devices_sheet().equals(once.devices_sheet())
+    assert f"{len(org.mailboxes)} mailbox row(s) appeared more than once (the same export " \
+           "given twice?) and were counted once." in twice.notes
+    assert not any("more than once" in note for note in once.notes)
+
+
+def test_mailboxes_are_told_apart_by_exchange_guid_not_by_name(org: Organisation) -> None:
+    first = dict(org.mailboxes[0])
+    namesake = {**first, "ExchangeGuid": "00000000-0000-0000-0000-000000000001",
+                "Guid": "00000000-0000-0000-0000-000000000002",
+                "Identity": str(first["Identity"]) + "2"}
+    report = build_report([first, namesake], [], run_started=org.reference_time)
+    assert len(report.users_without_devices) == 2

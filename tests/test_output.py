@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import errno
+import gc
+import io
 import json
 import os
+import sys
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from bridge.errors import ExitCode, OutputError
-from bridge.output import atomic_write, write_frame
+from bridge.output import atomic_write, open_for_writer, write_frame
 
 
 def _frame() -> pd.DataFrame:
@@ -143,3 +148,70 @@ def test_json_keeps_lists_and_exact_integers(tmp_path: Path) -> None:
     assert records[0]["When"] == "2024-05-01T12:30:00+00:00"
     assert records[1]["When"] is None
     assert records[0]["Addresses"] == ["SMTP:ann@contoso.com", "smtp:a@contoso.com"]
+
+
+def test_csv_makes_formula_looking_text_literal(tmp_path: Path) -> None:
+    """A DisplayName such as =HYPERLINK(...) from Exchange is data: CSV output guards the
+    leading = + - @ tab CR with a quote, and leaves numbers (even negative) alone."""
+    target = tmp_path / "out.csv"
+    frame = pd.DataFrame({
+        "DisplayName": ['=HYPERLINK("http://x","Click me")', "+1 555", "-cmd", "@SUM(A1)",
+                        "\tTab", "\rCR", "Plain", None],
+        "Count": [-5, 1, 2, 3, 4, 5, 6, 7],
+    })
+    write_frame(target, frame)
+    back = pd.read_csv(target, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    assert list(back["DisplayName"]) == [
+        '\'=HYPERLINK("http://x","Click me")', "'+1 555", "'-cmd", "'@SUM(A1)",
+        "'\tTab", "'\rCR", "Plain", ""]
+    assert list(back["Count"]) == ["-5", "1", "2", "3", "4", "5", "6", "7"]
+
+
+def test_parquet_and_json_keep_formula_looking_text_as_it_was(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"DisplayName": ["=1+1", "-x"]})
+    write_frame(tmp_path / "out.parquet", frame)
+    write_frame(tmp_path / "out.json", frame)
+    assert list(pd.read_parquet(tmp_path / "out.parquet")["DisplayName"]) == ["=1+1", "-x"]
+    assert '"=1+1"' in (tmp_path / "out.json").read_text(encoding="utf-8")
+
+
+class _FillsUp(io.RawIOBase):
+    """A file on a disk that is full after ``room`` bytes."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = len(memoryview(data))
+        if size > self.room:
+            self.room = 0  # a full disk stays full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= size
+        return size
+
+
+def _zip_until_full(handle: Any) -> None:
+    archive = zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED)
+    archive.writestr("sheet.xml", os.urandom(50_000))  # fails: the disk is full
+    archive.close()
+
+
+def test_a_writer_failing_on_a_full_disk_fails_once_not_again_when_collected(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(OSError):
+        _zip_until_full(_FillsUp(room=1000))
+    gc.collect()
+    assert unraisable, "the plain file shows the failure again when collected"
+    unraisable.clear()
+    target = tmp_path / "x.zip"
+    with pytest.raises(OSError), open_for_writer(target) as handle:
+        monkeypatch.setattr(handle, "_raw", _FillsUp(room=1000))
+        _zip_until_full(handle)
+    gc.collect()
+    assert unraisable == []

@@ -678,9 +678,10 @@ def test_serve_on_a_port_in_use_is_one_clear_error() -> None:
 def test_the_sandbox_keeps_each_library_in_one_module() -> None:
     bridge_dir = Path(__file__).resolve().parents[1] / "bridge"
     owners = {
-        "psrpcore": "sandbox/psrp.py",
-        "cryptography": "sandbox/tls.py",
-        "http": "sandbox/server.py",
+        "psrpcore": {"sandbox/psrp.py"},
+        # the Exchange Online emulation (issue 13) has its own server and Entra crypto
+        "cryptography": {"sandbox/tls.py", "sandbox/entra_wire.py"},
+        "http": {"sandbox/server.py", "sandbox/exo_server.py"},
     }
     sandbox_owners = {"spnego": "sandbox/auth.py"}  # remote.py reads spnego's errors
     for path in bridge_dir.rglob("*.py"):
@@ -696,7 +697,7 @@ def test_the_sandbox_keeps_each_library_in_one_module() -> None:
             )
         }
         for library, owner in owners.items():
-            assert library not in imported or relative == owner, (relative, library)
+            assert library not in imported or relative in owner, (relative, library)
         if relative.startswith("sandbox/"):
             for library, owner in sandbox_owners.items():
                 assert library not in imported or relative == owner, (relative, library)

@@ -673,7 +673,7 @@ def test_pwsh_stdout_with_a_second_clixml_block_is_read_whole(
 
 
 def test_jumphost_connection_defaults_are_winrms() -> None:
-    from bridge.cli import _jumphost_connection
+    from bridge.cli.options import jumphost_connection as _jumphost_connection
 
     given = {"server": "jump01", "port": None, "https": None, "path": None,
              "configuration": None, "profile": None}  # fmt: skip

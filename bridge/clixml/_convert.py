@@ -56,6 +56,7 @@ _BAD_VALUE = (ValueError, TypeError, OverflowError, binascii.Error)
 # --- type names -> how to read an object ---------------------------------------------
 
 _PLAIN, _ENUM, _SIZE_KIND, _UNLIMITED, _EXCHANGE = range(5)
+ENUM = _ENUM  # for the scan (bridge.clixml._scan)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -194,7 +195,8 @@ class Converter:
         if tag in _REF_TAGS:
             return self.ref(element)
         if tag in _PR_TAGS:
-            return self.progress(element)
+            self.saw_progress = True
+            return _progress(element)
         raise Walk(element, f"unexpected element <{local(tag)}>")
 
     def ref(self, element: etree._Element) -> object:
@@ -209,23 +211,6 @@ class Converter:
                     return plain_string(text) if text is not None else None
             raise Walk(element, f'<Ref RefId="{ref_id}"> refers to no earlier object')
         return found
-
-    def progress(self, element: etree._Element) -> Record:
-        self.saw_progress = True
-        record: Record = {}
-        for child in element:
-            name = local(child.tag)
-            if name == "Nil":
-                record.setdefault("CurrentOperation", None)
-                continue
-            field = _PROGRESS_FIELDS.get(name, name)
-            text = child.text
-            if name in ("AI", "PI", "PC", "SR"):
-                record[field] = int(text or "")
-            else:
-                value = plain_string(text)
-                record[field] = value.strip() if name == "SD" else value
-        return record
 
     def wants(self, raw: str | None) -> bool:
         assert self.wanted is not None
@@ -379,76 +364,15 @@ class Converter:
         if info.kind == _ENUM and to_string is not None:
             value: object = to_string
         else:
-            value = self._nested(info, to_string, record, content)
+            value = _nested(info, to_string, record, content, self.structured)
         own_id = element.get("RefId")
         if own_id is not None:
             self.objects[ref_key(own_id)] = value
         return value, record, content is not MISSING and value is content
 
-    def _nested(
-        self, info: _TypeInfo, to_string: str | None, record: Record | None, content: object
-    ) -> object:
-        kind = info.kind
-        if kind == _ENUM:
-            return to_string if to_string is not None else content
-        if kind == _SIZE_KIND and not self.structured and to_string is not None:
-            size = size_bytes(to_string)
-            return size if size is not None else to_string
-        if kind == _UNLIMITED and not self.structured:
-            if (record or {}).get("IsUnlimited") is True or to_string == "Unlimited":
-                return None
-            inner = (record or {}).get("Value", to_string)
-            if isinstance(inner, str):
-                size = size_bytes(inner)
-                return inner if size is None else size
-            return inner
-        if content is not MISSING:
-            return content
-        if kind == _EXCHANGE and not self.structured and to_string is not None:
-            return to_string
-        if record:
-            return record
-        return to_string
-
     def top_level(self, element: etree._Element) -> tuple[str | None, Record]:
         """(stream name or None for output, record) of one top-level element."""
-        stream = element.get("S")
-        if element.tag in OBJ_TAGS:
-            self.saw_progress = False
-            project = self.wanted is not None
-            if project:  # later objects may name type lists that skipped members define
-                for type_list in _TYPE_LISTS(element):  # type: ignore[union-attr]
-                    self.type_names(type_list)  # type: ignore[arg-type]
-            value, record, wraps = self.obj(element, project)
-            if wraps and isinstance(value, dict):
-                # a hashtable: its entries are the row, then any notes added to it
-                row = {str(key): item for key, item in value.items()}
-                row.update(record or {})
-            elif wraps:
-                # a value with notes (Get-Content's lines carry PSPath, ReadCount...): the
-                # value beside its properties; a property named Value wins, as in PowerShell
-                row = {"Value": value, **(record or {})}
-            elif record:
-                row = record
-            elif isinstance(value, dict):
-                row = {str(key): item for key, item in value.items()}
-            else:
-                row = {"Value": value}
-            if self.wanted is not None and row is not record:  # projected as members are
-                row = {key: item for key, item in row.items() if key.casefold() in self.wanted}
-            if stream is None and self.saw_progress:
-                stream = "progress"
-        else:
-            found = self.value(element)
-            if element.tag in _REF_TAGS and isinstance(found, dict):
-                # the same object output again: the same row (an Exchange object that
-                # is a ToString when nested stays its ToString)
-                row = {str(key): item for key, item in found.items()}
-            else:
-                row = {"Value": found}
-            if self.wanted is not None:
-                row = {key: item for key, item in row.items() if key.casefold() in self.wanted}
-        return stream_name(stream), row
+        return _top_level(self, element)
 
 
 #: Stream names of the non-output records in a ``#< CLIXML`` stream or PSRP run.
@@ -462,3 +386,90 @@ def stream_name(attribute: str | None) -> str | None:
     if attribute is None:
         return None
     return _STREAM_NAMES.get(attribute.lower())
+
+
+def _progress(element: etree._Element) -> Record:
+    """A progress record (<PR>): its fields by their PowerShell names."""
+    record: Record = {}
+    for child in element:
+        name = local(child.tag)
+        if name == "Nil":
+            record.setdefault("CurrentOperation", None)
+            continue
+        field = _PROGRESS_FIELDS.get(name, name)
+        text = child.text
+        if name in ("AI", "PI", "PC", "SR"):
+            record[field] = int(text or "")
+        else:
+            value = plain_string(text)
+            record[field] = value.strip() if name == "SD" else value
+    return record
+
+
+def _nested(
+    info: _TypeInfo, to_string: str | None, record: Record | None, content: object,
+    structured: bool,
+) -> object:
+    """A nested object's plain value, from what its parts said."""
+    kind = info.kind
+    if kind == _ENUM:
+        return to_string if to_string is not None else content
+    if kind == _SIZE_KIND and not structured and to_string is not None:
+        size = size_bytes(to_string)
+        return size if size is not None else to_string
+    if kind == _UNLIMITED and not structured:
+        if (record or {}).get("IsUnlimited") is True or to_string == "Unlimited":
+            return None
+        inner = (record or {}).get("Value", to_string)
+        if isinstance(inner, str):
+            size = size_bytes(inner)
+            return inner if size is None else size
+        return inner
+    if content is not MISSING:
+        return content
+    if kind == _EXCHANGE and not structured and to_string is not None:
+        return to_string
+    if record:
+        return record
+    return to_string
+
+
+def _top_level(converter: Converter, element: etree._Element) -> tuple[str | None, Record]:
+    """(stream name or None for output, record) of one top-level element."""
+    stream = element.get("S")
+    if element.tag in OBJ_TAGS:
+        converter.saw_progress = False
+        project = converter.wanted is not None
+        if project:  # later objects may name type lists that skipped members define
+            for type_list in _TYPE_LISTS(element):  # type: ignore[union-attr]
+                converter.type_names(type_list)  # type: ignore[arg-type]
+        value, record, wraps = converter.obj(element, project)
+        if wraps and isinstance(value, dict):
+            # a hashtable: its entries are the row, then any notes added to it
+            row = {str(key): item for key, item in value.items()}
+            row.update(record or {})
+        elif wraps:
+            # a value with notes (Get-Content's lines carry PSPath, ReadCount...): the
+            # value beside its properties; a property named Value wins, as in PowerShell
+            row = {"Value": value, **(record or {})}
+        elif record:
+            row = record
+        elif isinstance(value, dict):
+            row = {str(key): item for key, item in value.items()}
+        else:
+            row = {"Value": value}
+        if converter.wanted is not None and row is not record:  # projected as members are
+            row = {key: item for key, item in row.items() if key.casefold() in converter.wanted}
+        if stream is None and converter.saw_progress:
+            stream = "progress"
+    else:
+        found = converter.value(element)
+        if element.tag in _REF_TAGS and isinstance(found, dict):
+            # the same object output again: the same row (an Exchange object that
+            # is a ToString when nested stays its ToString)
+            row = {str(key): item for key, item in found.items()}
+        else:
+            row = {"Value": found}
+        if converter.wanted is not None:
+            row = {key: item for key, item in row.items() if key.casefold() in converter.wanted}
+    return stream_name(stream), row

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 from lxml import etree
 
-from bridge.clixml._convert import Converter, Record, Reread, Walk, type_info
+from bridge.clixml._convert import ENUM, Converter, Record, Reread, Walk, type_info
 from bridge.clixml._document import PARSER_OPTIONS, Input, head_codec
 from bridge.clixml._values import plain_string
 
@@ -30,6 +30,8 @@ _CHUNK = 1 << 22
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _HEAD = re.compile(r"^\s*(?:<\?xml[^>]*\?>\s*)?<Objs(?:\s[^>]*)?>\s*$")
 _TAIL = re.compile(r"^\s*</Objs>\s*$")
+_ENUM_MEMBER = re.compile(
+    r'<Obj[^>]*>\s*<TNRef RefId="([^"]*)"\s*/>\s*<ToString>([^<]*)</ToString>')
 _FIRST_OBJECT = re.compile(r"<Obj[\s>]")
 _MEMBER_NAME = re.compile(r'\sN="([^"]*)"')
 _STREAM = re.compile(r'\sS="([^"]*)"')
@@ -81,6 +83,7 @@ def scan_records(source: Input, converter: Converter) -> Iterator[Record]:
     """Rows of a projected read (``converter.wanted``); raises Reread when unsure."""
     assert converter.wanted is not None
     token = _token_pattern(converter.wanted)
+    parser = etree.XMLParser(**PARSER_OPTIONS)
     names = converter.names
     text_values = converter.text_values
     chunks = source.chunks()
@@ -131,8 +134,10 @@ def scan_records(source: Input, converter: Converter) -> Iterator[Record]:
                         raise Reread(None)  # the object has a value of its own
                 elif kind == "attrs":  # <Obj ...>
                     attrs = match.group("attrs")
+                    if attrs.endswith("/"):
+                        raise Reread(None)  # <Obj/>: PowerShell never writes one
                     if depth == 0:
-                        if buffer[safe:match.start()].strip() or attrs.rstrip().endswith("/"):
+                        if buffer[safe:match.start()].strip():
                             raise Reread(None)
                         stream = _STREAM.search(attrs)
                         if stream is not None and stream.group(1).lower() != "output":
@@ -150,12 +155,18 @@ def scan_records(source: Input, converter: Converter) -> Iterator[Record]:
                         yield row
                         safe = match.end()
                     elif member_depth and depth == member_depth - 1:
-                        part = buffer[member_start:match.end()]
-                        try:
-                            element = etree.fromstring(part, etree.XMLParser(**PARSER_OPTIONS))
-                            row[converter.name(member_name)] = converter.obj(element)[0]
-                        except (etree.XMLSyntaxError, Walk) as exc:
-                            raise Reread(None) from exc
+                        enum = _ENUM_MEMBER.match(buffer, member_start, match.end())
+                        known = converter.types.get(enum.group(1)) if enum else None
+                        if enum is not None and known is not None and known.kind == ENUM:
+                            # the commonest nested object, an enum: its name
+                            value: object = converter.to_string(_xml_text(enum.group(2)))
+                        else:  # anything else: the full converter, on this element alone
+                            part = buffer[member_start:match.end()]
+                            try:
+                                value = converter.obj(etree.fromstring(part, parser))[0]
+                            except (etree.XMLSyntaxError, Walk) as exc:
+                                raise Reread(None) from exc
+                        row[converter.name(member_name)] = value
                         member_depth = 0
                 elif kind == "names":  # <TN RefId="..."><T>...</T>...</TN>
                     type_names = re.findall(r"<T>([^<]*)</T>", match.group("names"))
@@ -163,13 +174,11 @@ def scan_records(source: Input, converter: Converter) -> Iterator[Record]:
                         tuple(plain_string(_xml_text(name)) for name in type_names))
                 elif depth == 1 and not member_depth:  # "other": more than a plain text
                     tag = match.group("tag")
-                    if text_values.get(tag) is None:
-                        raise Reread(None)  # a <Ref> (or an element no reader knows)
-                    # cut off at the buffer's end, the element has no end tag yet
-                    if done or buffer.find(f"</{tag}>", match.end()) >= 0:
-                        raise Reread(None)  # attributes or children: not for this path
-                    complete = False
-                    break
+                    end = f"</{tag}>" if tag in text_values else ">"
+                    if not done and buffer.find(end, match.end()) < 0:
+                        complete = False  # cut off at the buffer's end: read on
+                        break
+                    raise Reread(None)  # a <Ref>, attributes or children: not this path
             if not complete or depth or member_depth:
                 if done:
                     raise Reread(None)

@@ -206,7 +206,14 @@ class ExchangeCmdlets:
         """Whether the session has cmdlet ``name`` (case-insensitive)."""
         return name.lower() in _CMDLETS
 
-    def invoke(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
+    def invoke_entries(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
+        """As :meth:`invoke`, but organisation objects come out as ``(shape, entry)`` pairs,
+        not CLIXML: for the Exchange Online emulation (exo_rest.py), which writes JSON."""
+        return self.invoke(commands, user, serialize=False)
+
+    def invoke(
+        self, commands: list[CommandCall], user: str, serialize: bool = True
+    ) -> PipelineOutcome:
         """Run ``commands`` as one pipeline; binding errors terminate before any output."""
         if not commands:
             return PipelineOutcome(events=iter(()))
@@ -222,11 +229,12 @@ class ExchangeCmdlets:
         except TerminatingError as exc:
             return PipelineOutcome(events=iter(()), terminating=exc.spec)
         outcome = PipelineOutcome(events=iter(()))
-        outcome.events = self._run(bound, outcome)
+        outcome.events = self._run(bound, outcome, serialize)
         return outcome
 
     def _run(
-        self, bound: list[tuple[_Cmdlet, dict[str, Any]]], outcome: PipelineOutcome
+        self, bound: list[tuple[_Cmdlet, dict[str, Any]]], outcome: PipelineOutcome,
+        serialize: bool = True,
     ) -> Iterator[Any]:
         try:
             stream: Iterator[Any] | None = None
@@ -235,7 +243,8 @@ class ExchangeCmdlets:
             assert stream is not None
             for event in stream:
                 if isinstance(event, _Item):
-                    yield SerializedObject(serialized(event.shape, event.entry))
+                    yield (SerializedObject(serialized(event.shape, event.entry)) if serialize
+                           else (event.shape, event.entry))
                 else:
                     yield event
         except TerminatingError as exc:

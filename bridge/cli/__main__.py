@@ -1,0 +1,5 @@
+"""``python -m bridge.cli``: the psbridge command line."""
+
+from bridge.cli import main
+
+main()
