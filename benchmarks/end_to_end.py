@@ -5,7 +5,7 @@ N mailboxes (``bridge.sandbox.export``, the files ``psbridge sandbox export`` wr
 UTF-16, Deserialized objects, shapes as Exchange's) and runs, each in its own process,
 measured from outside: wall time; the peak memory of the process and all its workers
 (PSS, so pages a forked worker shares with its parent count once), sampled from /proc
-every 50 ms; and the largest single process's ru_maxrss (RUSAGE_CHILDREN):
+every 50 ms; and the largest single process's peak RSS (VmHWM):
 
 - psbridge: ``python -m bridge.cli mobile --from-clixml DIR --all-devices -o FILE.xlsx``
 - the obvious pipeline, once, at ``--baseline-mailboxes`` (default 10,000): pypsrp's
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -53,10 +52,11 @@ class Run:
     process_peak_bytes: int
 
 
-def _tree_memory(pid: int) -> int:
-    """Proportional resident bytes (PSS) of a process and its descendants: forked
-    workers share pages with their parent, which plain RSS would count twice."""
-    total = 0
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(proportional resident bytes (PSS) of a process and its descendants, the largest
+    peak RSS (VmHWM) among them): forked workers share pages with their parent, which
+    plain RSS would count twice."""
+    total = largest = 0
     pending = [pid]
     while pending:
         current = pending.pop()
@@ -66,32 +66,35 @@ def _tree_memory(pid: int) -> int:
                     if line.startswith("Pss:"):
                         total += int(line.split()[1]) * 1024
                         break
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        largest = max(largest, int(line.split()[1]) * 1024)
+                        break
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as children:
                     pending += [int(child) for child in children.read().split()]
         except (OSError, ValueError):
             continue  # gone meanwhile
-    return total
+    return total, largest
 
 
 def measure_command(command: list[str]) -> Run:
     """Run ``command`` to completion; its wall time and peak memory, seen from outside."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-    peak = 0
+    peak = largest = 0
     while process.poll() is None:
-        peak = max(peak, _tree_memory(process.pid))
+        tree, single = _tree_memory(process.pid)
+        peak, largest = max(peak, tree), max(largest, single)
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
     if process.returncode not in (0, 3):  # 3: the report has an Errors sheet
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr}")
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest child so far: meaningful when it grew
-    return Run(seconds, peak, max(largest, before) * 1024 if largest > before else 0)
+    return Run(seconds, peak, largest)
 
 
 def export(mailboxes: int, folder: Path, seed: int) -> tuple[int, int]:
