@@ -26,8 +26,15 @@ from bridge.commands import (
     is_read_only,
     pipeline_text,
 )
-from bridge.errors import BridgeError, CommandNotFound, ConfigError, RemoteCommandError
+from bridge.errors import (
+    BridgeError,
+    CommandNotFound,
+    ConfigError,
+    ConnectionFailed,
+    RemoteCommandError,
+)
 from bridge.source import Source
+from bridge.throttling import FailureStreak, is_throttling
 
 Row = dict[str, object]
 _T = TypeVar("_T")
@@ -389,8 +396,13 @@ def _per_mailbox(
     found: dict[str, list[Row]] = {}
     new_errors: list[Row] = list(mailbox_errors)
     bar.start("Mailboxes", len(todo))
+    # A mailbox whose command gave up after its retries is one error row while other
+    # mailboxes still succeed; that many give-ups in a row mean the server is gone: the
+    # run stops, and those mailboxes (never saved) are asked again on --resume.
+    streak = FailureStreak(limit=max(2, workers))
+    gave_up: list[tuple[str, list[Row]]] = []
 
-    def query(identity: str) -> tuple[str, list[Row], list[Row]]:
+    def query(identity: str) -> tuple[str, list[Row], list[Row], ConnectionFailed | None]:
         command = mailbox_devices_command(identity)
         label = pipeline_text(command)
         try:
@@ -402,16 +414,35 @@ def _per_mailbox(
             record = exc.record if isinstance(exc.record, ErrorRecord) else None
             category = record.kind if record else "RemoteCommandError"
             message = record.message if record and record.message else str(exc)
-            return identity, [], [error_row(message, category, mailbox=identity, command=label)]
+            row = error_row(message, category, mailbox=identity, command=label)
+            return identity, [], [row], None
+        except ConnectionFailed as exc:
+            # given up after its retries: this mailbox's trouble, or the server's? keep() tells
+            category = "Throttled" if is_throttling(str(exc)) else "ConnectionFailed"
+            return identity, [], [error_row(str(exc), category, mailbox=identity)], exc
         warnings.extend(result.warnings)
         rows = [{**row, "QueriedMailbox": identity} for row in result.rows]
-        return identity, rows, _record_rows(result.errors, mailbox=identity, command=label)
+        return identity, rows, _record_rows(result.errors, mailbox=identity, command=label), None
 
-    def keep(identity: str, rows: list[Row], errors: list[Row]) -> None:
+    def save(identity: str, rows: list[Row], errors: list[Row]) -> None:
         if checkpoint is not None:
             checkpoint.save(PHASE_MAILBOX_DEVICES, identity, rows, errors)
         found[identity] = rows
         new_errors.extend(errors)
+
+    def keep(
+        identity: str, rows: list[Row], errors: list[Row], failure: ConnectionFailed | None
+    ) -> None:
+        if failure is not None:
+            gave_up.append((identity, errors))
+            if streak.failed():
+                raise failure
+        else:
+            streak.succeeded()  # the server answers: those given up on are error rows
+            for failed, failed_errors in gave_up:
+                save(failed, [], failed_errors)
+            gave_up.clear()
+            save(identity, rows, errors)
         bar.advance()
 
     if workers == 1:
@@ -430,6 +461,8 @@ def _per_mailbox(
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+    for failed, failed_errors in gave_up:  # the last ones, with too few to judge the server
+        save(failed, [], failed_errors)
     bar.finish()
     if checkpoint is not None:
         found = {**checkpoint.rows(PHASE_MAILBOX_DEVICES), **found}

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from bridge.commands import Command, ErrorRecord
+    from bridge.eas import Environment
     from bridge.exchange import Collection, Progress
     from bridge.frames import Figures, Report, ReportOptions
     from bridge.history import HistorySettings, HistoryView
@@ -110,6 +111,8 @@ class Collected:
     #: when the data was taken, if not now (an export's date, the sandbox's clock)
     clock: datetime | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Exchange Online or on-premises: EAS clients below 16.1 are blocked, or would be
+    environment: Environment = "on-premises"
 
 
 class ReportSource(Protocol):
@@ -223,7 +226,8 @@ def _script_collected(result: ScriptCollection, via: str, started: datetime) -> 
 
     result.meta.update(strategy=f"script via {via} ({scripts.EXO_SCRIPT})",
                        seconds=(datetime.now(UTC) - started).total_seconds())
-    return live_collected(result)
+    # the script connects to Exchange Online (Connect-ExchangeOnline)
+    return replace(live_collected(result), environment="online")
 
 
 @dataclass(frozen=True)
@@ -291,9 +295,10 @@ class ExportFiles:
     @contextlib.contextmanager
     def collect(self, request: CollectRequest) -> Iterator[Collected]:
         """Read the files (and the folder's manifest)."""
-        from bridge import frames
+        from bridge import eas, frames
 
         export = frames.load_exports(list(self.paths))
+        cmdlets = export.manifest.get("cmdlets")
         files = export.mailbox_files + export.device_files
         server = str(export.manifest.get("computer") or "(offline export)")
         origin = export.manifest.get("source")
@@ -304,6 +309,9 @@ class ExportFiles:
             source="Export-Clixml files" + (f" ({origin})" if origin else ""),
             strategy="offline", history_source="clixml", history_server=server,
             clock=export.created,
+            environment=eas.environment_for(
+                "clixml", cmdlets if isinstance(cmdlets, list) else (),
+                export.device_identities),
         )  # fmt: skip
 
 
@@ -316,6 +324,9 @@ class SandboxOrganisation:
 
     mailboxes: int = 200
     seed: int = 1
+    #: the organisation to serve (a sandbox.organisation.Organisation; default: a new one
+    #: of ``mailboxes`` and ``seed``)
+    organisation: object = None
 
     @contextlib.contextmanager
     def collect(self, request: CollectRequest) -> Iterator[Collected]:
@@ -323,7 +334,10 @@ class SandboxOrganisation:
         from bridge import config, exchange, remote
         from bridge.sandbox import Sandbox
 
-        with Sandbox(mailboxes=self.mailboxes, seed=self.seed) as sandbox:
+        # the report's story is REST -> Outlook: a demo organisation reports Exchange
+        # Online's ClientTypes (demo_organisation's does; an on-premises one reports EAS)
+        with Sandbox(mailboxes=self.mailboxes, seed=self.seed, online_client_types=True,
+                     organisation=self.organisation) as sandbox:
             settings = config.build_settings({
                 "server": sandbox.host, "port": sandbox.port, "https": False, "auth": "ntlm",
                 "user": sandbox.username})  # fmt: skip
@@ -342,7 +356,8 @@ class SandboxOrganisation:
             label = f"{self.mailboxes} mailboxes, seed {self.seed}"
             yield replace(
                 collected, organisation_fallback=sandbox.host,
-                source=f"psbridge demo: sandbox organisation ({label}) over WSMan/PSRP",
+                source=f"psbridge demo: sandbox organisation ({label}) over WSMan/PSRP, "
+                       "with Exchange Online's ClientTypes (REST, Outlook)",
                 history_source="demo", history_server=collected.server,
                 history_suffix=f" (psbridge sandbox, {label})",
                 clock=sandbox.organisation.reference_time)
@@ -384,6 +399,8 @@ class ReportRun:
     outputs: tuple[ReportOutput, ...]
     history: HistoryView | None
     notes: tuple[Note, ...]
+    #: the cleanup script written, and how many partnerships it removes
+    cleanup_script: tuple[Path, int] | None = None
 
     @property
     def figures(self) -> Figures:
@@ -437,20 +454,29 @@ def mobile_report(
     as_of: datetime | None = None,
     notify: Notify | None = None,
     command_line: str = LIBRARY_CALL,
+    cleanup_script: Path | None = None,
 ) -> ReportRun:
     """The mobile device report from ``source`` to every file in ``outputs``.
 
     ``as_of`` (UTC) is when days since the last sync count from (default: when the data
-    was taken). History is off unless ``history_settings`` names a file. Raises
-    BridgeError subclasses; a run with failed mailboxes returns with exit_code PARTIAL.
+    was taken). History is off unless ``history_settings`` names a file.
+    ``cleanup_script``: after the outputs, also write the PowerShell script that removes
+    the stale partnerships (``options.cleanup_days``, else the first stale threshold).
+    Raises BridgeError subclasses; a run with failed mailboxes returns with exit_code
+    PARTIAL.
     """
-    from bridge import frames, workbook
+    from bridge import cleanup, frames, workbook
+    from bridge import output as output_files
 
     started = datetime.now(UTC)
     targets = tuple(target if isinstance(target, ReportOutput) else ReportOutput.for_path(target)
                     for target in outputs)
     if not targets:
         raise OutputError("no output given: name at least one report file.")
+    for target in targets:  # say so before collecting, not after
+        output_files.check_writable(target.path)
+    if cleanup_script is not None:
+        output_files.check_writable(cleanup_script)
     notes: list[Note] = []
 
     def say(note: Note) -> None:
@@ -463,9 +489,12 @@ def mobile_report(
     with source.collect(request) as collected:
         for text in collected.warnings:
             say(Note("warning", text))
+        if cleanup_script is not None and options.cleanup_days is None:
+            options = replace(options, cleanup_days=options.stale_after)
         report = frames.build_report(collected.mailboxes, collected.devices, collected.errors,
                                      options=options,
-                                     run_started=as_of or collected.clock or started)
+                                     run_started=as_of or collected.clock or started,
+                                     environment=collected.environment)
         organisation = collected.organisation or frames.organisation_name(
             report.mailboxes, collected.organisation_fallback)
         run = workbook.RunDetails(
@@ -479,7 +508,13 @@ def mobile_report(
                               finished=run.finished, notify=say)
         for target in targets:
             write_report_output(target, report, run, view)
-    return ReportRun(report, run, targets, view, tuple(notes))
+        written = None
+        if cleanup_script is not None:
+            written = (cleanup_script, cleanup.write_for_report(
+                cleanup_script, report, organisation=organisation,
+                report_name=str(targets[0].path.resolve()), written=datetime.now(UTC),
+                psbridge_version=__version__))
+    return ReportRun(report, run, targets, view, tuple(notes), written)
 
 
 def demo_report(output: Path, mailboxes: int = 200, seed: int = 1,
@@ -489,9 +524,20 @@ def demo_report(output: Path, mailboxes: int = 200, seed: int = 1,
     if output.suffix.lower() != ".xlsx":
         raise OutputError(f"cannot write {output}: the demo writes a workbook; use a name "
                           "ending in .xlsx.")
-    if not output.parent.is_dir():  # say so before collecting, not after
-        raise OutputError(f"cannot write {output}: folder {output.parent} does not exist.")
-    return mobile_report(SandboxOrganisation(mailboxes, seed), None,
+    from bridge import demo, frames
+    from bridge import output as output_files
+
+    output_files.check_writable(output)  # before the story is recorded, not after
+    # every device, and a story: the weeks before today go to the demo's history first
+    # (once), so the first workbook already has changes and a trend
+    options = frames.ReportOptions(all_devices=True)
+    today, lines = demo.today_for_demo(history_settings, mailboxes=mailboxes, seed=seed,
+                                       options=options, psbridge_version=__version__)
+    for kind, text in lines:
+        (notify or _ignore)(Note(kind, text))
+        if kind == "warning":  # said once: the demo goes on without history
+            history_settings = None
+    return mobile_report(SandboxOrganisation(mailboxes, seed, today), options,
                          [ReportOutput(output, "xlsx")], history_settings, notify=notify,
                          command_line=command_line)
 
@@ -532,6 +578,7 @@ def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[
     from bridge import output as outputs
 
     check_table_output(output)
+    outputs.check_writable(output)
     with remote.Session(server.settings,
                         _password(server.settings, server.password, server.prompt)) as session:
         command, result = exchange.run_cmdlet(session, cmdlet, dict(parameters))

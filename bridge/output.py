@@ -12,6 +12,7 @@ import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,32 @@ def _final_mode(target: Path) -> int:
         return 0o666 & ~umask
 
 
+def _refuse_read_only(target: Path) -> None:
+    """A file the user made read-only is one they meant to keep: say so, as Excel does,
+    instead of replacing it (a rename over it would succeed, and as root or an
+    administrator even writing into it would)."""
+    try:
+        mode = target.stat().st_mode
+    except OSError:
+        return  # no such file (or one we cannot inspect: the write will say why)
+    if stat.S_ISREG(mode) and not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise OutputError(
+            f"cannot write {target}: the file is read-only. Make it writable to replace it, "
+            "or write another file with -o."
+        )
+
+
+def check_writable(path: Path | str) -> None:
+    """Raise OutputError now, before minutes of collecting, when ``path`` cannot be
+    written as :func:`atomic_write` would (no folder, a folder in the way, read-only)."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise OutputError(f"cannot write {target}: folder {target.parent} does not exist.")
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is a folder.")
+    _refuse_read_only(target)
+
+
 @contextmanager
 def atomic_write(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
@@ -66,6 +93,7 @@ def atomic_write(path: Path | str) -> Iterator[Path]:
     folder = target.parent
     if not folder.is_dir():
         raise OutputError(f"cannot write {target}: folder {folder} does not exist.")
+    _refuse_read_only(target)
     try:
         # mkstemp adds 8 random characters: the name must leave room for them
         prefix = fitting_name(f".{target.stem}", ".", reserve=8 + len(f".tmp{target.suffix}"))

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ class ExoApp:
     def __post_init__(self) -> None:
         if not self.organization or not _ORGANIZATION.match(self.organization):
             raise ConfigError(
-                f"--organization {self.organization!r} is not a domain name: use the tenant's "
+                f"--tenant {self.organization!r} is not a domain name: use the tenant's "
                 "initial domain, e.g. contoso.onmicrosoft.com"
             )
         if not self.app_id or not _GUID.match(self.app_id):
@@ -370,6 +371,19 @@ def _run_pwsh(
     return returncode, stdout, b"".join(reader.chunks)
 
 
+THUMBPRINT_OFF_WINDOWS = (
+    "--certificate-thumbprint works only on Windows (Connect-ExchangeOnline reads the "
+    "certificate from the Windows certificate store): here, give the app's certificate "
+    "with --certificate-file (a .pfx, its password in PSBRIDGE_CERTIFICATE_PASSWORD)"
+)
+
+
+def thumbprint_supported() -> bool:
+    """Whether Connect-ExchangeOnline -CertificateThumbprint can work in a local pwsh: it
+    reads the Windows certificate store, so only on Windows."""
+    return sys.platform == "win32"
+
+
 def collect_via_pwsh(
     app: ExoApp,
     *,
@@ -385,6 +399,9 @@ def collect_via_pwsh(
     records pwsh writes while the script carries on become Errors rows; a script that
     fails (non-zero exit) raises with the error's message.
     """
+    if app.certificate_thumbprint is not None and not thumbprint_supported():
+        # before starting pwsh: Connect-ExchangeOnline would fail there after a long wait
+        raise ConfigError(THUMBPRINT_OFF_WINDOWS)
     pwsh = find_pwsh(executable)
     # the environment pwsh needs (PATH, PSModulePath, HOME, proxies...) without
     # psbridge's secrets; the .pfx password is put back below only when it is used

@@ -72,6 +72,32 @@ $ErrorActionPreference = 'Stop'
 $outlookDeviceModel = 'Outlook for iOS and Android'
 $progressEvery = 25
 
+function Get-PsbridgeMailboxKey {
+    <#
+    .SYNOPSIS
+        The value of the first of the named properties the mailbox has and is not empty.
+    .DESCRIPTION
+        Get-EXOMailbox's default property set has Id, not Identity (which strict mode
+        would stop on), and the type names Exchange Online returns are not documented:
+        mailboxes are told apart by their properties, never by guessed type names.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)]
+        [object] $Mailbox,
+
+        [Parameter(Mandatory = $true)]
+        [string[]] $Name
+    )
+    foreach ($propertyName in $Name) {
+        $property = $Mailbox.PSObject.Properties[$propertyName]
+        if ($null -ne $property -and -not [string]::IsNullOrEmpty([string] $property.Value)) {
+            return [string] $property.Value
+        }
+    }
+    throw ('A mailbox without {0}.' -f ($Name -join ' or '))
+}
+
 function Test-PsbridgeExoConnection {
     <#
     .SYNOPSIS
@@ -147,7 +173,18 @@ $counts = @{ Devices = 0; Done = 0 }
 $total = $mailboxes.Count
 $mailboxes | ForEach-Object {
     $mailbox = $_
-    $identity = [string] $mailbox.Identity
+    if ($useExo) {
+        # Exchange Online: by ExternalDirectoryObjectId, which -Mailbox accepts (no Identity
+        # in Get-EXOMailbox's default set); recorded by UserPrincipalName, for the join
+        $query = Get-PsbridgeMailboxKey -Mailbox $mailbox `
+            -Name 'ExternalDirectoryObjectId', 'UserPrincipalName'
+        $identity = Get-PsbridgeMailboxKey -Mailbox $mailbox `
+            -Name 'UserPrincipalName', 'ExternalDirectoryObjectId'
+    }
+    else {
+        $identity = Get-PsbridgeMailboxKey -Mailbox $mailbox -Name 'Identity'
+        $query = $identity
+    }
     $counts.Done++
     if ((($counts.Done - 1) % $progressEvery) -eq 0 -or $counts.Done -eq $total) {
         Write-Progress -Activity 'psbridge export' `
@@ -156,7 +193,7 @@ $mailboxes | ForEach-Object {
             -PercentComplete ([int] (100 * $counts.Done / [math]::Max($total, 1)))
     }
     try {
-        $statistics = @(& $deviceCmdlet -Mailbox $identity -ErrorAction Stop)
+        $statistics = @(& $deviceCmdlet -Mailbox $query -ErrorAction Stop)
     }
     catch {
         $errors.Add([ordered]@{

@@ -101,10 +101,37 @@ $outlookDeviceModel = 'Outlook for iOS and Android'
 $knownRecipientTypes = @('UserMailbox', 'SharedMailbox', 'RoomMailbox', 'EquipmentMailbox')
 $progressEvery = 25
 
+function Get-PsbridgeMailboxKey {
+    <#
+    .SYNOPSIS
+        The value of the first of the named properties the mailbox has and is not empty.
+    .DESCRIPTION
+        Get-EXOMailbox's default property set has Id, not Identity (which strict mode
+        would stop on), and the type names Exchange Online returns are not documented:
+        mailboxes are told apart by their properties, never by guessed type names.
+    #>
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory = $true)]
+        [object] $Mailbox,
+
+        [Parameter(Mandatory = $true)]
+        [string[]] $Name
+    )
+    foreach ($propertyName in $Name) {
+        $property = $Mailbox.PSObject.Properties[$propertyName]
+        if ($null -ne $property -and -not [string]::IsNullOrEmpty([string] $property.Value)) {
+            return [string] $property.Value
+        }
+    }
+    throw ('A mailbox without {0}: is this Get-EXOMailbox output?' -f ($Name -join ' or '))
+}
+
 function Add-PsbridgeKind {
     <#
     .SYNOPSIS
-        Tags an object with the kind psbridge sorts it by, and passes it on.
+        Tags an object with the kind psbridge sorts it by (a note property, not a type
+        name: Exchange Online's type names are not known), and passes it on.
     #>
     [CmdletBinding()]
     param(
@@ -179,15 +206,23 @@ try {
         ResultSize           = 'Unlimited'
         Properties           = @('ExchangeGuid', 'WhenCreated')
     }
-    $identities = [System.Collections.Generic.List[string]]::new()
+    # Each mailbox by ExternalDirectoryObjectId (which Get-EXOMobileDeviceStatistics
+    # -Mailbox accepts) and by UserPrincipalName (what the report joins devices on).
+    $mailboxKeys = [System.Collections.Generic.List[object]]::new()
     Get-EXOMailbox @mailboxParameters | ForEach-Object {
-        $identities.Add([string] $_.Identity)
+        $mailboxKeys.Add([pscustomobject]@{
+                Query = Get-PsbridgeMailboxKey -Mailbox $_ `
+                    -Name 'ExternalDirectoryObjectId', 'UserPrincipalName'
+                Name  = Get-PsbridgeMailboxKey -Mailbox $_ `
+                    -Name 'UserPrincipalName', 'ExternalDirectoryObjectId'
+            })
         Add-PsbridgeKind -InputObject $_ -Kind 'Mailbox'
     }
 
     $counts = @{ Devices = 0; Errors = 0; Done = 0 }
-    $total = $identities.Count
-    foreach ($identity in $identities) {
+    $total = $mailboxKeys.Count
+    foreach ($mailboxKey in $mailboxKeys) {
+        $identity = $mailboxKey.Name
         $counts.Done++
         if ((($counts.Done - 1) % $progressEvery) -eq 0 -or $counts.Done -eq $total) {
             Write-Progress -Activity 'psbridge' `
@@ -195,7 +230,9 @@ try {
                 -PercentComplete ([int] (100 * $counts.Done / [math]::Max($total, 1)))
         }
         try {
-            $statistics = @(Get-EXOMobileDeviceStatistics -Mailbox $identity -ErrorAction Stop)
+            $statistics = @(
+                Get-EXOMobileDeviceStatistics -Mailbox $mailboxKey.Query -ErrorAction Stop
+            )
         }
         catch {
             $counts.Errors++

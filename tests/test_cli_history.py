@@ -114,11 +114,11 @@ def test_diff_writes_changes_and_trend(db: Path, tmp_path: Path) -> None:
     assert changes["A2"].value == ("Contoso  ·  run 2 (2026-03-02 08:00 UTC) compared with run 1 "
                                    "(2026-03-01 08:00 UTC)")
     tables = dict(changes.tables.items())
-    assert tables == {"HistoryChangeCounts": "A5:B13", "HistoryChanges": "A16:I18"}
-    counts = dict(changes.iter_rows(min_row=6, max_row=13, max_col=2, values_only=True))
+    assert tables == {"HistoryChangeCounts": "A5:B14", "HistoryChanges": "A17:I19"}
+    counts = dict(changes.iter_rows(min_row=6, max_row=14, max_col=2, values_only=True))
     assert counts == {kind: 1 if kind in (history.REMOVED, history.PROTOCOL) else 0
                       for kind in history.CHANGE_KINDS}
-    rows = list(changes.iter_rows(min_row=16, max_row=18, values_only=True))
+    rows = list(changes.iter_rows(min_row=17, max_row=19, values_only=True))
     assert rows[0] == tuple(history.CHANGE_COLUMNS)
     assert [row[0] for row in rows[1:]] == [history.REMOVED, history.PROTOCOL]
     assert rows[2][4] == "dev0" and rows[2][6:8] == ("REST (legacy)", "Outlook (native sync)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -256,10 +257,35 @@ def test_default_result_size_never_cuts_the_output(tmp_path: Path) -> None:
     assert len(pd.read_csv(out, encoding="utf-8-sig")) == 1010
 
 
+class _DyingHost:
+    """The sandbox's cmdlets; after ``dies_after`` per-mailbox queries the server answers
+    every request with HTTP 503 (a dead server) until the test revives it."""
+
+    def __init__(self, organisation: Organisation, dies_after: int) -> None:
+        self.real = ExchangeCmdlets(organisation)
+        self.dies_after = dies_after
+        self.calls = 0
+        self.sandbox: Sandbox | None = None
+
+    def has_command(self, name: str) -> bool:
+        return self.real.has_command(name)
+
+    def invoke(self, commands: list[CommandCall], user: str) -> PipelineOutcome:
+        if commands[0].name == "Get-MobileDeviceStatistics" and self.sandbox is not None:
+            self.calls += 1
+            if self.calls == self.dies_after:
+                self.sandbox.knobs = replace(self.sandbox.knobs, http_error_every=1)
+        return self.real.invoke(commands, user)
+
+
 def test_a_failed_run_keeps_its_progress_and_resume_finishes_it(tmp_path: Path) -> None:
-    # the connection drops after every 40 objects: without retries the first run stops,
-    # the resumed one (with retries) finishes; nothing is asked twice or lost
-    with Sandbox(mailboxes=40, seed=5, drop_after_objects=40) as sb:
+    # the server dies after 10 mailboxes: the first run stops (one mailbox giving up is an
+    # error row, but give-ups in a row mean the server is gone); the resumed one, once
+    # the server is back, finishes; nothing is asked twice or lost
+    organisation = Organisation(mailboxes=40, seed=5)
+    host = _DyingHost(organisation, dies_after=10)
+    with Sandbox(organisation=organisation, host=host) as sb:
+        host.sandbox = sb
         out = tmp_path / "devices.csv"
         base = ["mobile", "--all-devices", "--format", "csv", "-o", str(out),
                 "--strategy", "per-mailbox", "--concurrency", "1", *connect_args(sb)]  # fmt: skip
@@ -271,8 +297,9 @@ def test_a_failed_run_keeps_its_progress_and_resume_finishes_it(tmp_path: Path) 
             "continue."
         )
         assert lines[-1].startswith("Error: Get-MobileDeviceStatistics -Mailbox ")
-        assert "gave up after 1 try: the connection to" in lines[-1]
+        assert "gave up after 1 try: HTTP 503 Service Unavailable from" in lines[-1]
         assert not out.exists()
+        sb.knobs = replace(sb.knobs, http_error_every=None)  # the server is back
 
         rerun = invoke(sb, base)
         assert rerun.exit_code == 8
@@ -316,8 +343,8 @@ def test_progress_counts_objects_when_the_total_is_unknown() -> None:
 def test_a_failed_run_ends_the_progress_bar_and_shows_the_cursor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # on a terminal the bar hides the cursor; a run that stops mid-way (here the connection
-    # drops, as after Ctrl+C) must give the cursor back and end the bar's line before
+    # on a terminal the bar hides the cursor; a run that stops mid-way (here the server
+    # dies, as after Ctrl+C) must give the cursor back and end the bar's line before
     # "Progress is saved ..."
     import io
 
@@ -329,7 +356,10 @@ def test_a_failed_run_ends_the_progress_bar_and_shows_the_cursor(
 
     terminal = Terminal()
     monkeypatch.setattr(cli_module, "progress_for", lambda quiet: cli_module._ProgressBar(terminal))
-    with Sandbox(mailboxes=40, seed=5, drop_after_objects=40) as sb:
+    organisation = Organisation(mailboxes=40, seed=5)
+    host = _DyingHost(organisation, dies_after=10)
+    with Sandbox(organisation=organisation, host=host) as sb:
+        host.sandbox = sb
         out = tmp_path / "devices.csv"
         failed = invoke(sb, ["mobile", "--all-devices", "-o", str(out), "--strategy",
                              "per-mailbox", "--concurrency", "1", "--retries", "0",
@@ -365,6 +395,6 @@ def test_retry_warnings_get_their_own_line_above_the_bar(monkeypatch: pytest.Mon
         for handler in [h for h in logger.handlers if h not in before]:
             logger.removeHandler(handler)
     text = terminal.getvalue()
-    line = text.index("Get-X: dropped; retrying in 1.0 s\n")
+    line = text.index("Warning: Get-X: dropped; retrying in 1.0 s\n")
     assert "1/10" in text[:line]  # the bar was drawn first ...
     assert text[:line].endswith(" \r")  # ... and its line blanked before the warning

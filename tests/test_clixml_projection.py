@@ -84,6 +84,7 @@ def test_projected_parallel_read_and_full_read_give_the_same_report(tmp_path: Pa
     export = frames.load_exports([tmp_path])  # projected, one process per file
     projected = _report(export.mailboxes, export.devices)
     assert isinstance(export.devices, pd.DataFrame)
+    assert "/ExchangeActiveSyncDevices/" in str(next(export.device_identities))
     assert len(export.devices.columns) < len(read_clixml(device_file).columns)
     assert projected.figures == full.figures and full.figures.devices > 100
     for name in ("mailboxes", "devices", "users_without_devices", "by_platform"):

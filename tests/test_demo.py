@@ -9,11 +9,46 @@ import click
 import openpyxl
 import pytest
 from click.testing import CliRunner
+from openpyxl.worksheet.worksheet import Worksheet
 
+from bridge import history
 from bridge.cli import cli
+from bridge.eas import parse_version
 from bridge.frames import OUTLOOK_MOBILE_MODEL
+from bridge.sandbox.evolution import demo_organisation
 from bridge.sandbox.organisation import Organisation
-from tests.ground_truth import classic_users, figure_lines, outlook_devices
+from tests.ground_truth import classic_users
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def all_device_figure_lines(org: Organisation) -> list[str]:
+    """The key-figure lines of the demo (all devices of user mailboxes), from ground truth."""
+    users = classic_users(org)
+    devices = [d for m in users for d in m.devices]
+    owners = {d.mailbox.identity for d in devices}
+    stale = sum(d.last_success is not None
+                and (org.reference_time - d.last_success).total_seconds() // 86_400 > 30
+                for d in devices)
+    old_eas = sum(d.client_type == "EAS" and d.model != OUTLOOK_MOBILE_MODEL
+                  and (parse_version(d.client_version) or (99,)) < (16, 1) for d in devices)
+    native = sum(d.client_type == "Outlook" for d in devices) / len(devices)
+    return [
+        f"  Mailboxes checked       {len(users):>8,}",
+        f"  Users with devices      {len(owners):>8,}",
+        f"  Users without devices   {len(users) - len(owners):>8,}",
+        f"  Devices                 {len(devices):>8,}",
+        f"  On Outlook native sync  {native:>8.1%}",
+        f"  Still on REST (legacy)  {sum(d.client_type == 'REST' for d in devices):>8,}",
+        f"  Stale (over 30 days)    {stale:>8,}",
+        f"  Never synced            {sum(d.last_success is None for d in devices):>8,}",
+        f"  EAS below 16.1          {old_eas:>8,}",
+    ]
+
+
+def _text(sheet: Worksheet) -> str:
+    return " ".join(str(cell) for row in sheet.iter_rows(values_only=True) for cell in row
+                    if cell is not None)
 
 
 def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
@@ -22,16 +57,19 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
     result = CliRunner().invoke(cli, ["demo"])
     assert result.exit_code == 0, result.output
     output = tmp_path / "psbridge-demo.xlsx"
-    org = Organisation(mailboxes=200, seed=1)
-    users, devices = classic_users(org), outlook_devices(org)
+    org = demo_organisation(200, 1)  # the story's last week: what the sandbox serves
+    users = classic_users(org)
+    devices = [d for m in users for d in m.devices]
     lines = result.stdout.splitlines()
+    assert lines[0] == ("History: recorded the 6 weeks before today of the sandbox "
+                        "organisation (the demo's story).")
     assert re.fullmatch(r"Sandbox: 200 mailboxes \(seed 1\) at http://127\.0\.0\.1:\d+/PowerShell"
-                        r"; connecting over WSMan/PSRP with NTLM \.\.\.", lines[0])
+                        r"; connecting over WSMan/PSRP with NTLM \.\.\.", lines[1])
     assert re.fullmatch(rf"Collected {len(users)} mailboxes and {len(devices)} devices in "
-                        r"\d+\.\d s \(3 commands, bulk strategy\)\.", lines[1])
-    assert lines[2:] == [
+                        r"\d+\.\d s \(3 commands, bulk strategy\)\.", lines[2])
+    assert lines[3:] == [
         f"Report written to {output.resolve()}",
-        *figure_lines(org),
+        *all_device_figure_lines(org),
     ]
     book = openpyxl.load_workbook(output)
     assert book.sheetnames == ["Summary", "Devices", "Users without devices", "Run",
@@ -39,20 +77,29 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
     assert book["Devices"].max_row == len(devices) + 1
     run = {row[0]: row[1] for row in book["Run"].iter_rows(values_only=True) if row[0]}
     assert run["Source"] == ("psbridge demo: sandbox organisation (200 mailboxes, seed 1) over "
-                             "WSMan/PSRP")
+                             "WSMan/PSRP, with Exchange Online's ClientTypes (REST, Outlook)")
     assert run["Organisation"] == "Contoso"
-    # the demo records its run like any other, under a name of its own: a second run
-    # compares with the first and finds the same organisation unchanged
-    assert "Nothing to compare yet" in " ".join(
-        str(cell) for row in book["Changes"].iter_rows(values_only=True) for cell in row if cell)
+    # the first demo already compares with last week: one change of every kind at least
+    counts = dict(book["Changes"].iter_rows(min_row=6, max_row=5 + len(history.CHANGE_KINDS),
+                                            max_col=2, values_only=True))
+    assert set(counts) == set(history.CHANGE_KINDS) and min(counts.values()) >= 1
+    trend = list(book["Trend"].iter_rows(min_row=4, values_only=True))
+    headers = list(trend[0])
+    assert [row[0] for row in trend[1:8]] == [1, 2, 3, 4, 5, 6, 7]
+    below = [row[headers.index("EAS below 16.1")] for row in trend[1:8]]
+    assert below[-1] < below[0]
     again = CliRunner().invoke(cli, ["demo", "-o", "again.xlsx"])
     assert again.exit_code == 0, again.output
+    assert not again.stdout.startswith("History:")  # the story is recorded once
     listing = CliRunner().invoke(cli, ["history", "list"])
-    assert listing.stdout.count("Contoso (psbridge sandbox, 200 mailboxes, seed 1)") == 2
-    changes = openpyxl.load_workbook(tmp_path / "again.xlsx")["Changes"]
-    text = " ".join(str(c) for row in changes.iter_rows(values_only=True) for c in row if c)
-    assert "Nothing to compare yet" not in text
+    assert listing.stdout.count("Contoso (psbridge sandbox, 200 mailboxes, seed 1)") == 8
+    text = _text(openpyxl.load_workbook(tmp_path / "again.xlsx")["Changes"])
     assert "No changes: the same partnerships" in text
+    # samples/report.xlsx is this workbook (samples/make-report.sh makes it)
+    sample = openpyxl.load_workbook(SAMPLES / "report.xlsx")
+    assert list(sample["Devices"].iter_rows(values_only=True)) == list(
+        book["Devices"].iter_rows(values_only=True)), (
+        "samples/report.xlsx is stale: run samples/make-report.sh")
 
 
 def test_demo_without_history_writes_no_history_sheets(tmp_path: Path) -> None:
@@ -72,9 +119,8 @@ def test_demo_size_seed_output_and_open(tmp_path: Path,
                                       str(output), "--open"])
     assert result.exit_code == 0, result.output
     assert opened == [str(output)]
-    org = Organisation(mailboxes=20, seed=4)
-    devices = [d for d in org.iter_devices()
-               if d.mailbox.kind == "user" and d.model == OUTLOOK_MOBILE_MODEL]
+    org = demo_organisation(20, 4)
+    devices = [d for d in org.iter_devices() if d.mailbox.kind == "user"]
     assert openpyxl.load_workbook(output)["Devices"].max_row == len(devices) + 1
     assert f"Report written to {output.resolve()}" in result.stdout
 
@@ -93,3 +139,17 @@ def test_demo_writes_only_workbooks(tmp_path: Path) -> None:
     assert result.exit_code == 4
     assert result.stderr == (f"Error: cannot write {tmp_path / 'demo.csv'}: the demo writes a "
                              "workbook; use a name ending in .xlsx.\n")
+
+
+def test_demo_with_a_damaged_history_warns_once_and_writes_the_report(tmp_path: Path) -> None:
+    damaged = tmp_path / "history.sqlite"
+    damaged.write_bytes(b"not a database " * 10)
+    output = tmp_path / "demo.xlsx"
+    result = CliRunner().invoke(cli, ["demo", "--mailboxes", "10", "--history", str(damaged),
+                                      "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"Warning: history not recorded: history {damaged} is damaged (file is not a "
+        "database); move it away (a new one is created) or use --history PATH / --no-history. "
+        "The report is written without the Changes and Trend sheets.\n")
+    assert "Changes" not in openpyxl.load_workbook(output).sheetnames

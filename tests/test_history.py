@@ -387,7 +387,7 @@ def _expected_changes(before: dict[tuple[str, str, str], dict[str, object]],
 
 
 def test_sandbox_runs_give_exactly_the_ground_truth_changes(db: Path) -> None:
-    org = Organisation(mailboxes=60, seed=11)
+    org = Organisation(mailboxes=60, seed=11, online_client_types=True)
     options = ReportOptions(all_devices=True,
                             recipient_types=("UserMailbox", "SharedMailbox", "RoomMailbox"))
     kinds_seen: set[str] = set()

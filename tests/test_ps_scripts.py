@@ -415,3 +415,41 @@ def test_sandbox_export_manifest_has_the_export_scripts_keys(tmp_path: Path) -> 
     export_organisation(Organisation(mailboxes=3, seed=1), tmp_path)
     written = json.loads((tmp_path / "psbridge-manifest.json").read_text(encoding="utf-8"))
     assert [key for key in written if key != "sandbox"] == keys
+
+
+@pytest.mark.parametrize("path", ALL_SCRIPTS, ids=lambda p: p.name)
+def test_mailboxes_are_never_read_by_a_member_exchange_online_may_lack(path: Path) -> None:
+    # Get-EXOMailbox's default property set has Id, not Identity: under strict mode
+    # $_.Identity stops the script on the first mailbox. Mailbox properties are read
+    # through Get-PsbridgeMailboxKey, which looks each one up by name.
+    members = [
+        _text(node)
+        for node in _walk(_tree(path).root_node)
+        if node.type == "member_access"
+        and _text(node.children[-1]) in ("Identity", "ExternalDirectoryObjectId", "Id")
+    ]
+    assert members == []
+
+
+def test_exchange_online_mailboxes_are_queried_by_directory_object_id() -> None:
+    for path in (PS_SCRIPTS / EXO_SCRIPT, PS_SCRIPTS / EXPORT_SCRIPT):
+        keys = [
+            _text(node)
+            for node in _walk(_tree(path).root_node)
+            if node.type == "command" and _text(node.children[0]) == "Get-PsbridgeMailboxKey"
+        ]
+        # asked by ExternalDirectoryObjectId first (-Mailbox accepts it), named by UPN first
+        assert any("-Name 'ExternalDirectoryObjectId', 'UserPrincipalName'" in k for k in keys)
+        assert any("-Name 'UserPrincipalName', 'ExternalDirectoryObjectId'" in k for k in keys)
+    source = (PS_SCRIPTS / EXO_SCRIPT).read_text(encoding="utf-8")
+    assert "Get-EXOMobileDeviceStatistics -Mailbox $mailboxKey.Query" in source
+    export = (PS_SCRIPTS / EXPORT_SCRIPT).read_text(encoding="utf-8")
+    assert "& $deviceCmdlet -Mailbox $query -ErrorAction Stop" in export
+
+
+def test_no_script_tells_objects_apart_by_type_name() -> None:
+    # The type names Exchange Online returns are not documented: objects are matched on
+    # their properties (and the EXO script's PsbridgeKind tag), never on PSTypeNames.
+    for path in ALL_SCRIPTS:
+        source = path.read_text(encoding="utf-8")
+        assert "TypeNames" not in source and " -is [" not in source, path.name

@@ -26,7 +26,8 @@ from bridge.sandbox.organisation import Organisation
 
 @pytest.fixture(scope="module")
 def org() -> Organisation:
-    return Organisation(mailboxes=40, seed=1)
+    # Exchange Online's ClientTypes: the -RestApi/-UniversalOutlook switches need them
+    return Organisation(mailboxes=40, seed=1, online_client_types=True)
 
 
 @pytest.fixture(scope="module")

@@ -118,7 +118,7 @@ def test_shipped_sample_is_the_seed_1_export(tmp_path: Path) -> None:
     """samples/exchange-export must be what the generator writes today (regenerate it with
     `psbridge sandbox export samples/exchange-export --mailboxes 25 --seed 1`)."""
     sample = Path(__file__).resolve().parent.parent / "samples" / "exchange-export"
-    export_organisation(Organisation(mailboxes=25, seed=1), tmp_path)
+    export_organisation(Organisation(mailboxes=25, seed=1, online_client_types=True), tmp_path)
     for name in ("Mailboxes.xml", "MobileDeviceStatistics.xml", "psbridge-manifest.json"):
         assert (sample / name).read_bytes() == (tmp_path / name).read_bytes(), name
 

@@ -13,7 +13,7 @@ from bridge.sandbox.organisation import REFERENCE_BASE, Organisation
 
 @pytest.fixture(scope="module")
 def org() -> Organisation:
-    return Organisation(mailboxes=200, seed=1)
+    return Organisation(mailboxes=200, seed=1, online_client_types=True)
 
 
 def test_same_seed_same_organisation_different_seed_different() -> None:
@@ -149,8 +149,23 @@ def test_advance_is_deterministic_and_moves_time() -> None:
         first.advance(-1, seed=1)
 
 
+def test_on_premises_reports_no_exchange_online_client_types() -> None:
+    # the same draws either way: only ClientType and those partnerships' names differ
+    online = Organisation(mailboxes=200, seed=1, online_client_types=True)
+    on_premises = Organisation(mailboxes=200, seed=1)
+    assert {d["ClientType"] for d in on_premises.devices} == {"EAS"}
+    assert len(on_premises.devices) == len(online.devices)
+    for here, there in zip(on_premises.devices, online.devices, strict=True):
+        assert here["DeviceID"] == there["DeviceID"] and here["Guid"] == there["Guid"]
+        assert here["LastSuccessSync"] == there["LastSuccessSync"]
+        if there["ClientType"] != "EAS":  # on-premises: DeviceType§DeviceId
+            assert here["Identity"].endswith(f"/{here['DeviceType']}§{here['DeviceID']}")
+    outlook = [d for d in on_premises.devices if d["DeviceModel"] == "Outlook for iOS and Android"]
+    assert outlook and {d["DeviceType"] for d in outlook} == {"Outlook"}
+
+
 def test_advance_produces_every_kind_of_change() -> None:
-    org = Organisation(300, seed=4)
+    org = Organisation(300, seed=4, online_client_types=True)
     before_devices = _by_guid(org)
     before_names = {m["Guid"]: m["DisplayName"] for m in org.mailboxes}
     before_time = org.reference_time

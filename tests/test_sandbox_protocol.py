@@ -163,6 +163,33 @@ def test_objects_warnings_and_errors_reach_pypsrp_over_encrypted_http(
     assert tiny.users == [sb.username]
 
 
+def test_records_carry_tostring_and_exchanges_exception_chain(sb: Sandbox) -> None:
+    # stock pypsrp prints a record by its <ToString>: without it a warning reads "None"
+    with pool(sb) as runspace:
+        shell = get_thing(runspace, Count=1, Missing="nobody@contoso.com")
+    [warning] = shell.streams.warning
+    assert str(warning) == "By default, only the first 1000 items are returned."
+    [error] = shell.streams.error
+    assert error.exception.types == [
+        "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
+        "Microsoft.Exchange.Data.Common.LocalizedException",
+        "System.Exception",
+        "System.Object",
+    ]
+    with pool(sb) as runspace:
+        shell = PowerShell(runspace)
+        shell.add_cmdlet("Get-Nothing")
+        shell.invoke()
+    # PowerShell's own exceptions derive from RuntimeException
+    assert shell.streams.error[0].exception.types == [
+        "System.Management.Automation.CommandNotFoundException",
+        "System.Management.Automation.RuntimeException",
+        "System.SystemException",
+        "System.Exception",
+        "System.Object",
+    ]
+
+
 def test_parameters_and_pipelines_reach_the_host_as_plain_values(
     sb: Sandbox, tiny: TinyHost
 ) -> None:
@@ -506,23 +533,59 @@ def test_abandoned_shells_expire_after_the_idle_timeout(tiny: TinyHost) -> None:
         assert sandbox.internal_errors == []
 
 
-def test_cmdlet_budget_gives_micro_delays_then_throttling_errors(tiny: TinyHost) -> None:
+def test_cmdlet_budget_gives_verbose_micro_delays_then_http_400(tiny: TinyHost) -> None:
     with Sandbox(host=tiny, cmdlet_budget=2, budget_window=30, micro_delay=0.01) as sandbox:
         with pool(sandbox) as runspace:
-            shells = [get_thing(runspace, Count=1) for _ in range(5)]
+            shells = [get_thing(runspace, Count=1) for _ in range(4)]
+            # over twice the budget Exchange's HTTP module refuses the new command
+            with pytest.raises(WinRMTransportError) as refused:
+                get_thing(runspace, Count=1)
+            # the shell is fine: the refusal left nothing behind on it
+            assert sandbox.open_shells() == 1
         assert sandbox.internal_errors == []
-    assert [len(shell.output) for shell in shells] == [1, 1, 1, 1, 0]
-    delayed = [
-        [w.message for w in shell.streams.warning if w.message.startswith("Micro delay")]
-        for shell in shells
-    ]
-    assert [len(messages) for messages in delayed] == [0, 0, 1, 1, 0]
+    assert [len(shell.output) for shell in shells] == [1, 1, 1, 1]
+    # a micro delay under 10 s is a verbose record, not a warning
+    assert not [w for shell in shells for w in shell.streams.warning if "Micro" in str(w)]
+    delayed = [[str(v) for v in shell.streams.verbose] for shell in shells]
+    assert [len(messages) for messages in delayed] == [0, 0, 1, 1]
     assert delayed[2][0].startswith("Micro delay applied. Actual delayed: 10 msecs, Enforced: True")
-    assert shells[4].state == PSInvocationState.FAILED
-    assert str(shells[4].streams.error[0]).startswith(
-        "Operation aborted because the operation has exceeded your throttling policy budget. "
-        "Please wait for "
+    assert "[Budget=PowerShellMaxCmdlets].; PolicyDN: CN=GlobalThrottlingPolicy_" in delayed[2][0]
+    assert "; Snapshot: Owner: Sid~" in delayed[2][0]
+    assert refused.value.code == 400
+    body = refused.value.response_text
+    assert body.startswith(
+        "[FailureCategory=AuthZ-OverBudgetException] Operation aborted because the operation "
+        "has exceeded your throttling policy budget. Please wait for "
     )
+    assert re.search(r"Please wait for \d+ seconds\.\r\nPolicy: CN=GlobalThrottlingPolicy_", body)
+    assert "; \r\nSnapshot: Owner: Sid~" in body
+
+
+def test_a_micro_delay_of_10_s_or_more_is_a_warning() -> None:
+    sandbox = Sandbox(host=TinyHost(), cmdlet_budget=1)
+    note = sandbox.budgets.micro_delay_note("admin@contoso.com", 2, 10.0)
+    assert isinstance(note, WarningMessage)
+    assert note.text.startswith("Micro delay applied. Actual delayed: 10000 msecs")
+    shorter = sandbox.budgets.micro_delay_note("admin@contoso.com", 2, 9.9)
+    assert not isinstance(shorter, WarningMessage)
+
+
+def test_over_budget_mid_cmdlet_is_exchanges_overbudgetexception(tiny: TinyHost) -> None:
+    with Sandbox(host=tiny, over_budget_after_objects=2, over_budget_wait=3) as sandbox:
+        with pool(sandbox) as runspace:
+            shell = get_thing(runspace, Count=5)
+        assert sandbox.internal_errors == []
+    assert len(shell.output) == 2 and shell.state == PSInvocationState.FAILED
+    [error] = shell.streams.error
+    assert str(error).startswith(
+        "Operation aborted because the operation has exceeded your throttling policy budget. "
+        "Please wait for 3 seconds. (PolicyDN: CN=GlobalThrottlingPolicy_"
+    )
+    assert str(error).endswith("; Computer: EXCH01)")
+    # ExchangeErrorCategory.Context, cast to ErrorCategory: 1003, shown as NotSpecified
+    assert error.category == 1003
+    assert error.message == "NotSpecified: (:) [Get-Thing], OverBudgetException"
+    assert "[FailureCategory=Cmdlet-OverBudgetException]" in error.fq_error
 
 
 def test_dropped_connection_then_old_ntlm_context_fails_until_a_new_pool(tiny: TinyHost) -> None:
@@ -681,7 +744,7 @@ def test_the_sandbox_keeps_each_library_in_one_module() -> None:
         "psrpcore": {"sandbox/psrp.py"},
         # the Exchange Online emulation (issue 13) has its own server and Entra crypto
         "cryptography": {"sandbox/tls.py", "sandbox/entra_wire.py"},
-        "http": {"sandbox/server.py", "sandbox/exo_server.py"},
+        "http": {"sandbox/frontend.py", "sandbox/exo_server.py"},
     }
     sandbox_owners = {"spnego": "sandbox/auth.py"}  # remote.py reads spnego's errors
     for path in bridge_dir.rglob("*.py"):

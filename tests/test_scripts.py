@@ -18,7 +18,7 @@ from xml.etree import ElementTree
 import pytest
 from psrpcore.types import serialize
 
-from bridge import sizes
+from bridge import scripts, sizes
 from bridge.config import PASSWORD_VARIABLE
 from bridge.errors import AuthenticationFailed, PowerShellNotFound, RemoteCommandError
 from bridge.sandbox import Sandbox
@@ -128,6 +128,8 @@ def fake_pwsh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     (replay / "exitcode").write_text("0")
     monkeypatch.setenv("FAKE_PWSH_DIR", str(replay))
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    # as on Windows, where -CertificateThumbprint works (the platform check, not the OS)
+    monkeypatch.setattr(scripts, "thumbprint_supported", lambda: True)
     yield replay
 
 
@@ -233,8 +235,10 @@ def test_pwsh_argv_output_and_error_records(fake_pwsh: Path, organisation: Organ
         if d["MailboxIdentity"] in wanted and d["DeviceModel"] == "Outlook for iOS and Android"
     ]
     assert devices, "the organisation should hold Outlook devices for this test to mean much"
+    # the script names each mailbox by UserPrincipalName (no Identity in Exchange Online)
+    upn = {m["Identity"]: m["UserPrincipalName"] for m in organisation.mailboxes}
     assert [d.pop("QueriedMailbox") for d in collection.devices] == [
-        d["MailboxIdentity"] for d in devices
+        upn[d["MailboxIdentity"]] for d in devices
     ]
     assert _plain(collection.devices) == [
         {k: v for k, v in d.items() if k != "MailboxIdentity"} for d in devices
@@ -328,6 +332,7 @@ def test_missing_pwsh_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(scripts, "thumbprint_supported", lambda: True)
     with pytest.raises(PowerShellNotFound) as failure:
         collect_via_pwsh(ExoApp(TENANT, APP_ID, certificate_thumbprint=THUMBPRINT))
     assert str(failure.value) == PWSH_INSTALL_HINT
@@ -392,7 +397,8 @@ def test_jumphost_runs_the_script_and_sorts_its_output(
         and d["MailboxIdentity"] != failing
     ]
     assert [d["Guid"] for d in collection.devices] == [d["Guid"] for d in devices]
-    assert [(e["Mailbox"], e["Category"]) for e in collection.errors] == [(failing, "NotSpecified")]
+    upn = next(m["UserPrincipalName"] for m in truth if m["Identity"] == failing)
+    assert [(e["Mailbox"], e["Category"]) for e in collection.errors] == [(upn, "NotSpecified")]
     assert collection.meta["errors"] == 1 and collection.meta["via"] == "jumphost"
 
 
@@ -502,8 +508,27 @@ def test_cli_mobile_via_pwsh(fake_pwsh: Path, organisation: Organisation, tmp_pa
     assert len(output.read_text(encoding="utf-8-sig").splitlines()) == devices + 1
 
 
+@pytest.mark.parametrize("windows", [True, False])
+def test_cli_via_pwsh_refuses_a_thumbprint_off_windows(
+    fake_pwsh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: bool
+) -> None:
+    monkeypatch.setattr(scripts, "thumbprint_supported", lambda: windows)
+    (fake_pwsh / "exitcode").write_text("1")  # pwsh, when reached, fails: exit 7
+    code, _, stderr = _psbridge(
+        "mobile", "--via", "pwsh", "--tenant", TENANT, "--app-id", APP_ID,
+        "--certificate-thumbprint", THUMBPRINT, "--no-history", "-q",
+        "-o", str(tmp_path / "r.xlsx"),
+    )  # fmt: skip
+    if windows:
+        assert code == 7 and (fake_pwsh / "call.json").exists()  # pwsh was started
+    else:
+        assert (code, stderr) == (8, f"Error: {scripts.THUMBPRINT_OFF_WINDOWS}\n")
+        assert not (fake_pwsh / "call.json").exists()  # refused before starting pwsh
+
+
 def test_cli_via_pwsh_without_pwsh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(scripts, "thumbprint_supported", lambda: True)
     code, _, stderr = _psbridge(
         "mobile",
         "--via",

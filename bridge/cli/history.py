@@ -49,7 +49,7 @@ def history_list(history_path: Path | None, organisation: str | None) -> None:
     if not path.exists():
         click.echo(f"No runs recorded yet ({path} does not exist).")
         return
-    with history.History(path) as store:
+    with history.History(path, create=False) as store:
         runs = store.runs(organisation)
         table = [
             (run.run_id, _when(run.started), run.organisation, run.source, run.devices,
@@ -93,7 +93,7 @@ def history_show(run_id: int, history_path: Path | None) -> None:
     path = history_path or history.default_history_path()
     if not path.exists():  # opening it would create an empty history there
         raise HistoryError(f"there is no history at {path}; run 'psbridge mobile' first.")
-    with history.History(path) as store:
+    with history.History(path, create=False) as store:
         view = store.view(run_id)
         protocols = store.counts(run_id, "SyncProtocol")
         platforms = store.counts(run_id, "Platform")
@@ -126,7 +126,7 @@ def history_prune(keep: int, organisation: str | None, history_path: Path | None
     if not path.exists():
         click.echo(f"Nothing to prune ({path} does not exist).")
         return
-    with history.History(path) as store:
+    with history.History(path, create=False) as store:
         removed = store.prune(keep, organisation)
         if removed:
             store.vacuum()
@@ -147,7 +147,7 @@ def diff_command(run_a: int, run_b: int, output: Path | None, history_path: Path
     path = history_path or history.default_history_path()
     if not path.exists():
         raise HistoryError(f"there is no history at {path}; run 'psbridge mobile' first.")
-    with history.History(path) as store:
+    with history.History(path, create=False) as store:
         view = store.compare(run_a, run_b)
     workbook.write_history_workbook(target, view)
     click.echo(f"Run {run_a} -> run {run_b} ({view.current.organisation}): "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -17,6 +18,7 @@ import click
 
 from bridge import history
 from bridge.errors import OutputError
+from bridge.frames.options import MAX_DAYS
 from bridge.jobs import REPORT_FORMATS
 
 if TYPE_CHECKING:
@@ -155,7 +157,8 @@ connection_options = option_group("connection", [
                      help="Connection profile from the config file (PSBRIDGE_CONFIG, "
                           "~/.config/psbridge/config.toml, %APPDATA%\\psbridge\\config.toml)."),
         click.option("-q", "--quiet", is_flag=True, default=False,
-                     help="No progress bar (for scheduled runs)."),
+                     help="No progress bar or progress lines (for scheduled runs); "
+                          "warnings and errors still print."),
 ])  # fmt: skip
 
 
@@ -246,9 +249,23 @@ def _stale_buckets(_ctx: click.Context, _param: click.Parameter, value: str) -> 
         days = tuple(int(part) for part in value.split(","))
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma list of days like 30,90,365") from None
-    if not days or any(day < 1 for day in days) or list(days) != sorted(set(days)):
-        raise click.BadParameter(f"{value!r}: the days must increase and be at least 1")
+    if not days or any(not 1 <= day <= MAX_DAYS for day in days) or list(days) != sorted(
+            set(days)):
+        raise click.BadParameter(
+            f"{value!r}: the days must increase and be from 1 to {MAX_DAYS:,}")
     return days
+
+
+#: --as-of's range: ActiveSync partnerships exist since 2003; a date past 2100 is a typo
+AS_OF_RANGE = (datetime(2000, 1, 1), datetime(2100, 12, 31, 23, 59, 59))
+
+
+def _as_of(_ctx: click.Context, _param: click.Parameter, value: datetime | None
+           ) -> datetime | None:
+    if value is not None and not AS_OF_RANGE[0] <= value <= AS_OF_RANGE[1]:
+        raise click.BadParameter(f"{value.date().isoformat()} is not between 2000-01-01 and "
+                                 "2100-12-31")
+    return value
 
 
 def report_output(output: Path | None, output_format: str | None, stem: str) -> tuple[Path, str]:
@@ -281,12 +298,19 @@ def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
             if not kind.isalpha():
                 raise click.BadParameter(f"{kind!r} is not a recipient type like UserMailbox",
                                          param_hint="'--recipient-type'")
+        stale_thresholds = kwargs.pop("stale_buckets")
+        cleanup_days = kwargs.pop("cleanup_days")
+        if cleanup_days is not None and kwargs["cleanup_script"] is None:
+            raise click.UsageError("--cleanup-days goes with --cleanup-script FILE.")
+        if kwargs["cleanup_script"] is not None and cleanup_days is None:
+            cleanup_days = stale_thresholds[0]
         kwargs["report_options"] = frames.ReportOptions(
             all_devices=kwargs.pop("all_devices"),
             recipient_types=tuple(dict.fromkeys(recipient_types)),
             stale_days=kwargs.pop("stale_days"),
-            stale_thresholds=kwargs.pop("stale_buckets"),
+            stale_thresholds=stale_thresholds,
             include_identifiers=kwargs.pop("include_identifiers"),
+            cleanup_days=cleanup_days,
         )
         return command(*args, **kwargs)
 
@@ -302,7 +326,7 @@ def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--recipient-type", "recipient_types", multiple=True, metavar="TYPE",
                      help="Mailbox RecipientTypeDetails to include (repeatable; default "
                           "UserMailbox), e.g. --recipient-type SharedMailbox."),
-        click.option("--stale-days", type=click.IntRange(min=0), metavar="N",
+        click.option("--stale-days", type=click.IntRange(0, MAX_DAYS), metavar="N",
                      help="Only devices without a successful sync for N days or more "
                           "(or never)."),
         click.option("--stale-buckets", default="30,90,365", show_default=True,
@@ -312,12 +336,21 @@ def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--include-identifiers", is_flag=True,
                      help="Keep DeviceImei and DevicePhoneNumber (left out by default)."),
         click.option("--as-of", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S",
-                                                      "%Y-%m-%d %H:%M"]),
+                                                      "%Y-%m-%d %H:%M"]), callback=_as_of,
                      metavar="YYYY-MM-DD[THH:MM:SS]",
                      help="Count days since the last sync from this UTC time (default: now, "
                           "or when an offline export was taken)."),
         click.option("--open", "open_report", is_flag=True,
                      help="Open the report when it is written."),
+        click.option("--cleanup-script", type=click.Path(dir_okay=False, path_type=Path),
+                     metavar="FILE.ps1",
+                     help="Also write a PowerShell script that removes the stale partnerships "
+                          "(review it; it runs with -WhatIf unless given -Execute). psbridge "
+                          "itself changes nothing."),
+        click.option("--cleanup-days", type=click.IntRange(0, MAX_DAYS), metavar="N",
+                     help="The script removes partnerships without a successful sync for N "
+                          "days or more, or never synced and set up N or more days ago "
+                          "(default: the first stale bucket, 30)."),
     ]  # fmt: skip
     for option in reversed(options):
         wrapper = option(wrapper)

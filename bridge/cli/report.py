@@ -97,6 +97,7 @@ def _live_source(via: ViaValues, connection: ConnectionValues,
 @history_options
 def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
                    output_format: str | None, open_report: bool, as_of: datetime | None,
+                   cleanup_script: Path | None,
                    report_options: ReportOptions, connection: ConnectionValues,
                    collection: CollectionValues, via: ViaValues,
                    history_settings: history.HistorySettings) -> None:
@@ -118,7 +119,8 @@ def mobile_command(from_clixml: tuple[Path, ...], output: Path | None,
     run = jobs.mobile_report(
         source, report_options, [jobs.ReportOutput(output, output_format)], history_settings,
         progress, as_of=as_of.replace(tzinfo=UTC) if as_of else None,
-        notify=terminal.note_printer(quiet), command_line=terminal.command_line())
+        notify=terminal.note_printer(quiet), command_line=terminal.command_line(),
+        cleanup_script=cleanup_script)
     terminal.finish_report(run, open_report)
 
 
@@ -136,7 +138,8 @@ def demo_command(output: Path, mailboxes: int, seed: int, open_report: bool,
     """Try psbridge: the report of a sandbox Exchange organisation, collected live.
 
     Starts the built-in Exchange sandbox on 127.0.0.1, connects to it over WSMan/PSRP
-    with NTLM like to a real server, runs the mobile report and writes the workbook.
+    with NTLM like to a real server, runs the mobile report (all devices) and writes the
+    workbook. The first demo also records the organisation's last six weeks in history.
     """
     run = jobs.demo_report(output, mailboxes, seed, history_settings,
                            notify=terminal.note_printer(), command_line=terminal.command_line())

@@ -30,7 +30,8 @@ def sandbox_export(folder: Path, mailboxes: int, seed: int) -> None:
     from bridge.sandbox.export import export_organisation
     from bridge.sandbox.organisation import Organisation
 
-    summary = export_organisation(Organisation(mailboxes=mailboxes, seed=seed), folder)
+    organisation = Organisation(mailboxes=mailboxes, seed=seed, online_client_types=True)
+    summary = export_organisation(organisation, folder)
     click.echo(f"Wrote {summary.mailboxes} mailboxes and {summary.devices} device "
                f"partnerships (seed {seed}) to {folder}: "
                + ", ".join(path.name for path in summary.files))
@@ -83,7 +84,7 @@ def sandbox_serve(mailboxes: int, seed: int, port: int, https: bool, latency_ms:
 
     # A live report counts days since the last sync from now; an organisation dated from
     # its fixed 2025 reference time would look entirely stale to it.
-    organisation = Organisation(mailboxes=mailboxes, seed=seed,
+    organisation = Organisation(mailboxes=mailboxes, seed=seed, online_client_types=True,
                                 reference_time=None if fixed_clock else datetime.now(UTC))
     sandbox = Sandbox(
         mailboxes=mailboxes, seed=seed, https=https, port=port, organisation=organisation,

@@ -4,6 +4,7 @@ notes and figures a run prints."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -64,13 +65,36 @@ def debugging() -> bool:
     return bool(isinstance(root, dict) and root.get("debug"))
 
 
+class _LibraryWarnings(logging.Handler):
+    """psbridge's own log warnings (a retry, a runspace refused) as ``Warning:`` lines on
+    stderr, like every other warning; above the progress bar when there is one. Without
+    it Python printed them bare (its last-resort handler), even with -q."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.bar: _ProgressBar | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"Warning: {self.format(record)}"
+        if self.bar is not None:
+            self.bar.note(text)
+        else:
+            click.echo(text, err=True)
+
+
+_LIBRARY_WARNINGS = _LibraryWarnings()
+
+
 def quiet_library_logs() -> None:
     """pypsrp logs every timeout it meets with a full traceback at ERROR; psbridge retries
-    those and reports what matters itself. --debug shows them."""
-    import logging
-
+    those and reports what matters itself. --debug shows them. psbridge's own warnings
+    become ``Warning:`` lines."""
     if not debugging():
         logging.getLogger("pypsrp").setLevel(logging.CRITICAL)
+    bridge_logger = logging.getLogger("bridge")
+    if _LIBRARY_WARNINGS not in bridge_logger.handlers:
+        bridge_logger.addHandler(_LIBRARY_WARNINGS)
+    _LIBRARY_WARNINGS.bar = None
 
 
 def password_prompt() -> Callable[[str], str] | None:
@@ -191,16 +215,10 @@ def progress_for(quiet: bool) -> _ProgressBar | None:
 
     if quiet or not sys.stderr.isatty():
         return None
-    import logging
-
     bar = _ProgressBar()
-
-    class AboveTheBar(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            bar.note(self.format(record))
-
     # bridge's warnings (retries) go on lines of their own, not glued to the bar
-    logging.getLogger("bridge").addHandler(AboveTheBar(logging.WARNING))
+    quiet_library_logs()
+    _LIBRARY_WARNINGS.bar = bar
     return bar
 
 
@@ -217,6 +235,8 @@ def print_figures(run: ReportRun, output: Path) -> None:
         (f"Stale (over {run.report.options.stale_after} days)", f"{figures.stale:,}"),
         ("Never synced", f"{figures.never_synced:,}"),
     ]
+    if run.report.eas_figures is not None:
+        lines.append(("EAS below 16.1", f"{run.report.eas_figures.below_minimum:,}"))
     if figures.errors:
         lines.append(("Errors", f"{figures.errors:,}"))
     click.echo(f"Report written to {output.resolve()}")
@@ -230,6 +250,10 @@ def finish_report(run: ReportRun, open_report: bool) -> None:
     commands failed."""
     output = run.outputs[0].path
     print_figures(run, output)
+    if run.cleanup_script is not None:
+        path, count = run.cleanup_script
+        click.echo(f"Cleanup script written to {path.resolve()}: {count} partnership(s); "
+                   "review it, then run it with -Execute to remove them.")
     if open_report:
         click.launch(str(output))
     if run.figures.errors:

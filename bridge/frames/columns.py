@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from bridge import cleanup, eas
+
 #: DeviceModel of Outlook for iOS and Android: the classic report's device filter.
 OUTLOOK_MOBILE_MODEL = "Outlook for iOS and Android"
 #: StaleBucket edges in days since the last successful sync (configurable per report).
@@ -85,9 +87,12 @@ DEVICE_SHEET_COLUMNS: dict[str, str] = {
     "DeviceModel": "DeviceModel",
     "DeviceType": "DeviceType",
     "ClientVersion": "ClientVersion",
+    eas.VERSION_COLUMN: eas.VERSION_COLUMN,  # only when the scope includes EAS devices
+    eas.FLAG_COLUMN: eas.FLAG_COLUMN,
     "FirstSync": "FirstSyncTime",
     "DaysSinceLastSync": "DaysSinceLastSync",
     "StaleBucket": "StaleBucket",
+    cleanup.COLUMN: cleanup.COLUMN,  # only with a cleanup script
     "DeviceAccessState": "DeviceAccessState",
     "SyncProtocol": "SyncProtocol",
     "Platform": "Platform",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +50,13 @@ class OfflineExport:
         except ValueError:
             return None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    @property
+    def device_identities(self) -> Iterator[object]:
+        """The devices' Identity values, whether the devices are rows or a frame."""
+        if isinstance(self.devices, pd.DataFrame):
+            return iter(self.devices["Identity"] if "Identity" in self.devices.columns else ())
+        return (device.get("Identity") for device in self.devices)
 
     @property
     def organisation(self) -> str | None:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from bridge.frames.columns import DEFAULT_STALE_THRESHOLDS, NEVER, OUTLOOK_MOBILE_MODEL
 
+#: the most days a threshold may have: a century, past any partnership's age
+MAX_DAYS = 36_500
+
 
 @dataclass(frozen=True)
 class ReportOptions:
@@ -24,15 +27,19 @@ class ReportOptions:
     stale_days: int | None = None
     stale_thresholds: tuple[int, ...] = DEFAULT_STALE_THRESHOLDS
     include_identifiers: bool = False
+    cleanup_days: int | None = None  # mark what a cleanup script would remove (None: no script)
 
     def __post_init__(self) -> None:
         thresholds = self.stale_thresholds
-        if not thresholds or any(t < 1 for t in thresholds) or list(thresholds) != sorted(
-            set(thresholds)
-        ):
-            raise ValueError("stale thresholds must be increasing whole days of at least 1")
-        if self.stale_days is not None and self.stale_days < 0:
-            raise ValueError("stale days must be 0 or more")
+        if not thresholds or any(not 1 <= t <= MAX_DAYS for t in thresholds) or list(
+            thresholds
+        ) != sorted(set(thresholds)):
+            raise ValueError(
+                f"stale thresholds must be increasing whole days from 1 to {MAX_DAYS}")
+        if self.stale_days is not None and not 0 <= self.stale_days <= MAX_DAYS:
+            raise ValueError(f"stale days must be from 0 to {MAX_DAYS}")
+        if self.cleanup_days is not None and not 0 <= self.cleanup_days <= MAX_DAYS:
+            raise ValueError(f"cleanup days must be from 0 to {MAX_DAYS}")
         if not self.recipient_types:
             raise ValueError("at least one recipient type is needed")
 
@@ -60,4 +67,7 @@ class ReportOptions:
             "Stale buckets (days)": ", ".join(str(t) for t in self.stale_thresholds),
             "Identifiers (IMEI, phone number)": (
                 "included" if self.include_identifiers else "left out"),
+            **({} if self.cleanup_days is None else {"Cleanup script": (
+                f"removes partnerships without a successful sync for {self.cleanup_days}+ "
+                f"days, or never synced and set up {self.cleanup_days}+ days ago")}),
         }

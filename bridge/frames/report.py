@@ -10,6 +10,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from bridge import cleanup, eas
 from bridge.frames.columns import (
     DEVICE_SHEET_COLUMNS,
     NATIVE_PROTOCOL,
@@ -64,6 +65,15 @@ class Report:
     by_stale: pd.DataFrame
     by_access_state: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    #: EAS clients below 16.1 (None: the scope leaves every EAS device out)
+    eas_figures: eas.EasFigures | None = None
+    #: what a cleanup script removes (None: no script asked for)
+    cleanup_plan: cleanup.CleanupPlan | None = None
+
+    @property
+    def eas_scope_note(self) -> str | None:
+        """The Summary's line when the scope leaves every EAS device out, else None."""
+        return eas.SCOPE_NOTE if self.eas_figures is None else None
 
     def devices_sheet(self) -> pd.DataFrame:
         """The Devices table: classic columns first, identifiers only when asked for."""
@@ -122,11 +132,13 @@ def build_report(
     *,
     options: ReportOptions | None = None,
     run_started: datetime,
+    environment: eas.Environment = "on-premises",
 ) -> Report:
     """Build the mobile device report from Get-Mailbox and Get-MobileDeviceStatistics rows.
 
     ``run_started`` is the moment DaysSinceLastSync counts from (pass the run's start,
-    or a fixed time for a reproducible report).
+    or a fixed time for a reproducible report). ``environment`` says what an EAS client
+    below 16.1 means: blocked (Exchange Online) or would be (on-premises).
     """
     options = options or ReportOptions()
     all_mailboxes = mailbox_frame(mailboxes)
@@ -220,6 +232,7 @@ def build_report(
         joined["User"].fillna("").str.lower().to_numpy(dtype=object),
     ))
     joined = joined.iloc[order].reset_index(drop=True)
+    joined, eas_figures, plan = _next_steps(joined, options, run_started, environment)
 
     days = joined["DaysSinceLastSync"]
     figures = Figures(
@@ -249,4 +262,23 @@ def build_report(
                               order=options.bucket_labels),
         by_access_state=_share_table(access, "DeviceAccessState"),
         notes=notes,
+        eas_figures=eas_figures,
+        cleanup_plan=plan,
     )
+
+
+def _next_steps(devices: pd.DataFrame, options: ReportOptions, run_started: datetime,
+                environment: eas.Environment
+                ) -> tuple[pd.DataFrame, eas.EasFigures | None, cleanup.CleanupPlan | None]:
+    """What admins must act on: EAS clients below 16.1 (when the scope shows EAS devices)
+    and the partnerships a cleanup script removes."""
+    figures = None
+    if not eas.scope_hides_eas(options.all_devices, options.device_model):
+        devices = eas.with_eas_columns(devices)
+        figures = eas.eas_figures(devices, environment, run_started)
+    plan = None
+    if options.cleanup_days is not None:
+        plan = cleanup.plan_cleanup(devices, days=options.cleanup_days, run_started=run_started)
+        devices = devices.assign(**{cleanup.COLUMN: cleanup.removal_reasons(
+            devices, days=options.cleanup_days, run_started=run_started)})
+    return devices, figures, plan

@@ -36,6 +36,7 @@ from bridge.history.changes import (
     BECAME_STALE,
     CHANGE_COLUMNS,
     CHANGE_KINDS,
+    EAS_UPGRADE,
     NEW,
     OS_CHANGE,
     OS_UPGRADE,
@@ -51,12 +52,13 @@ from bridge.history.recording import (
     record_and_view,
     report_scope,
 )
-from bridge.history.runs import DEFAULT_STALE_DAYS, RunInfo, organisation_key
+from bridge.history.runs import DEFAULT_STALE_DAYS, EAS_BELOW, RunInfo, organisation_key
 from bridge.history.schema import DEVICE_SCHEMA, SCHEMA_VERSION
 
 __all__ = [
     "BACK_IN_SYNC", "BECAME_NEVER", "BECAME_STALE", "CHANGE_COLUMNS", "CHANGE_KINDS",
-    "DEFAULT_STALE_DAYS", "DEFAULT_TIMEOUT", "DEVICE_SCHEMA", "NEW", "OS_CHANGE", "OS_UPGRADE",
+    "DEFAULT_STALE_DAYS", "DEFAULT_TIMEOUT", "DEVICE_SCHEMA", "EAS_BELOW", "EAS_UPGRADE",
+    "NEW", "OS_CHANGE", "OS_UPGRADE",
     "PROTOCOL", "REMOVED", "SCHEMA_VERSION", "History", "HistorySettings", "HistoryView",
     "RunInfo", "default_history_path", "organisation_key", "record_and_view", "report_scope",
 ]

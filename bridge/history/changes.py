@@ -9,20 +9,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bridge import eas
 from bridge.errors import HistoryError
-from bridge.history.runs import RunInfo, _Runs, organisation_key
+from bridge.history.runs import _EAS_DIMENSION, EAS_BELOW, RunInfo, _Runs, organisation_key
 
 # Change kinds, in the order the Changes sheet lists them.
 NEW = "New partnership"
 REMOVED = "Removed partnership"
 PROTOCOL = "Protocol switch"
+EAS_UPGRADE = f"Moved to EAS {eas.MINIMUM_TEXT}"
 BECAME_STALE = "Became stale"
 BECAME_NEVER = "Became never-synced"
 BACK_IN_SYNC = "Back in sync"
 OS_UPGRADE = "OS upgrade"
 OS_CHANGE = "OS change"
-CHANGE_KINDS = (NEW, REMOVED, PROTOCOL, BECAME_STALE, BECAME_NEVER, BACK_IN_SYNC, OS_UPGRADE,
-                OS_CHANGE)
+CHANGE_KINDS = (NEW, REMOVED, PROTOCOL, EAS_UPGRADE, BECAME_STALE, BECAME_NEVER, BACK_IN_SYNC,
+                OS_UPGRADE, OS_CHANGE)
 
 #: Columns of :attr:`HistoryView.changes`.
 CHANGE_COLUMNS = ["Change", "User", "Mailbox", "DeviceType", "DeviceId", "DeviceModel",
@@ -35,7 +37,8 @@ class HistoryView:
 
     ``previous`` is None on the first run of an organisation (nothing to compare yet).
     ``trend`` has one row per run (oldest first): Run, Started, Devices, Stale,
-    Never synced, then one column per SyncProtocol (``protocol_columns``) and per
+    Never synced, EAS below 16.1 (when a run's scope shows EAS devices; NA for runs
+    without the count), then one column per SyncProtocol (``protocol_columns``) and per
     Platform (``platform_columns``).
     """
 
@@ -65,6 +68,11 @@ def _version_key(version: object) -> tuple[int, ...] | None:
 def _os_change(before: object, after: object) -> str:
     old, new = _version_key(before), _version_key(after)
     return OS_UPGRADE if old is not None and new is not None and new > old else OS_CHANGE
+
+
+def _version_text(versions: pa.Array | pa.ChunkedArray) -> list[str | None]:
+    """EAS versions as the Changes sheet shows them ("14.1")."""
+    return [None if value is None else f"{value:.1f}" for value in versions.to_pylist()]
 
 
 def _change_part(kind: str, rows: pa.Table, before: pa.Array | str | None = None,
@@ -114,6 +122,11 @@ class History(_Runs):
         parts.append(_change_part(PROTOCOL, now.filter(protocol),
                                   was["sync_protocol"].filter(protocol),
                                   now["sync_protocol"].filter(protocol)))
+        moved = pa.array(eas.moved_to_minimum(was["eas_version"].to_pandas(),
+                                              now["eas_version"].to_pandas()).to_numpy())
+        parts.append(_change_part(EAS_UPGRADE, now.filter(moved),
+                                  _version_text(was["eas_version"].filter(moved)),
+                                  _version_text(now["eas_version"].filter(moved))))
         never_was = pc.is_null(was["last_success_sync"])
         never_now = pc.is_null(now["last_success_sync"])
         stale_was, stale_now = was["stale"], now["stale"]
@@ -166,6 +179,11 @@ class History(_Runs):
             "Stale": [run.stale for run in runs],
             "Never synced": [run.never_synced for run in runs],
         })
+        eas_counts = counts[(counts["dimension"] == _EAS_DIMENSION[0])
+                            & (counts["value"] == _EAS_DIMENSION[1])]
+        if len(eas_counts):  # runs without the count (scope without EAS, older psbridge): NA
+            below = dict(zip(eas_counts["run_id"], eas_counts["devices"], strict=True))
+            trend[EAS_BELOW] = pd.array([below.get(run_id) for run_id in ids], dtype="Int64")
         named: dict[str, list[str]] = {}
         for dimension in ("SyncProtocol", "Platform"):
             part = counts[counts["dimension"] == dimension]

@@ -16,13 +16,16 @@ from bridge.history.schema import _MIGRATIONS, SCHEMA_VERSION
 #: Default seconds a run waits for another run holding the write lock.
 DEFAULT_TIMEOUT = 15.0
 
-
 class _Database:
     """The connection and schema part of :class:`History`; every method may raise HistoryError."""
 
-    def __init__(self, path: Path | str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, path: Path | str, *, timeout: float = DEFAULT_TIMEOUT,
+                 create: bool = True) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        #: False for commands that only read or tidy a history (list, show, prune, diff):
+        #: they must not turn a file that is not one (an empty file, a typo) into one
+        self.create = create
         self._connection: sqlite3.Connection | None = None
 
     # -- connection and schema ---------------------------------------------------------
@@ -35,7 +38,9 @@ class _Database:
         self.close()
 
     def open(self) -> None:
-        """Open (creating if needed) and bring the schema up to date."""
+        """Open (creating if needed and allowed) and bring the schema up to date."""
+        if not self.create:
+            self._check_existing()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -48,6 +53,20 @@ class _Database:
             self._use_wal(connection)
             connection.execute("PRAGMA synchronous = NORMAL")
             self._migrate(connection)
+
+    def _check_existing(self) -> None:
+        """Refuse an empty file: SQLite would make it a new, empty history. (A file that
+        is not a database at all SQLite refuses by itself, writing nothing.)"""
+        try:
+            empty = self.path.stat().st_size == 0
+        except FileNotFoundError as exc:
+            raise HistoryError(f"there is no history at {self.path}.") from exc
+        except OSError as exc:
+            raise HistoryError(f"cannot read history {self.path}: "
+                               f"{exc.strerror or exc}.") from exc
+        if empty:
+            raise HistoryError(f"{self.path} is an empty file, not a psbridge history; give "
+                               "the file psbridge records to (see --history in --help).")
 
     def _use_wal(self, connection: sqlite3.Connection) -> None:
         """Switch a new file to WAL; another run may be switching it at the same moment."""
@@ -134,3 +153,7 @@ class _Database:
                 f"history {self.path} is damaged ({exc}); move it away (a new one is created) "
                 "or use --history PATH / --no-history."
             ) from exc
+        except (sqlite3.Error, OverflowError) as exc:
+            # a value SQLite cannot store (a number past 64 bits), a misuse: whatever it
+            # is, the caller warns and the report is still written
+            raise HistoryError(f"cannot use history {self.path}: {exc}.") from exc

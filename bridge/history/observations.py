@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from bridge import eas
 from bridge.errors import HistoryError
 
 # Device-frame columns history reads, first present (per row: first non-empty) wins.
@@ -94,5 +95,6 @@ def _observations(devices: pd.DataFrame, stale_days: int, started: datetime) -> 
         "last_success_sync": last_sync,
         "stale": _stale_flags(devices, last_sync, stale_days, started),
         "access_state": _display_column(devices, ("DeviceAccessState",)),
+        "eas_version": eas.eas_versions(devices).astype("float64"),
     })
     return frame[~keys.duplicated().to_numpy()]

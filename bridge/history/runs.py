@@ -11,13 +11,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from bridge import eas
 from bridge.errors import HistoryError
 from bridge.history.database import _Database
 from bridge.history.observations import _observations
-from bridge.history.schema import DEVICE_SCHEMA, _blob
+from bridge.history.schema import DEVICE_SCHEMA, _blob, _current_columns
 
 #: Default threshold, in days since the last successful sync, for "stale".
 DEFAULT_STALE_DAYS = 30
+#: The Trend column of EAS clients below 16.1 (runs whose scope shows EAS devices).
+EAS_BELOW = f"EAS below {eas.MINIMUM_TEXT}"
+_EAS_DIMENSION = ("EAS", f"Below {eas.MINIMUM_TEXT}")
 
 
 def organisation_key(organisation: str) -> str:
@@ -81,6 +85,9 @@ class _Runs(_Database):
                   for value, n in frame["sync_protocol"].value_counts().items()]
         counts += [("Platform", str(value), int(n))
                    for value, n in frame["platform"].value_counts().items()]
+        if eas.eas_rows(devices).any():
+            counts.append((*_EAS_DIMENSION, int((frame["eas_version"] < float(
+                eas.MINIMUM_TEXT)).sum())))
         with self._errors(), self._transaction():
             db = self._db
             cursor = db.execute(
@@ -169,7 +176,8 @@ class _Runs(_Database):
             finally:
                 db.execute("COMMIT")
         try:
-            return [ipc.open_file(pa.BufferReader(blob)).read_all() for blob in blobs]
+            return [_current_columns(ipc.open_file(pa.BufferReader(blob)).read_all())
+                    for blob in blobs]
         except (pa.ArrowInvalid, OSError) as exc:
             raise HistoryError(f"history {self.path} is damaged ({exc}); move it away (a new "
                                "one is created) or use --history PATH / --no-history.") from exc

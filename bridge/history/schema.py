@@ -26,6 +26,7 @@ DEVICE_SCHEMA = pa.schema([
     ("last_success_sync", pa.timestamp("us", tz="UTC")),
     ("stale", pa.bool_()),
     ("access_state", pa.string()),
+    ("eas_version", pa.float64()),  # EAS protocol of EAS clients (absent before issue 15)
 ])
 _BLOB_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
 
@@ -39,7 +40,8 @@ def _blob(devices: pa.Table) -> bytes:
 
 def _devices_to_blobs(connection: sqlite3.Connection) -> None:
     """Schema 1 -> 2: each run's device rows become one blob."""
-    columns = [name for name in DEVICE_SCHEMA.names if name != "access_state"]
+    added_later = ("access_state", "eas_version")  # schema 1 had neither
+    columns = [name for name in DEVICE_SCHEMA.names if name not in added_later]
     # schema 1 kept epoch seconds and 0/1 flags
     selected = [{"last_success_sync": "last_success_sync * 1000000",
                  "stale": "stale <> 0"}.get(name, name) for name in columns]
@@ -52,7 +54,8 @@ def _devices_to_blobs(connection: sqlite3.Connection) -> None:
                                            else [[] for _ in columns])
         arrays = {name: list(column) for name, column in zip(columns, values, strict=True)}
         arrays["stale"] = [bool(flag) for flag in arrays["stale"]]
-        arrays["access_state"] = [None] * len(rows)
+        for name in added_later:
+            arrays[name] = [None] * len(rows)
         table = pa.table({name: pa.array(arrays[name], type=DEVICE_SCHEMA.field(name).type)
                           for name in DEVICE_SCHEMA.names})
         connection.execute("INSERT INTO run_devices (run_id, devices) VALUES (?, ?)",
@@ -119,3 +122,12 @@ _MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
     ],
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+def _current_columns(devices: pa.Table) -> pa.Table:
+    """A stored run's devices with every DEVICE_SCHEMA column (older runs lack eas_version)."""
+    for name in DEVICE_SCHEMA.names:
+        if name not in devices.column_names:
+            devices = devices.append_column(
+                DEVICE_SCHEMA.field(name), pa.nulls(len(devices), DEVICE_SCHEMA.field(name).type))
+    return devices

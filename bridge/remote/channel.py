@@ -16,6 +16,7 @@ from pypsrp.exceptions import WSManFaultError
 from pypsrp.powershell import RunspacePool
 from pypsrp.wsman import NAMESPACES, OptionSet, SelectorSet, WSMan, WSManAction
 
+from bridge import kerberos
 from bridge.commands import SessionStats
 from bridge.errors import ConfigError, ConnectionFailed, RemoteCommandError
 from bridge.remote.faults import _LIBRARY_ERRORS, _THROTTLED, _classify, _Transient
@@ -30,7 +31,7 @@ MAX_ENVELOPE_SIZE = 153600
 _AUTH_PACKAGES = {
     # auth -> (module, how to get it); checked before connecting, so a missing library
     # is one clear line instead of an ImportError halfway through the HTTP handshake
-    "kerberos": ("gssapi", 'pip install "pypsrp[kerberos]" (on Windows SSPI needs nothing)'),
+    "kerberos": ("gssapi", 'pip install "psbridge[kerberos]" (on Windows SSPI needs nothing)'),
     "credssp": ("requests_credssp", 'pip install "pypsrp[credssp]"'),
 }
 
@@ -86,7 +87,8 @@ def _connect(settings: ConnectionSettings, password: str | None, *, brief: bool 
     wsman = _WSMan(
         settings.server,
         port=settings.effective_port,
-        username=settings.username,
+        username=(kerberos.client_principal(settings.username)
+                  if settings.auth in ("negotiate", "kerberos") else settings.username),
         password=password,
         ssl=settings.https,
         path=settings.path.strip("/"),

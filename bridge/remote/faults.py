@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import socket
 import ssl
 from typing import Any
 
@@ -24,6 +25,7 @@ from pypsrp.exceptions import (
 )
 from spnego.exceptions import SpnegoError
 
+from bridge import kerberos, throttling
 from bridge.commands import ErrorRecord
 from bridge.errors import (
     AuthenticationFailed,
@@ -47,15 +49,12 @@ ERROR_CATEGORIES = (
 
 # Exchange's throttling texts (EXCHANGE_OBJECTS.md "Messages, exactly"): a refusal to be
 # retried later, possibly with the server's own wait.
-_THROTTLED = re.compile(
-    r"exceeded the maximum number of connections|exceeded your budget|"
-    r"throttling policy budget|Please close existing runspace",
-    re.IGNORECASE,
-)
-_WAIT_SECONDS = re.compile(r"Please wait for (\d+) seconds", re.IGNORECASE)
+_THROTTLED = throttling.THROTTLED
 
 #: what pypsrp and the libraries under it raise; each is turned into a BridgeError
-_LIBRARY_ERRORS = (WinRMError, requests.exceptions.RequestException, SpnegoError)
+_LIBRARY_ERRORS: tuple[type[Exception], ...] = (
+    WinRMError, requests.exceptions.RequestException, SpnegoError, *kerberos.LIBRARY_ERRORS
+)
 
 
 class _Transient(Exception):
@@ -71,6 +70,8 @@ class _Transient(Exception):
         self.keep_connection = keep_connection
         # True when the command had reached the server: it may have run, in part or whole
         self.maybe_ran = False
+        # True when the server refused the request before running anything (throttling)
+        self.refused = False
 
 
 class _Stopped(_Transient):
@@ -83,8 +84,7 @@ def _fault_text(exc: WSManFaultError) -> str:
 
 
 def _server_wait(text: str) -> float | None:
-    match = _WAIT_SECONDS.search(text)
-    return float(match.group(1)) if match else None
+    return throttling.server_wait(text)
 
 
 def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact: bool) -> None:
@@ -104,7 +104,12 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
             f"the server refused the credentials of {settings.who} (auth: {settings.auth}) "
             f"at {where}. Check the user name (UPN or DOMAIN\\user) and password."
         ) from exc
-    if isinstance(exc, SpnegoError):
+    if isinstance(exc, (SpnegoError, *kerberos.LIBRARY_ERRORS)):
+        failure = kerberos.sign_in_failure(
+            exc, server=settings.server, service=settings.spn_service, username=settings.username
+        )
+        if failure is not None:  # a Kerberos failure with its own line: no ticket, no SPN...
+            raise failure from exc
         # pyspnego (Kerberos/NTLM) could not even build a token: no ticket, no password
         detail = (
             "no Kerberos ticket or password is available here"
@@ -148,6 +153,16 @@ def _classify(exc: BaseException, settings: ConnectionSettings, *, first_contact
             raise ConnectionFailed(
                 f"no PowerShell endpoint at {where} (HTTP 404): check --path and --port."
             ) from exc
+        if throttling.http_over_budget(exc.code, exc.response_text):
+            # Exchange's HTTP module refused a new command over budget: the connection
+            # and shell are fine; wait what it says, then send the command again
+            text = str(exc.response_text)
+            refusal = _Transient(
+                f"throttled by the server: {throttling.summary(text)}",
+                server_wait=throttling.server_wait(text), keep_connection=True,
+            )
+            refusal.refused = True
+            raise refusal from exc
         if exc.code in (500, 502, 503, 504, 429):
             raise _Transient(_http_status_line(exc.code, exc.response_text, where)) from exc
         raise ConnectionFailed(f"{_http_status_line(exc.code, None, where)}.") from exc
@@ -193,6 +208,26 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: the certificate is trusted but for other names
+_HOSTNAME_MISMATCH = 62
+
+
+def _certificate_names(settings: ConnectionSettings) -> list[str]:
+    """The DNS names and addresses the server's certificate holds, read by a second
+    handshake that checks the chain but not the name; [] when that fails too."""
+    context = ssl.create_default_context(cafile=settings.ca_bundle or None)
+    context.check_hostname = False
+    try:
+        with socket.create_connection((settings.server, settings.effective_port),
+                                      timeout=settings.connect_timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=settings.server) as tls:
+            certificate = tls.getpeercert() or {}
+    except (OSError, ValueError):
+        return []
+    names: tuple[tuple[str, str], ...] = certificate.get("subjectAltName", ())  # type: ignore[assignment]
+    return [str(value) for kind, value in names if kind in ("DNS", "IP Address")]
+
+
 def _tls_failure(exc: BaseException, settings: ConnectionSettings) -> ConnectionFailed:
     """A failed TLS handshake -> what it means: plain HTTP, an untrusted certificate, other."""
     where = settings.url
@@ -204,6 +239,14 @@ def _tls_failure(exc: BaseException, settings: ConnectionSettings) -> Connection
         return ConnectionFailed(
             f"the server at {where} does not speak HTTPS (TLS handshake failed: {detail}); "
             "check --https/--http and --port."
+        )
+    if settings.verify and getattr(cause, "verify_code", None) == _HOSTNAME_MISMATCH:
+        names = _certificate_names(settings)
+        holds = f"it holds {', '.join(names)}" if names else "its names could not be read"
+        return ConnectionFailed(
+            f"the TLS certificate of {where} is not for the name {settings.server}: {holds}. "
+            "Connect with a name the certificate holds (--server), or have the certificate "
+            "reissued with this name."
         )
     if settings.verify and (
         isinstance(cause, ssl.SSLCertVerificationError) or reason == "CERTIFICATE_VERIFY_FAILED"

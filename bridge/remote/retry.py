@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 
 from pypsrp.powershell import PowerShell
 
+from bridge import throttling
 from bridge.commands import CommandResult, SessionStats
 from bridge.errors import BridgeError, ConnectionFailed, RemoteCommandError
 from bridge.remote.channel import _Channel, _ChannelPool
@@ -19,8 +19,6 @@ from bridge.remote.faults import _Stopped, _Transient, _tries
 from bridge.remote.settings import ConnectionSettings
 
 log = logging.getLogger(__name__)
-
-_MICRO_DELAY = re.compile(r"Micro delay applied\. Actual delayed: (\d+) msecs", re.IGNORECASE)
 
 #: runs a pipeline on a channel: (channel, label, build, on_output) -> result
 Invoke = Callable[
@@ -61,14 +59,10 @@ class _Pacing:
 
     def _note_warnings(self, texts: Iterable[str]) -> None:
         """Exchange Online's micro delays: slow the pace while they come, relax after."""
-        delayed_ms = [int(m.group(1)) for t in texts if (m := _MICRO_DELAY.search(t))]
+        delayed_ms = throttling.micro_delays_ms(texts)
         with self._lock:
-            if delayed_ms:
-                self.stats.micro_delays += len(delayed_ms)
-                wanted = max(delayed_ms) / 1000.0
-                self._pace = min(self.settings.retry.max_delay, max(wanted, self._pace * 2, 0.05))
-            else:
-                self._pace = self._pace / 2 if self._pace > 0.01 else 0.0
+            self.stats.micro_delays += len(delayed_ms)
+            self._pace = throttling.next_pace(delayed_ms, self._pace, self.settings.retry.max_delay)
 
     def _wait_for_pace(self) -> None:
         pace = self._pace
@@ -133,7 +127,12 @@ class RetryLoop:
                         f"{label}: gave up after {_tries(attempt)}: {exc}"
                     ) from exc
                 delay = policy.delay(attempt, self._rng, exc.server_wait)
-                log.warning("%s: %s; retrying in %.1f s", label, exc, delay)
+                log.warning(
+                    "%s",
+                    throttling.retry_note(
+                        label, str(exc), delay, throttled=exc.server_wait is not None
+                    ),
+                )
                 with self._pool._lock:
                     self._pool.stats.retries += 1
                 attempt += 1
@@ -155,5 +154,4 @@ class RetryLoop:
                     self._pool._discard(channel, tries=1)
                 raise
             self._pool._release(channel)
-            self._pacing._note_warnings(result.warnings)
             return result

@@ -215,7 +215,9 @@ class Session:
                 # A fault answering the Command request means the server refused the
                 # command; any other failure from sending it on leaves unknown whether
                 # it ran (a drop or timeout may come after the server started it).
-                transient.maybe_ran = started or not isinstance(exc, WSManFaultError)
+                transient.maybe_ran = started or not (
+                    isinstance(exc, WSManFaultError) or transient.refused
+                )
                 raise
             raise
         except BridgeError:
@@ -229,6 +231,10 @@ class Session:
             self.stats.commands += 1
         errors = [_error_record(record) for record in ps.streams.error]
         warning_texts = [_warning_text(record) for record in ps.streams.warning]
+        # Exchange writes a micro delay under 10 s as a verbose record, longer as a warning
+        self._pacing._note_warnings(
+            [*warning_texts, *(_warning_text(r) for r in ps.streams.verbose)]
+        )
         self._release_pipeline(channel, ps)
         if ps.state == PSInvocationState.FAILED:
             terminating = errors.pop() if errors else ErrorRecord("", "NotSpecified", "", "")

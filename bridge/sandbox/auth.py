@@ -1,10 +1,15 @@
-"""HTTP authentication for the sandbox: Negotiate/NTLM (pyspnego acceptor) and Basic.
+"""HTTP authentication for the sandbox: Negotiate (Kerberos or NTLM; pyspnego) and Basic.
 
 The sandbox is the only place in bridge that accepts credentials, so this module owns
-pyspnego on the server side. NTLM acceptors read users from the file named by
-``NTLM_USER_FILE``; that variable is process-wide, so every sandbox in a process
-appends its user to one file created on first use (0600, removed at exit), and each
-connection then checks that the authenticated principal is its own sandbox's user.
+pyspnego on the server side. Kerberos is accepted as Exchange's IIS does, with the
+service's key from the keytab named by ``KRB5_KTNAME`` (pyspnego's kerberos extra, i.e.
+gssapi, must be installed); without one only NTLM completes. Each completed sign-in is
+recorded as a :class:`SignIn`, so a test can tell Kerberos from an NTLM fallback.
+
+NTLM acceptors read users from the file named by ``NTLM_USER_FILE``; that variable is
+process-wide, so every sandbox in a process appends its user to one file created on
+first use (0600, removed at exit), and each connection then checks that the
+authenticated principal is its own sandbox's user.
 """
 
 from __future__ import annotations
@@ -92,19 +97,46 @@ class DecryptFailed(Exception):
     """A WinRM-encrypted body could not be unwrapped with this connection's context."""
 
 
+#: an NTLM message's signature (MS-NLMP 2.2.1); SPNEGO carries it unchanged inside
+_NTLM_SIGNATURE = b"NTLMSSP\x00"
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """One completed Negotiate sign-in as the sandbox saw it on the wire."""
+
+    mechanism: str  # what the context settled on: "kerberos" or "ntlm"
+    principal: str  # the client, e.g. admin@CONTOSO.COM (Kerberos) or CONTOSO\admin (NTLM)
+    tokens: int  # the client's tokens in the exchange
+    ntlm_tokens: int  # of those, tokens that carried an NTLM message (0: no NTLM at all)
+
+
 class NegotiateAcceptor:
-    """One connection's Negotiate/NTLM context (IIS authenticates per TCP connection)."""
+    """One connection's Negotiate context (IIS authenticates per TCP connection)."""
 
     def __init__(self) -> None:
         self.context = spnego.server(
             protocol="negotiate", options=spnego.NegotiateOptions.wrapping_winrm
         )
+        self.tokens = 0
+        self.ntlm_tokens = 0
 
     def step(self, token: bytes) -> bytes | None:
+        self.tokens += 1
+        self.ntlm_tokens += _NTLM_SIGNATURE in token
         try:
             return self.context.step(token)
         except SpnegoError as exc:
             raise AuthFailed(str(exc)) from exc
+
+    def sign_in(self) -> SignIn:
+        """The record of this connection's completed exchange."""
+        return SignIn(
+            mechanism=str(self.context.negotiated_protocol),
+            principal=self.principal or "",
+            tokens=self.tokens,
+            ntlm_tokens=self.ntlm_tokens,
+        )
 
     @property
     def complete(self) -> bool:

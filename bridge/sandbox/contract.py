@@ -33,7 +33,9 @@ class ErrorSpec:
     # full .NET name, e.g. "Microsoft.Exchange.Configuration.Tasks.
     # ManagementObjectNotFoundException"
     exception_type: str
-    category: str  # ErrorCategory name, e.g. "NotSpecified", "ObjectNotFound", "InvalidArgument"
+    # ErrorCategory name, e.g. "NotSpecified", "ObjectNotFound", "InvalidArgument", or
+    # Exchange's own "Context" (ExchangeErrorCategory 1003, cast to ErrorCategory)
+    category: str
     fully_qualified_error_id: str
     command_name: str = ""
     target_name: str = ""
@@ -45,6 +47,13 @@ class ErrorSpec:
 @dataclass(frozen=True)
 class WarningMessage:
     """A warning record's text (goes to the client's warning stream)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class VerboseMessage:
+    """A verbose record's text (goes to the client's verbose stream)."""
 
     text: str
 
@@ -62,10 +71,11 @@ class PipelineOutcome:
     """What a pipeline produces, in order.
 
     ``events`` yields, in the order the client must see them: output objects (psrpcore
-    PSObjects or :class:`SerializedObject`), non-terminating errors (:class:`ErrorSpec`)
-    and warnings (:class:`WarningMessage`). It is consumed lazily, so large outputs
-    stream. ``terminating`` (checked before and after ``events`` is drained; an
-    iterator may also set it while running) ends the pipeline Failed.
+    PSObjects or :class:`SerializedObject`), non-terminating errors (:class:`ErrorSpec`),
+    warnings (:class:`WarningMessage`) and verbose notes (:class:`VerboseMessage`). It is
+    consumed lazily, so large outputs stream. ``terminating`` (checked before and after
+    ``events`` is drained; an iterator may also set it while running) ends the pipeline
+    Failed.
     """
 
     events: Iterator[Any]

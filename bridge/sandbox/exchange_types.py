@@ -17,11 +17,22 @@ from typing import Any
 Prop = tuple[str, str, Any]
 """(property name, kind, plain value). Kinds: S, B, G, I32, U32, DTZ (a UTC date written
 with ``Z``), DTL (a server-local date written with its offset), SIZE (int bytes or None
-for Unlimited, written as Exchange's ByteQuantifiedSize string), MV:<collection key>
-(list of str)."""
+for Unlimited, written as Exchange's ByteQuantifiedSize string), DT (a date given as
+its .NET text), UNLIMITED (another Unlimited<T> that is unlimited: written as
+``Unlimited``, None in records, like a SIZE), MV:<collection key> (list of str)."""
 
 _EXCHANGE = "Version=15.0.0.0, Culture=neutral, PublicKeyToken=31bf3856ad364e35"
 _MSCORLIB = "mscorlib, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b77a5c561934e089"
+
+_DIRECTORY = "Microsoft.Exchange.Data.Directory"
+
+
+def _multi_valued(item: str, *, ad: bool = False) -> tuple[str, ...]:
+    """A multi-valued property's type names (``ad``: Directory's ADMultiValuedProperty)."""
+    chain = (f"Microsoft.Exchange.Data.MultiValuedProperty`1[[{item}]]",
+             "Microsoft.Exchange.Data.MultiValuedPropertyBase", "System.Object")
+    return (f"{_DIRECTORY}.ADMultiValuedProperty`1[[{item}]]", *chain) if ad else chain
+
 
 _AD_BASE = (
     "Microsoft.Exchange.Data.Directory.ADObject",
@@ -68,9 +79,21 @@ TYPE_NAMES: dict[str, tuple[str, ...]] = {
         "Microsoft.Exchange.Data.MultiValuedPropertyBase",
         "System.Object",
     ),
-    "StringCollection": (
-        f"Microsoft.Exchange.Data.MultiValuedProperty`1[[System.String, {_MSCORLIB}]]",
-        "Microsoft.Exchange.Data.MultiValuedPropertyBase",
+    "StringCollection": _multi_valued(f"System.String, {_MSCORLIB}"),
+    "GuidCollection": _multi_valued(f"System.Guid, {_MSCORLIB}"),
+    "CultureInfoCollection": _multi_valued(f"System.Globalization.CultureInfo, {_MSCORLIB}"),
+    "ByteArrayCollection": _multi_valued(f"System.Byte[], {_MSCORLIB}"),
+    "ADObjectIdCollection": _multi_valued(f"{_DIRECTORY}.ADObjectId, {_DIRECTORY}, {_EXCHANGE}",
+                                          ad=True),
+    "ProvisioningPreferences": _multi_valued(
+        f"{_DIRECTORY}.MailboxProvisioningConstraint, {_DIRECTORY}, {_EXCHANGE}", ad=True),
+    "CapabilityCollection": _multi_valued(f"{_DIRECTORY}.Capability, {_DIRECTORY}, {_EXCHANGE}",
+                                          ad=True),
+    "AuditOperations": _multi_valued(
+        f"{_DIRECTORY}.MailboxAuditOperations, {_DIRECTORY}, {_EXCHANGE}", ad=True),
+    "MailboxLocations": (
+        f"System.Collections.Generic.List`1[[{_DIRECTORY}.IMailboxLocationInfo, {_DIRECTORY}, "
+        f"{_EXCHANGE}]]",
         "System.Object",
     ),
 }
@@ -123,12 +146,13 @@ _SIZE_UNITS = (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10
 
 
 def format_size(size: int | None) -> str:
-    """Exchange's ByteQuantifiedSize/Unlimited text, e.g. ``49.5 GB (53,150,220,288 bytes)``."""
+    """Exchange's ByteQuantifiedSize/Unlimited text, e.g. ``109.8 MB (115,131,392 bytes)``:
+    4 significant digits, never an exponent (the value in its unit is under 1024)."""
     if size is None:
         return "Unlimited"
     for unit, factor in _SIZE_UNITS:
         if size >= factor:
-            return f"{size / factor:.3g} {unit} ({size:,} bytes)"
+            return f"{size / factor:.4g} {unit} ({size:,} bytes)"
     return f"{size} B ({size:,} bytes)"
 
 
@@ -161,6 +185,8 @@ def _type_lines(
 
 def _value_line(name: str, kind: str, value: Any) -> str:
     attr = _attribute(name)
+    if kind == "UNLIMITED":
+        return f"<S{attr}>Unlimited</S>"
     if value is None and kind != "SIZE":
         return f"<Nil{attr} />"
     if kind == "S":
@@ -179,6 +205,8 @@ def _value_line(name: str, kind: str, value: Any) -> str:
         return f"<DT{attr}>{format_datetime(value, False)}</DT>"
     if kind == "SIZE":
         return f"<S{attr}>{format_size(value)}</S>"
+    if kind == "DT":  # a date already in .NET's text (DateTime.MinValue, no zone)
+        return f"<DT{attr}>{value}</DT>"
     raise ValueError(f"unknown property kind {kind!r}")
 
 

@@ -165,7 +165,8 @@ def _manifest(org: Organisation, mailboxes: int, devices: int) -> dict[str, obje
         "user": "CONTOSO\\exadmin",
         "computer": "EXCH01",
         "organization": org.organization,
-        "source": "psbridge sandbox export",
+        "source": "psbridge sandbox export"
+        + (" with Exchange Online's ClientTypes" if org.online_client_types else ""),
         "cmdlets": ["Get-Mailbox", "Get-MobileDeviceStatistics"],
         "module_version": "1.0",  # an Exchange Management Shell's implicit-remoting module
         "powershell_version": "5.1.17763.6414",
@@ -173,5 +174,6 @@ def _manifest(org: Organisation, mailboxes: int, devices: int) -> dict[str, obje
         "all_devices": True,
         "counts": {"mailboxes": mailboxes, "devices": devices, "errors": 0},
         "errors": [],
-        "sandbox": {"seed": org.seed, "mailboxes": org.size, "generation": org.generation},
+        "sandbox": {"seed": org.seed, "mailboxes": org.size, "generation": org.generation,
+                    "online_client_types": org.online_client_types},
     }

@@ -428,12 +428,14 @@ def exo_script_output(
             errors += 1
             yield _custom_object(
                 [
-                    ("Mailbox", mailbox.identity),
+                    # the script names mailboxes by UserPrincipalName (Get-EXOMailbox
+                    # has no Identity in its default set)
+                    ("Mailbox", mailbox.upn),
                     ("Category", "NotSpecified"),
                     (
                         "Message",
                         f"The operation couldn't be performed because "
-                        f"'{mailbox.identity}' couldn't be found.",
+                        f"'{mailbox.upn}' couldn't be found.",
                     ),
                     ("When", datetime.now(UTC).isoformat()),
                     ("PsbridgeKind", "Error"),
@@ -453,7 +455,7 @@ def exo_script_output(
             )
             yield _with_notes(
                 element,
-                [("QueriedMailbox", mailbox.identity), ("PsbridgeKind", "MobileDeviceStatistics")],
+                [("QueriedMailbox", mailbox.upn), ("PsbridgeKind", "MobileDeviceStatistics")],
             )
     yield _custom_object(
         [

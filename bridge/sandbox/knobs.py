@@ -26,11 +26,18 @@ class Knobs:
     # the sandbox announces is 900 s, like Exchange's default.
     shell_idle_timeout: float = 900.0
     # Cmdlet budget (PowerShellMaxCmdlets per PowerShellMaxCmdletsTimePeriod): commands
-    # over the budget within the window run after a micro delay with a warning; over
-    # twice the budget they fail with the throttling error.
+    # over the budget within the window run after a micro delay (noted as verbose, or as a
+    # warning from 10 s up); over twice the budget a new command is refused with HTTP 400
+    # and Exchange's plain-text "Please wait for N seconds." body.
     cmdlet_budget: int | None = None
     budget_window: float = 5.0
     micro_delay: float = 0.05
+    # A running cmdlet ends Failed with OverBudgetException ("Please wait for
+    # over_budget_wait seconds.") once it has sent this many objects;
+    # ``over_budget_failures`` limits how many do (None: all).
+    over_budget_after_objects: int | None = None
+    over_budget_failures: int | None = None
+    over_budget_wait: float = 1.0
     # Close the TCP connection without an answer after this many output objects.
     drop_after_objects: int | None = None
     # Answer every Nth WSMan request (after authentication) with this HTTP status.
@@ -48,6 +55,11 @@ class Knobs:
     # state with PipelineStoppedException "The pipeline has been stopped.".
     stop_after_objects: int | None = None
     pipeline_stops: int | None = None
+
+    # Report Exchange Online's ClientTypes (REST, Outlook, UniversalOutlook) rather than an
+    # on-premises server's EAS (organisation.py's docstring says what is unverified).
+    # Applies to the organisation the sandbox builds itself (not one passed in).
+    online_client_types: bool = False
 
     @classmethod
     def names(cls) -> list[str]:

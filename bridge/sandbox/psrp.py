@@ -14,6 +14,7 @@ CLIXML without parsing it again).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -39,6 +40,9 @@ from psrpcore.types import (
     PSRPMessageType,
     RunspacePoolState,
     SessionStateEntryVisibility,
+    VerboseRecord,
+    WarningRecord,
+    add_note_property,
 )
 from psrpcore.types._complex import RemoteCommandInfo
 
@@ -48,6 +52,7 @@ from bridge.sandbox.contract import (
     ErrorSpec,
     PipelineOutcome,
     SerializedObject,
+    VerboseMessage,
     WarningMessage,
 )
 
@@ -74,6 +79,56 @@ class _CategoryInfo(ErrorCategoryInfo):
             f"{self.Category.name}: ({self.TargetName or ''}:{self.TargetType or ''}) "
             f"[{self.Activity or ''}], {self.Reason or ''}"
         )
+
+
+#: Exchange's ExchangeErrorCategory values it casts to ErrorCategory (2013 code: an
+#: OverBudgetException is thrown with Context). PowerShell has no text for them, so the
+#: CategoryInfo reads "NotSpecified: ..." while the number on the wire stays 1003.
+_EXCHANGE_CATEGORIES = {"Context": 1003}
+#: the base classes between an exception and System.Exception, by namespace: Exchange's
+#: exceptions derive from LocalizedException, PowerShell's from RuntimeException
+_EXCEPTION_BASES = (
+    ("Microsoft.Exchange.", ("Microsoft.Exchange.Data.Common.LocalizedException",)),
+    (
+        "System.Management.Automation.",
+        ("System.Management.Automation.RuntimeException", "System.SystemException"),
+    ),
+)
+
+
+_ESCAPED_TEXT = re.compile(r"(?i)_(?=x[0-9a-f]{4}_)|[\x00-\x1f\x7f-\x9f]")
+
+
+def tostring_text(text: str) -> str:
+    """``text`` escaped as PowerShell's serializer escapes strings (``_xHHHH_``): psrpcore
+    writes a ``<ToString>`` as given, and an XML parser turns a raw CR into LF."""
+    return _ESCAPED_TEXT.sub(lambda match: f"_x{ord(match.group(0)):04X}_", text)
+
+
+class _ExchangeErrorRecord(ErrorRecord):
+    """An ErrorRecord whose category number is Exchange's own, outside ErrorCategory (which
+    psrpcore's ErrorCategoryInfo refuses): the number is put in when serializing."""
+
+    @classmethod
+    def ToPSObjectForRemoting(  # noqa: N802 - psrpcore's name
+        cls, instance: ErrorRecord, **kwargs: Any
+    ) -> PSObject:
+        obj = super().ToPSObjectForRemoting(instance, **kwargs)
+        number = getattr(instance, "_exchange_category", None)
+        if number is not None:
+            add_note_property(obj, "ErrorCategory_Category", number, force=True)
+        return obj
+
+
+def exception_type_names(exception_type: str) -> list[str]:
+    """The exception's type chain as PowerShell serializes it, most derived first."""
+    bases: tuple[str, ...] = ("System.SystemException",)
+    for prefix, chain in _EXCEPTION_BASES:
+        if exception_type.startswith(prefix):
+            bases = chain
+    if exception_type == "System.Exception":
+        bases = ()
+    return list(dict.fromkeys([exception_type, *bases, "System.Exception", "System.Object"]))
 
 
 def invocation_info(
@@ -115,16 +170,14 @@ def error_record(
 ) -> ErrorRecord:
     """An ErrorRecord as PowerShell serializes it, from the Exchange side's ErrorSpec."""
     exception = NETException(Message=spec.message, HResult=-2146233088)
-    type_names = [spec.exception_type]
-    if spec.exception_type != "System.Exception":
-        type_names.append("System.SystemException")
-    type_names.extend(["System.Exception", "System.Object"])
-    exception.PSObject.type_names = list(dict.fromkeys(type_names))
+    exception.PSObject.type_names = exception_type_names(spec.exception_type)
+    # (no <ToString> on the exception itself: Exception.ToString() carries the server's
+    # stack trace, which no public capture shows)
     try:
         category = ErrorCategory[spec.category]
     except KeyError:
         category = ErrorCategory.NotSpecified
-    record = ErrorRecord(
+    record = _ExchangeErrorRecord(
         Exception=exception,
         CategoryInfo=_CategoryInfo(
             Category=category,
@@ -138,6 +191,10 @@ def error_record(
         InvocationInfo=invocation,
     )
     record.serialize_extended_info = invocation is not None
+    if spec.category in _EXCHANGE_CATEGORIES:
+        object.__setattr__(record, "_exchange_category", _EXCHANGE_CATEGORIES[spec.category])
+    # ErrorRecord.ToString() is the exception's message: what pypsrp and PowerShell print
+    record.PSObject.to_string = tostring_text(spec.message)
     return record
 
 
@@ -236,6 +293,9 @@ class PipelineRun:
     finished: bool = False
     ready_at: float = 0.0
     objects_written: int = 0
+    # set when the command came over the user's cmdlet budget (sandbox throttling)
+    micro_delay: float = 0.0
+    budget_used: int = 0
 
 
 class ShellSession:
@@ -443,18 +503,24 @@ class ShellSession:
             run.objects_written += 1
             return True
         if isinstance(event, ErrorSpec):
-            record = error_record(event)
-            run.pipeline.write_error(
-                record.Exception,
-                record.CategoryInfo,
-                target_object=event.target_name or None,
-                fully_qualified_error_id=event.fully_qualified_error_id,
-                invocation_info=invocation_info(event, run.statements),
+            record = error_record(
+                event, event.target_name or None, invocation_info(event, run.statements)
             )
+            run.pipeline.prepare_message(record, message_type=PSRPMessageType.ErrorRecord)
             self.route()
             return False
-        if isinstance(event, WarningMessage):
-            run.pipeline.write_warning(event.text)
+        if isinstance(event, WarningMessage | VerboseMessage):
+            # InformationalRecord.ToString() is its message; psrpcore leaves it out
+            kind = WarningRecord if isinstance(event, WarningMessage) else VerboseRecord
+            informational = kind(Message=event.text)
+            informational.serialize_extended_info = False
+            informational.PSObject.to_string = tostring_text(event.text)
+            run.pipeline.prepare_message(
+                informational,
+                message_type=PSRPMessageType.WarningRecord
+                if kind is WarningRecord
+                else PSRPMessageType.VerboseRecord,
+            )
             self.route()
             return False
         if isinstance(event, PSObject) or event is not None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from bridge.history import CHANGE_KINDS, HistoryView
+from bridge import eas
+from bridge.history import CHANGE_KINDS, EAS_BELOW, HistoryView
 from bridge.workbook.cells import _cell_kind, _cells, _fitted_width
 from bridge.workbook.streaming import (
     _add_streamed_table,
@@ -167,14 +168,18 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
         return
     column = {str(name): index for index, name in enumerate(trend.columns)}
     last_row = first_row + runs
-    series_of = (history.protocol_columns, history.platform_columns, ["Stale", "Never synced"])
+    series_of = [history.protocol_columns, history.platform_columns, ["Stale", "Never synced"]]
+    titles = list(_TREND_CHARTS)
+    if EAS_BELOW in trend.columns:
+        titles.append(f"Exchange ActiveSync clients below {eas.MINIMUM_TEXT}")
+        series_of.append([EAS_BELOW])
     colours = {
         name: colour
         for name, colour in zip(
             history.protocol_columns, _protocol_colors(history.protocol_columns), strict=True
         )
     }
-    for number, (title, names) in enumerate(zip(_TREND_CHARTS, series_of, strict=True)):
+    for number, (title, names) in enumerate(zip(titles, series_of, strict=True)):
         chart = book.add_chart({"type": "line"})
         for name in names:
             series: dict[str, Any] = {
@@ -209,7 +214,10 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
         )
         chart.set_legend({"position": "right"})
         chart.set_size({"width": 640, "height": 300})
-        sheet.insert_chart(last_row + 2 + number * _CHART_ROWS, 0, chart)
+        if number < len(_TREND_CHARTS):
+            sheet.insert_chart(last_row + 2 + number * _CHART_ROWS, 0, chart)
+        else:  # EAS below 16.1: beside the first chart, so the sheet prints on one page
+            sheet.insert_chart(last_row + 2, 0, chart, {"x_offset": 660})
 
 
 def write_history_sheets(book: Any, history: HistoryView) -> dict[str, _SheetRows]:

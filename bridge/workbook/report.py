@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from xlsxwriter.utility import xl_col_to_name
 
+from bridge import eas
 from bridge.frames import NEVER, REST_PROTOCOL, Report
 from bridge.history import HistoryView
 from bridge.workbook.cells import EXCEL_MAX_ROWS, _fitted_width, _kind
@@ -154,6 +155,13 @@ class _ReportWriter(_SummaryWriter):
                     "format": self.styles.rest_row,
                 },
             )
+        if eas.FLAG_COLUMN in headers:  # EAS clients below 16.1, amber like REST rows
+            flag = xl_col_to_name(headers.index(eas.FLAG_COLUMN))
+            sheet.conditional_format(
+                area,
+                {"type": "formula", "criteria": f"=${flag}2=TRUE",
+                 "format": self.styles.rest_row},
+            )
         if "LastSync" in headers and "DaysSinceLastSync" in headers:
             last_sync = xl_col_to_name(headers.index("LastSync"))
             days = xl_col_to_name(headers.index("DaysSinceLastSync"))
@@ -233,12 +241,14 @@ def write_report(
         writer = _ReportWriter(book, report, run_info, rows_per_sheet)
         writer.summary()
         # printed (and rendered to PDF): the columns up to DeviceAccessState
+        columns = list(writer.devices.columns)
         writer.table_sheets(
             writer.device_sheets,
             writer.devices,
             "Devices",
             highlight=True,
-            print_columns=_DEVICE_PRINT_COLUMNS,
+            print_columns=(columns.index("DeviceAccessState") + 1
+                           if "DeviceAccessState" in columns else _DEVICE_PRINT_COLUMNS),
         )
         users = report.users_without_devices
         parts = max(1, -(-len(users) // rows_per_sheet))

@@ -6,6 +6,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from bridge.frames import Report
+from bridge.workbook.actions import action_figures, put_eas_section
 from bridge.workbook.cells import EXCEL_MAX_ROWS
 from bridge.workbook.streaming import _SheetRows
 from bridge.workbook.styles import _Grid, _protocol_colors, _Styles
@@ -85,6 +86,7 @@ class _SummaryWriter:
             (stale_label, figures.stale, styles.figure),
             ("Never synced", figures.never_synced, styles.figure),
         ]
+        rows += action_figures(report, styles)
         if figures.errors:
             rows.append(
                 ("Mailboxes or commands that failed (see Errors)", figures.errors, styles.figure)
@@ -95,7 +97,7 @@ class _SummaryWriter:
             grid.put(row, 1, value, value_format)
             grid.put(row, 2, None, styles.figure_label)
             row += 1
-        row += 1
+        row = put_eas_section(grid, row, report, styles)
         tables = [
             ("By sync protocol", report.by_protocol),
             ("By platform and OS version", report.by_platform),

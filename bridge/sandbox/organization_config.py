@@ -1,0 +1,245 @@
+"""Get-OrganizationConfig as Exchange 2019 sends it: the corpus's export's properties, in order.
+
+Values are the corpus's (a fresh on-premises organisation's defaults) except the
+organisation's own: its name, Guid, DNs, dates, server and the Microsoft Exchange
+recipient's address. Unverified: the Guid (derived from the seed), WhenCreated/Changed
+(any date years back will do) and ObjectVersion.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from bridge.sandbox.exchange_types import Prop
+from bridge.sandbox.seed_data import SERVER_OFFSET
+
+if TYPE_CHECKING:
+    from bridge.sandbox.organisation import Organisation
+
+_COMPUTED: Any = object()
+#: the first of the default MimeTypes list (the real one has about 400 entries)
+MIME_TYPES = [
+    "application/cdf;cdf",
+    "application/directx;x",
+    "application/fractals;fif",
+    "application/futuresplash;spl",
+    "application/hta;hta",
+    "application/internet-property-stream;acx",
+    "application/java-archive;jar",
+    "application/mac-binhex40;hqx",
+    "application/msaccess;mdb",
+    "application/msaccess;ade",
+    "application/msaccess;adp",
+    "application/msaccess;mda",
+]
+
+_PROPERTIES: list[Prop] = [
+    ("OrganizationId", "S", _COMPUTED),
+    ("Name", "S", _COMPUTED),
+    ("Identity", "S", _COMPUTED),
+    ("Guid", "G", _COMPUTED),
+    ("ObjectVersion", "I32", 16759),
+    ("DefaultPublicFolderAgeLimit", "S", None),
+    ("DefaultPublicFolderIssueWarningQuota", "S", "Unlimited"),
+    ("DefaultPublicFolderProhibitPostQuota", "S", "Unlimited"),
+    ("DefaultPublicFolderMaxItemSize", "S", "Unlimited"),
+    ("DefaultPublicFolderDeletedItemRetention", "S", "30.00:00:00"),
+    ("DefaultPublicFolderMovedItemRetention", "S", "7.00:00:00"),
+    ("PublicFoldersLockedForMigration", "B", False),
+    ("PublicFolderMigrationComplete", "B", False),
+    ("PublicFolderMailboxesLockedForNewConnections", "B", False),
+    ("PublicFolderMailboxesMigrationComplete", "B", False),
+    ("PublicFolderShowClientControl", "B", False),
+    ("PublicFoldersEnabled", "S", "Local"),
+    ("ActivityBasedAuthenticationTimeoutEnabled", "B", True),
+    ("ActivityBasedAuthenticationTimeoutInterval", "S", "06:00:00"),
+    ("ActivityBasedAuthenticationTimeoutWithSingleSignOnEnabled", "B", True),
+    ("AppsForOfficeEnabled", "B", True),
+    ("AVAuthenticationService", "S", None),
+    ("CustomerFeedbackEnabled", "B", True),
+    ("DistributionGroupDefaultOU", "S", None),
+    ("DistributionGroupNameBlockedWordsList", "MV:StringCollection", []),
+    ("DistributionGroupNamingPolicy", "S", None),
+    ("EwsAllowEntourage", "S", None),
+    ("EwsAllowList", "S", None),
+    ("EwsAllowMacOutlook", "S", None),
+    ("EwsAllowOutlook", "S", None),
+    ("EwsApplicationAccessPolicy", "S", None),
+    ("EwsBlockList", "S", None),
+    ("EwsEnabled", "S", None),
+    ("IPListBlocked", "MV:StringCollection", []),
+    ("ElcProcessingDisabled", "B", False),
+    ("AutoExpandingArchiveEnabled", "B", False),
+    ("ExchangeNotificationEnabled", "B", True),
+    ("ExchangeNotificationRecipients", "MV:StringCollection", []),
+    ("HierarchicalAddressBookRoot", "S", None),
+    ("Industry", "S", "NotSpecified"),
+    ("MailTipsAllTipsEnabled", "B", True),
+    ("MailTipsExternalRecipientsTipsEnabled", "B", False),
+    ("MailTipsGroupMetricsEnabled", "B", True),
+    ("MailTipsLargeAudienceThreshold", "U32", 25),
+    ("MailTipsMailboxSourcedTipsEnabled", "B", True),
+    ("ManagedFolderHomepage", "S", ""),
+    ("MicrosoftExchangeRecipientEmailAddresses", "MV:ProxyAddressCollection", _COMPUTED),
+    ("MicrosoftExchangeRecipientEmailAddressPolicyEnabled", "B", True),
+    ("MicrosoftExchangeRecipientPrimarySmtpAddress", "S", _COMPUTED),
+    ("MicrosoftExchangeRecipientReplyRecipient", "S", None),
+    ("ForwardSyncLiveIdBusinessInstance", "B", False),
+    ("OrganizationSummary", "MV:StringCollection", []),
+    ("ReadTrackingEnabled", "B", False),
+    ("SCLJunkThreshold", "I32", 4),
+    ("SIPAccessService", "S", None),
+    ("SIPSessionBorderController", "S", None),
+    ("MaxConcurrentMigrations", "S", "Unlimited"),
+    ("MaxAddressBookPolicies", "S", None),
+    ("MaxOfflineAddressBooks", "S", None),
+    ("IsExcludedFromOnboardMigration", "B", False),
+    ("IsExcludedFromOffboardMigration", "B", False),
+    ("IsFfoMigrationInProgress", "B", False),
+    ("IsProcessEhaMigratedMessagesEnabled", "B", False),
+    ("TenantRelocationsAllowed", "B", False),
+    ("ACLableSyncedObjectEnabled", "B", False),
+    ("PreferredInternetCodePageForShiftJis", "I32", 0),
+    ("RequiredCharsetCoverage", "I32", 100),
+    ("ByteEncoderTypeFor7BitCharsets", "I32", 0),
+    ("PublicComputersDetectionEnabled", "B", False),
+    ("RmsoSubscriptionStatus", "S", "Unknown"),
+    ("IntuneManagedStatus", "B", False),
+    ("AzurePremiumSubscriptionStatus", "B", False),
+    ("HybridConfigurationStatus", "S", "Unknown"),
+    ("ReleaseTrack", "S", None),
+    ("CompassEnabled", "S", None),
+    ("SharePointUrl", "S", None),
+    ("MapiHttpEnabled", "B", True),
+    ("RealTimeLogServiceEnabled", "B", False),
+    ("CustomerLockboxEnabled", "B", False),
+    ("OAuth2ClientProfileEnabled", "B", False),
+    ("PerTenantSwitchToESTSEnabled", "B", False),
+    ("LinkPreviewEnabled", "B", True),
+    ("ConnectorsEnabled", "B", True),
+    ("ConnectorsActionableMessagesEnabled", "B", True),
+    ("SmtpActionableMessagesEnabled", "B", True),
+    ("OfficeGraphActivitySharingOrgOptout", "B", False),
+    ("UnblockUnsafeSenderPromptEnabled", "B", True),
+    ("AsyncSendEnabled", "B", True),
+    ("RefreshSessionEnabled", "B", False),
+    ("IsAgendaMailEnabled", "B", True),
+    ("NetworkThrottlingConfiguration", "S", ""),
+    ("BookingsEnabled", "B", True),
+    ("LeanPopoutEnabled", "B", False),
+    ("OrganizationConfigHash", "S", ""),
+    ("LegacyExchangeDN", "S", _COMPUTED),
+    ("DisplayName", "S", ""),
+    ("Heuristics", "S", "None"),
+    ("ResourceAddressLists", "MV:StringCollection", ["\\All Rooms"]),
+    ("IsMixedMode", "B", False),
+    ("PreviousAdminDisplayVersion", "S", "0.10 (14.0.100.0)"),
+    ("IsAddressListPagingEnabled", "B", True),
+    ("ForeignForestFQDN", "MV:StringCollection", []),
+    ("ForeignForestOrgAdminUSGSid", "S", None),
+    ("ForeignForestRecipientAdminUSGSid", "S", None),
+    ("ForeignForestViewOnlyAdminUSGSid", "S", None),
+    ("MimeTypes", "MV:StringCollection", _COMPUTED),
+    ("IsLicensingEnforced", "B", False),
+    ("IsTenantAccessBlocked", "B", False),
+    ("IsTenantInGracePeriod", "B", False),
+    ("IsDehydrated", "B", False),
+    ("IsGuidPrefixedLegacyDnDisabled", "B", False),
+    ("IsMailboxForcedReplicationDisabled", "B", False),
+    ("RBACConfigurationVersion", "S", "0.1 (15.2.986.5)"),
+    ("RootPublicFolderMailbox", "S", None),
+    ("RemotePublicFolderMailboxes", "MV:StringCollection", []),
+    ("AdminDisplayVersion", "S", "0.20 (15.1.0.0)"),
+    ("IsUpgradingOrganization", "B", False),
+    ("IsUpdatingServicePlan", "B", False),
+    ("ServicePlan", "S", ""),
+    ("TargetServicePlan", "S", ""),
+    ("WACDiscoveryEndpoint", "S", ""),
+    ("UMAvailableLanguages", "MV:StringCollection", []),
+    ("AdfsAuthenticationConfiguration", "S", ""),
+    ("AdfsIssuer", "S", None),
+    ("AdfsAudienceUris", "MV:StringCollection", []),
+    ("AdfsSignCertificateThumbprints", "MV:StringCollection", []),
+    ("AdfsEncryptCertificateThumbprint", "S", None),
+    ("SiteMailboxCreationURL", "S", None),
+    ("DefaultDataEncryptionPolicy", "S", None),
+    ("MailboxDataEncryptionEnabled", "B", False),
+    ("EmptyAddressBookForNonExchangeUsers", "B", False),
+    ("EnableDownloadDomains", "B", False),
+    ("MitigationsEnabled", "B", True),
+    ("EnableAuthAdminReadSession", "B", False),
+    ("DefaultAuthenticationPolicy", "S", "OrgWideDefault"),
+    ("EnableOrgWidePermissionOnScopedRoles", "B", False),
+    ("UseIcsSyncStateStreaming", "B", False),
+    ("AllowedMailboxRegions", "MV:StringCollection", []),
+    ("DefaultMailboxRegion", "S", None),
+    ("DefaultMailboxRegionLastUpdateTime", "S", None),
+    ("DirectReportsGroupAutoCreationEnabled", "B", False),
+    ("AllowToAddGuests", "B", True),
+    ("GuestsEnabled", "B", True),
+    ("GroupsCreationEnabled", "B", True),
+    ("HiddenMembershipGroupsCreationEnabled", "B", False),
+    ("GroupsCreationWhitelistedId", "S", None),
+    ("GroupsUsageGuidelinesLink", "S", None),
+    ("GroupsNamingPolicy", "S", None),
+    ("DataClassifications", "S", None),
+    ("InPlaceHolds", "MV:StringCollection", []),
+    ("ServiceInstanceMove", "S", None),
+    ("GuestsUsageGuidelinesLink", "S", None),
+    ("FocusedInboxOn", "S", None),
+    ("FocusedInboxOnLastUpdateTime", "DT", "0001-01-01T00:00:00"),
+    ("ForestConfigVersion", "S", ""),
+    ("ForestConfigLastRunTime", "DT", "0001-01-01T00:00:00"),
+    ("EndUserDLUpgradeFlowsDisabled", "B", False),
+    ("IsValid", "B", True),
+    ("ExchangeVersion", "S", "2.0 (15.0.0.0)"),
+    ("DistinguishedName", "S", _COMPUTED),
+    ("ObjectCategory", "S", _COMPUTED),
+    ("ObjectClass", "MV:StringCollection", ["top", "container", "msExchOrganizationContainer"]),
+    ("WhenChanged", "DTL", _COMPUTED),
+    ("WhenCreated", "DTL", _COMPUTED),
+    ("WhenChangedUTC", "DTZ", _COMPUTED),
+    ("WhenCreatedUTC", "DTZ", _COMPUTED),
+    ("Id", "S", _COMPUTED),
+    ("OriginatingServer", "S", _COMPUTED),
+    ("ObjectState", "S", "Unchanged"),
+]
+
+
+def organization_config_props(org: Organisation) -> list[Prop]:
+    """Get-OrganizationConfig's properties for ``org``, in Exchange 2019's order."""
+    dc = ",".join(f"DC={part}" for part in org.domain.split("."))
+    name = org.organization
+    guid = str(uuid.UUID(int=random.Random(f"org-{org.seed}").getrandbits(128), version=4))
+    recipient = f"MicrosoftExchange{uuid.UUID(guid).hex}@{org.domain}"
+    changed = org.reference_time - timedelta(days=400)
+    created = org.reference_time - timedelta(days=2190)
+    local = timezone(SERVER_OFFSET)  # the servers' local time
+    values: dict[str, Any] = {
+        "OrganizationId": "",
+        "Name": name,
+        "Identity": name,
+        "Guid": guid,
+        "MicrosoftExchangeRecipientEmailAddresses": [f"SMTP:{recipient}"],
+        "MicrosoftExchangeRecipientPrimarySmtpAddress": recipient,
+        "LegacyExchangeDN": f"/o={name}",
+        "MimeTypes": MIME_TYPES,
+        "DistinguishedName": (
+            f"CN={name},CN=Microsoft Exchange,CN=Services,CN=Configuration,{dc}"
+        ),
+        "ObjectCategory": f"{org.domain}/Configuration/Schema/ms-Exch-Organization-Container",
+        "WhenChanged": changed.astimezone(local),
+        "WhenCreated": created.astimezone(local),
+        "WhenChangedUTC": changed,
+        "WhenCreatedUTC": created,
+        "Id": name,
+        "OriginatingServer": org.domain_controller,
+    }
+    return [
+        (prop, kind, values[prop] if value is _COMPUTED else value)
+        for prop, kind, value in _PROPERTIES
+    ]
+
