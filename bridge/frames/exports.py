@@ -26,6 +26,10 @@ _MAILBOX_TYPES = re.compile(r"^Microsoft\.Exchange\.[\w.]*\.(?:Exo)?Mailbox$")
 _DEVICE_TYPES = re.compile(
     r"^Microsoft\.Exchange\.[\w.]*\.(?:MobileDeviceConfiguration|(?:Exo)?MobileDeviceStatistics)$")
 _HEAD_BYTES = 1 << 16
+_PROPERTY_NAME = re.compile(rb'<[A-Za-z0-9]+ N="([A-Za-z0-9_]+)"')
+#: properties only Get-MobileDeviceStatistics objects carry together, and Get-Mailbox ones
+_DEVICE_PROPERTIES = {b"LastSuccessSync", b"DeviceUserAgent", b"ClientType"}
+_MAILBOX_PROPERTIES = {b"PrimarySmtpAddress", b"RecipientTypeDetails", b"ExchangeGuid"}
 
 
 @dataclass
@@ -80,6 +84,13 @@ def export_kind(path: Path) -> str | None:
             return "devices"
         if _MAILBOX_TYPES.match(name):
             return "mailboxes"
+    # The type names Exchange Online's REST-backed cmdlets give are not known (nothing
+    # public shows them): the first object's properties tell the file apart instead.
+    names = set(_PROPERTY_NAME.findall(head[:_HEAD_BYTES]))
+    if _DEVICE_PROPERTIES <= names:
+        return "devices"
+    if _MAILBOX_PROPERTIES <= names:
+        return "mailboxes"
     return None
 
 
