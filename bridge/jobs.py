@@ -23,6 +23,8 @@ from bridge.errors import BridgeError, ExitCode, OutputError
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
+    import pandas as pd
+
     from bridge.commands import Command, ErrorRecord
     from bridge.eas import Environment
     from bridge.exchange import Collection, Progress
@@ -88,8 +90,9 @@ class CollectRequest:
 class Collected:
     """Rows from a source, and what the Run sheet and the history say about where from."""
 
-    mailboxes: list[Row]
-    devices: list[Row]
+    #: rows, or a frame of them (an export's files are read straight into frames)
+    mailboxes: list[Row] | pd.DataFrame
+    devices: list[Row] | pd.DataFrame
     errors: list[Row]
     #: the organisation's name as the source knows it (Get-OrganizationConfig, a manifest)
     organisation: str | None
@@ -308,7 +311,7 @@ class ExportFiles:
             clock=export.created,
             environment=eas.environment_for(
                 "clixml", cmdlets if isinstance(cmdlets, list) else (),
-                (device.get("Identity") for device in export.devices)),
+                export.device_identities),
         )  # fmt: skip
 
 

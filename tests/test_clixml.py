@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bridge import clixml, read_clixml
+from bridge import read_clixml
 from bridge.clixml import (
     SECURE_STRING,
+    _document,
     iter_records,
     parse_element,
     parse_error_record,
@@ -66,7 +67,7 @@ ENUM_TN = (
         ('<Sg N="P">1.5</Sg>', 1.5),
         ('<Db N="P">-INF</Db>', float("-inf")),
         ('<Db N="P">2.5E+20</Db>', 2.5e20),
-        ('<D N="P">10.25</D>', 10.25),
+        ('<D N="P">10.25</D>', Decimal("10.25")),
         ('<BA N="P">AQID</BA>', b"\x01\x02\x03"),
         (
             '<G N="P">792e6ad0-3a2d-4b37-8a1e-5b6b9e1f0a11</G>',
@@ -78,7 +79,8 @@ ENUM_TN = (
         ('<SBK N="P">Get-Mailbox -ResultSize 1</SBK>', "Get-Mailbox -ResultSize 1"),
         ('<SS N="P">AQAAANCMnd8BFdERjHoAwE</SS>', SECURE_STRING),
         ('<Nil N="P" />', None),
-        ('<TS N="P">PT9.0269026S</TS>', timedelta(seconds=9.0269026)),
+        # truncated to the microsecond, as dates are (never rounded up)
+        ('<TS N="P">PT9.0269026S</TS>', timedelta(seconds=9, microseconds=26902)),
         ('<TS N="P">-P1DT2H3M</TS>', -timedelta(days=1, hours=2, minutes=3)),
         ('<DT N="P">2022-10-20T01:10:53Z</DT>', datetime(2022, 10, 20, 1, 10, 53, tzinfo=UTC)),
         (
@@ -95,8 +97,9 @@ def test_primitive_values(element: str, expected: object) -> None:
     assert type(result) is type(expected)
 
 
-def test_decimal_is_a_float_not_a_decimal() -> None:
-    assert not isinstance(value('<D N="P">1.1</D>'), Decimal)
+def test_decimal_is_exact() -> None:
+    assert value('<D N="P">79228162514264337593543950335</D>') == Decimal(2**96 - 1)
+    assert str(value('<D N="P">1.10</D>')) == "1.10"  # the scale PowerShell wrote
 
 
 def test_zone_is_kept_not_converted() -> None:
@@ -186,7 +189,7 @@ EXCHANGE_VALUES = (
 
 def test_exchange_value_rules() -> None:
     assert one(EXCHANGE_VALUES) == {
-        "QuotaString": 37_748_736,
+        "QuotaString": "36 MB (37,748,736 bytes)",  # a string: bridge.sizes, from frames
         "QuotaObject": 5_368_709_120,
         "Limited": 524_288_000,
         "Unlimited": None,
@@ -368,7 +371,7 @@ def test_parse_element_gives_what_iter_records_gives() -> None:
     assert record == {
         "Alias": "ann",
         "ProhibitSendQuota": "Unlimited",
-        "IssueWarningQuota": 2_040_109_056,
+        "IssueWarningQuota": "1.9 GB (2,040,109,056 bytes)",
         "EmailAddresses": ["SMTP:ann@contoso.com"],
     }
     assert parse_element(PSRP_OUTPUT.encode()) == record
@@ -421,6 +424,7 @@ def test_frame_types() -> None:
             "Big": 2**70,
             "Flag": True,
             "Size": 10,
+            "Dec": Decimal("1.5"),
             "When": datetime(2024, 1, 1, tzinfo=UTC),
         },
         {
@@ -428,7 +432,8 @@ def test_frame_types() -> None:
             "Opt": None,
             "Big": 1,
             "Flag": None,
-            "Size": "Unlimited",
+            "Size": None,
+            "Dec": None,
             "When": datetime(9999, 12, 31, tzinfo=UTC),
         },
         {
@@ -437,6 +442,7 @@ def test_frame_types() -> None:
             "Big": 2,
             "Flag": False,
             "Size": 20,
+            "Dec": Decimal("-0.25"),
             "When": datetime(1, 1, 1, tzinfo=UTC),
         },
     ]
@@ -445,7 +451,10 @@ def test_frame_types() -> None:
     assert str(frame["Opt"].dtype) == "Int64" and frame["Opt"].tolist()[::2] == [5, 7]
     assert frame["Big"].dtype == object and frame["Big"][0] == 2**70
     assert str(frame["Flag"].dtype) == "boolean"
-    assert frame["Size"].tolist()[::2] == [10, 20] and pd.isna(frame["Size"][1])  # Unlimited
+    assert frame["Size"].tolist()[::2] == [10, 20] and pd.isna(frame["Size"][1])
+    # decimals stay exact: Arrow decimal128 (Parquet decimal, Excel number)
+    assert str(frame["Dec"].dtype) == "decimal128(38, 2)[pyarrow]"
+    assert frame["Dec"].tolist()[::2] == [Decimal("1.5"), Decimal("-0.25")]
     assert str(frame["When"].dtype) == "datetime64[ns, UTC]"
     assert frame["When"][0] == pd.Timestamp("2024-01-01", tz="UTC")
     assert pd.isna(frame["When"][1]) and pd.isna(frame["When"][2])  # out of range: NaT
@@ -534,7 +543,7 @@ def _laughs(levels: int = 10) -> str:
     return f'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n{entities}]>\n{body}'
 
 
-@pytest.mark.parametrize("padding", [0, clixml._CHUNK + 1000], ids=["at-start", "past-head"])
+@pytest.mark.parametrize("padding", [0, _document._CHUNK + 1000], ids=["at-start", "past-head"])
 def test_billion_laughs_fails_fast_without_expanding(tmp_path: Path, padding: int) -> None:
     path = tmp_path / "laughs.xml"
     text = _laughs()
@@ -579,7 +588,7 @@ def test_external_entities_are_never_fetched(tmp_path: Path) -> None:
 
 def test_dtd_past_the_head_is_refused_by_the_parser_check(tmp_path: Path) -> None:
     path = tmp_path / "late-dtd.xml"
-    padding = "x" * (clixml._CHUNK + 1000)  # past the first chunk the head check reads
+    padding = "x" * (_document._CHUNK + 1000)  # past the first chunk the head check reads
     path.write_text(
         f'<!--{padding}-->\n<!DOCTYPE Objs SYSTEM "http://127.0.0.1:9/x.dtd">\n<Objs><S>x</S></Objs>'
     )

@@ -36,6 +36,7 @@ from bridge.remote import (
 from bridge.remote.budget import CmdletBudget
 from bridge.sandbox.cmdlets import ExchangeCmdlets
 from bridge.sandbox.contract import CommandCall, PipelineOutcome, SerializedObject
+from bridge.sandbox.exchange_types import format_size
 from bridge.sandbox.organisation import Organisation
 from bridge.sandbox.server import Sandbox
 
@@ -69,13 +70,14 @@ def user_mailboxes(sb: Sandbox) -> list[dict[str, object]]:
 
 
 def as_on_the_wire(records: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Ground truth as the wire carries it: Exchange sends an unlimited size as the
-    string "Unlimited" (the ground truth says None; frames turns it into None)."""
-    unlimited = ("MaxReceiveSize", "MaxSendSize", "ProhibitSendQuota", "IssueWarningQuota",
-                 "ProhibitSendReceiveQuota", "LitigationHoldDuration",
-                 "RecipientLimits")  # fmt: skip
+    """Ground truth as the wire carries it: Exchange sends sizes as text ("50 GB (...
+    bytes)", "Unlimited" for the ground truth's None; bridge.sizes converts them), and
+    other unlimited values as "Unlimited"."""
+    unlimited = ("LitigationHoldDuration", "RecipientLimits")
     return [
-        {k: ("Unlimited" if k in unlimited and v is None else v) for k, v in r.items()}
+        {k: (format_size(v) if k.endswith(("Quota", "Size")) and (v is None or isinstance(v, int))
+             else "Unlimited" if k in unlimited and v is None else v)
+         for k, v in r.items()}
         for r in records
     ]
 

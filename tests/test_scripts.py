@@ -18,7 +18,7 @@ from xml.etree import ElementTree
 import pytest
 from psrpcore.types import serialize
 
-from bridge import scripts
+from bridge import scripts, sizes
 from bridge.config import PASSWORD_VARIABLE
 from bridge.errors import AuthenticationFailed, PowerShellNotFound, RemoteCommandError
 from bridge.sandbox import Sandbox
@@ -165,9 +165,11 @@ NOT_FOUND = ErrorSpec(
 
 
 def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as the sandbox's ground truth states them: the generic reader leaves an
-    'Unlimited' size as text (frames turn it into None, knowing the schema)."""
-    return [{k: (None if v == "Unlimited" else v) for k, v in row.items()} for row in rows]
+    """Rows as the sandbox's ground truth states them: the generic reader leaves sizes
+    ('50 GB (53,687,091,200 bytes)', 'Unlimited') as text; bridge.sizes converts them
+    where the schema says so."""
+    return [{k: (sizes.size_bytes(v) if isinstance(v, str) and v.endswith(" bytes)")
+                 else None if v == "Unlimited" else v) for k, v in row.items()} for row in rows]
 
 
 class _RecordingProgress:

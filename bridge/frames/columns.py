@@ -14,7 +14,7 @@ DEFAULT_STALE_THRESHOLDS = (30, 90, 365)
 NEVER = "Never"
 UNKNOWN = "Unknown"
 
-Kind = Literal["text", "datetime", "int", "bool", "list"]
+Kind = Literal["text", "datetime", "int", "bool", "list", "size"]
 
 #: Get-Mailbox properties the report reads, with their kind.
 MAILBOX_SCHEMA: dict[str, Kind] = {

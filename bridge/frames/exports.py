@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bridge.errors import InputError
+from bridge.frames.columns import DEVICE_SCHEMA, MAILBOX_SCHEMA
 
 # -- offline exports ------------------------------------------------------------------------
 
@@ -35,8 +36,8 @@ _MAILBOX_PROPERTIES = {b"PrimarySmtpAddress", b"RecipientTypeDetails", b"Exchang
 class OfflineExport:
     """Rows read from Export-Clixml files, and what their manifest says (if any)."""
 
-    mailboxes: list[dict[str, object]] = field(default_factory=list)
-    devices: list[dict[str, object]] = field(default_factory=list)
+    mailboxes: list[dict[str, object]] | pd.DataFrame = field(default_factory=list)
+    devices: list[dict[str, object]] | pd.DataFrame = field(default_factory=list)
     errors: list[dict[str, object]] = field(default_factory=list)
     manifest: dict[str, object] = field(default_factory=dict)
     mailbox_files: list[Path] = field(default_factory=list)
@@ -53,6 +54,13 @@ class OfflineExport:
         except ValueError:
             return None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    @property
+    def device_identities(self) -> Iterator[object]:
+        """The devices' Identity values, whether the devices are rows or a frame."""
+        if isinstance(self.devices, pd.DataFrame):
+            return iter(self.devices["Identity"] if "Identity" in self.devices.columns else ())
+        return (device.get("Identity") for device in self.devices)
 
     @property
     def organisation(self) -> str | None:
@@ -131,10 +139,8 @@ def load_exports(sources: Sequence[Path]) -> OfflineExport:
         kind = export_kind(path)
         if kind == "mailboxes":
             export.mailbox_files.append(path)
-            export.mailboxes += clixml.iter_records(path)
         elif kind == "devices":
             export.device_files.append(path)
-            export.devices += clixml.iter_records(path)
         elif next(clixml.iter_records(path), None) is None:
             # no object at all (a malformed file raises here, with line and column):
             # Export-Clixml of an organisation without a single mobile device
@@ -153,6 +159,10 @@ def load_exports(sources: Sequence[Path]) -> OfflineExport:
         raise InputError("no Get-MobileDeviceStatistics export among the files given: export "
                          "both Get-Mailbox and Get-MobileDeviceStatistics (ps_scripts/"
                          "Export-PsbridgeData.ps1).")
+    # only the properties the report uses, each file in its own process (bridge.clixml)
+    read = clixml.read_export({"mailboxes": export.mailbox_files, "devices": export.device_files},
+                              {"mailboxes": MAILBOX_SCHEMA, "devices": DEVICE_SCHEMA})
+    export.mailboxes, export.devices = read["mailboxes"], read["devices"]
     export.manifest = _manifest(path.parent for path in files)
     errors = export.manifest.get("errors")
     if isinstance(errors, list):

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from bridge import sizes
 from bridge.frames.columns import (
     DEVICE_SCHEMA,
     ERROR_COLUMNS,
@@ -75,6 +76,8 @@ def typed_frame(rows: Iterable[Mapping[str, object]] | pd.DataFrame,
             columns[name] = pd.to_numeric(column, errors="coerce").astype("Int64")
         elif kind == "bool":
             columns[name] = column.astype("boolean")
+        elif kind == "size":  # "30 GB (32,212,254,720 bytes)" / "Unlimited" -> bytes / NA
+            columns[name] = sizes.size_column(column)
         else:
             columns[name] = column
     return pd.DataFrame(columns, index=pd.RangeIndex(len(source)))
