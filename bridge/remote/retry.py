@@ -43,11 +43,18 @@ class _Pacing:
         # None: sleep, cut short by ``_stopped`` (set by abort() and close())
         self._sleep = sleep
         self._stopped = threading.Event()
-        self._budget = CmdletBudget()  # the pace, once micro delays show the budget
+        # the seconds an injected ``sleep`` (tests, benchmarks) was asked to wait: the
+        # budget's clock moves on by them, as it would had they been slept
+        self._slept = 0.0
+        self._budget = CmdletBudget(clock=self._clock)  # the pace, once micro delays show it
+
+    def _clock(self) -> float:
+        return time.monotonic() + self._slept
 
     def _pause(self, seconds: float) -> None:
         if self._sleep is not None:
             self._sleep(seconds)
+            self._slept += seconds
             return
         # short sleeps, not Event.wait: on Windows Ctrl+C does not interrupt a lock wait
         # (bpo-29971), but does interrupt time.sleep
