@@ -55,6 +55,8 @@ NOT_ABOVE = {
     "workbook": {"cli", "exchange", "remote", "sandbox", "jobs"},
     "exchange": {"cli", "frames", "workbook", "sandbox", "jobs"},
     "jobs": {"cli"},
+    # the jobs' sources: below the jobs that re-export them
+    "report_sources": {"cli", "jobs"},
     # Exchange's size texts, for frames: imports nothing from bridge
     "sizes": {"cli", "exchange", "frames", "workbook", "history", "remote", "sandbox", "jobs",
               "clixml", "errors"},

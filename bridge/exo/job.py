@@ -30,6 +30,7 @@ from bridge.jobs import (
     check_table_output,
     live_collected,
     mobile_report,
+    resumable,
 )
 
 if TYPE_CHECKING:
@@ -80,27 +81,15 @@ class ExchangeOnline:
             "recipient_types": list(request.options.recipient_types),
             "device_filter": request.device_filter,
         }
-        store = checkpoints.Checkpoint.open(run_dir, run_key, resume=self.resume)
-        progress = request.progress
-        try:
+        with resumable(run_dir, run_key, self.resume, request) as store:
             with open_source(self.settings, self.on_device_code) as source:
                 result = exchange.collect(
                     source, strategy=self.strategy,
                     recipient_types=request.options.recipient_types,
-                    device_filter=request.device_filter, checkpoint=store, progress=progress,
-                    concurrency=self.settings.concurrency)
+                    device_filter=request.device_filter, checkpoint=store,
+                    progress=request.progress, concurrency=self.settings.concurrency)
                 collected = _collected(result, source)
             yield collected
-        except BaseException:
-            if progress is not None:  # end the bar's line and show the terminal's cursor
-                progress.finish()
-            if store.has_progress():
-                store.close()
-                request.notify(Note("saved", str(run_dir)))
-            else:
-                store.discard()  # nothing to resume: do not leave a folder that blocks a rerun
-            raise
-        store.discard()
 
 
 def run_cmdlet_on_exchange_online(settings: ExoSettings, cmdlet: str,
