@@ -60,7 +60,7 @@ def test_demo_exo_writes_the_same_report_through_exchange_online(tmp_path: Path)
     assert lines[2] == f"(the sandbox signed in as {DEFAULT_ADMIN})"
     from bridge.sandbox.organisation import Organisation
 
-    org = Organisation(mailboxes=40, seed=1)
+    org = Organisation(mailboxes=40, seed=1, online_client_types=True)
     assert re.fullmatch(rf"Collected {len(classic_users(org))} mailboxes and \d+ devices "
                         r"\(\d+ HTTPS requests\)\.", lines[3])
     assert lines[4:] == [f"Report written to {output.resolve()}", *figure_lines(org)]

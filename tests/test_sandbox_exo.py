@@ -595,7 +595,7 @@ def test_the_same_organisation_as_the_on_premises_sandbox() -> None:
 
 
 def test_statistics_errors_beside_objects_and_alone(knobbed: Any) -> None:
-    probe = Organisation(mailboxes=8, seed=2)
+    probe = Organisation(mailboxes=8, seed=2, online_client_types=True)  # as ExoSandbox's
     owner = next(mailbox for mailbox in probe.mailbox_entries if len(mailbox.devices) >= 2)
     broken = owner.devices[0]
     exo = knobbed(statistics_errors=frozenset({broken.device_id}))

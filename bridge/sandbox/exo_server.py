@@ -123,7 +123,10 @@ class ExoSandbox:
         device_code_lifetime: float = 900.0,
         **knobs: Any,
     ) -> None:
-        self.organisation = organisation or Organisation(mailboxes=mailboxes, seed=seed)
+        # Exchange Online reports Outlook for iOS and Android as REST or Outlook (the
+        # native sync), not as an on-premises server's EAS
+        self.organisation = organisation or Organisation(mailboxes=mailboxes, seed=seed,
+                                                         online_client_types=True)
         self.tenant = tenant
         self.tenant_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, tenant))
         self.knobs = ExoKnobs(**knobs)
