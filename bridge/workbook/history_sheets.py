@@ -12,12 +12,9 @@ from bridge import eas
 from bridge.history import CHANGE_KINDS, EAS_BELOW, HistoryView
 from bridge.workbook.cells import _cell_kind, _cells, _fitted_width
 from bridge.workbook.streaming import (
-    _add_streamed_table,
+    StreamedBook,
     _HistoryRows,
-    _sheet_part,
-    _SheetRows,
-    _streamed_workbook,
-    _xf_index,
+    streamed_workbook,
 )
 from bridge.workbook.styles import _protocol_colors, _Styles
 
@@ -36,11 +33,11 @@ _TREND_CHARTS = (
 )
 
 
-def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
-                   styles: _Styles, streams: dict[str, _SheetRows] | None = None) -> None:
+def _history_table(book: StreamedBook, sheet: Any, first_row: int, frame: pd.DataFrame,
+                   name: str, styles: _Styles, stream: bool = False) -> None:
     """``frame`` as an Excel table (banded, autofilter) with its header on ``first_row``.
 
-    A table by _add_streamed_table, below other rows. With ``streams`` the data rows
+    A table by book.stream_table, below other rows. With ``stream`` the data rows
     are streamed into the package after XlsxWriter closes it (a long Changes list); else
     they are written cell by cell here, so nothing may follow the table on the sheet.
     """
@@ -49,12 +46,11 @@ def _history_table(sheet: Any, first_row: int, frame: pd.DataFrame, name: str,
     for col, header in enumerate(headers):
         sheet.set_column(col, col, _fitted_width(header, frame.iloc[:, col], kinds[col]),
                          styles.date if kinds[col] == "date" else None)
-    _add_streamed_table(sheet, len(frame), headers, name, [None] * len(headers), styles.head,
-                        first_row=first_row)
-    if streams is not None:
-        if len(frame):
-            streams[_sheet_part(sheet)] = _HistoryRows(frame, first_row + 2,
-                                                       _xf_index(styles.date))
+    data = _HistoryRows(frame, first_row + 2, book.xf_index(styles.date)) if (
+        stream and len(frame)) else None
+    book.stream_table(sheet, headers, name, [None] * len(headers), styles.head,
+                      rows=len(frame), first_row=first_row, data=data)
+    if stream:
         return
     writers = []
     cells = [_cells(frame.iloc[:, index]) for index in range(frame.shape[1])]
@@ -79,11 +75,10 @@ def _when(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-def write_changes_sheet(book: Any, history: HistoryView, styles: _Styles,
-                        streams: dict[str, _SheetRows]) -> None:
+def write_changes_sheet(book: StreamedBook, history: HistoryView, styles: _Styles) -> None:
     """The Changes sheet: counts by kind, then every change, against the previous run.
 
-    The list of changes is added to ``streams`` (its rows go in after XlsxWriter closes).
+    The list of changes is streamed (its rows go in after XlsxWriter closes).
     """
     sheet = book.add_worksheet("Changes")
     sheet.hide_gridlines(2)
@@ -121,7 +116,7 @@ def write_changes_sheet(book: Any, history: HistoryView, styles: _Styles,
         {"Change": list(CHANGE_KINDS), "Devices": [counts.get(kind, 0) for kind in CHANGE_KINDS]}
     )
     sheet.write_string(3, 0, "Changes by kind", styles.section)
-    _history_table(sheet, 4, summary, "HistoryChangeCounts", styles)
+    _history_table(book, sheet, 4, summary, "HistoryChangeCounts", styles)
     detail_row = 4 + len(summary) + 2
     if not len(history.changes):
         sheet.write_string(
@@ -134,11 +129,12 @@ def write_changes_sheet(book: Any, history: HistoryView, styles: _Styles,
         return
     sheet.write_string(detail_row, 0, "Every change", styles.section)
     # the widths of the detail table win over the small summary's
-    _history_table(sheet, detail_row + 1, history.changes, "HistoryChanges", styles, streams)
+    _history_table(book, sheet, detail_row + 1, history.changes, "HistoryChanges", styles,
+                   stream=True)
     sheet.freeze_panes(detail_row + 2, 0)
 
 
-def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
+def write_trend_sheet(book: StreamedBook, history: HistoryView, styles: _Styles) -> None:
     """The Trend sheet: one row per run, line charts by protocol, platform and staleness."""
     sheet = book.add_worksheet("Trend")
     sheet.hide_gridlines(2)
@@ -163,7 +159,7 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
             styles.note,
         )
         first_row = 5
-    _history_table(sheet, first_row, trend, "HistoryTrend", styles)
+    _history_table(book, sheet, first_row, trend, "HistoryTrend", styles)
     if runs < 2:
         return
     column = {str(name): index for index, name in enumerate(trend.columns)}
@@ -220,21 +216,16 @@ def write_trend_sheet(book: Any, history: HistoryView, styles: _Styles) -> None:
             sheet.insert_chart(last_row + 2, 0, chart, {"x_offset": 660})
 
 
-def write_history_sheets(book: Any, history: HistoryView) -> dict[str, _SheetRows]:
-    """The Changes and Trend sheets in an XlsxWriter workbook (write_report's hook).
-
-    Returns the rows to stream into the package once the book is closed
-    (:func:`_stream_rows_into`), as write_report does for Devices.
-    """
+def write_history_sheets(book: StreamedBook, history: HistoryView) -> None:
+    """The Changes and Trend sheets in a streamed workbook (write_report's hook); the
+    list of changes is streamed in once the book is closed, as Devices is."""
     styles = _Styles(book)
-    streams: dict[str, _SheetRows] = {}
-    write_changes_sheet(book, history, styles, streams)
+    write_changes_sheet(book, history, styles)
     write_trend_sheet(book, history, styles)
-    return streams
 
 
 def write_history_workbook(path: Path | str, history: HistoryView) -> None:
     """A workbook of just Changes and Trend (``psbridge diff``), written atomically."""
     properties = {"title": "psbridge history", "creator": "psbridge"}
-    with _streamed_workbook(path, properties) as (book, streams):
-        streams.update(write_history_sheets(book, history))
+    with streamed_workbook(path, properties) as book:
+        write_history_sheets(book, history)

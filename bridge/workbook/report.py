@@ -20,11 +20,8 @@ from bridge.history import HistoryView
 from bridge.workbook.cells import EXCEL_MAX_ROWS, _fitted_width, _kind
 from bridge.workbook.history_sheets import write_history_sheets
 from bridge.workbook.streaming import (
-    _add_streamed_table,
-    _sheet_part,
     _SheetRows,
-    _streamed_workbook,
-    _xf_index,
+    streamed_workbook,
 )
 from bridge.workbook.styles import _Grid
 from bridge.workbook.summary import _SummaryWriter
@@ -129,15 +126,13 @@ class _ReportWriter(_SummaryWriter):
             for index, width in enumerate(widths):
                 sheet.set_column(index, index, width, formats[index])
             suffix = "" if part == 0 else str(part + 1)
-            _add_streamed_table(
-                sheet, stop - start, headers, table_name + suffix, formats, styles.head
-            )
+            data = _SheetRows(frame.iloc[start:stop], kinds, never_col,
+                              self.book.xf_index(styles.date),
+                              self.book.xf_index(styles.never)) if stop > start else None
+            self.book.stream_table(sheet, headers, table_name + suffix, formats, styles.head,
+                                   rows=stop - start, data=data)
             if print_columns:
                 sheet.print_area(0, 0, max(1, stop - start), min(print_columns, len(headers)) - 1)
-            if stop > start:
-                self.streams[_sheet_part(sheet)] = _SheetRows(
-                    frame.iloc[start:stop], kinds, never_col,
-                    _xf_index(styles.date), _xf_index(styles.never))
             if highlight and stop > start:
                 self._highlight(sheet, headers, stop - start)
 
@@ -237,7 +232,7 @@ def write_report(
     """
     properties = {"title": "Mobile device report", "creator": "psbridge",
                   "comments": f"psbridge {run_info.version}"}
-    with _streamed_workbook(path, properties) as (book, streams):
+    with streamed_workbook(path, properties) as book:
         writer = _ReportWriter(book, report, run_info, rows_per_sheet)
         writer.summary()
         # printed (and rendered to PDF): the columns up to DeviceAccessState
@@ -262,6 +257,5 @@ def write_report(
         if history is not None:
             # --- history hook: Changes and Trend (functions in the history block) ---
             # ``book`` is an XlsxWriter Workbook in constant-memory mode: write each
-            # sheet's rows top to bottom (_Grid helps), tables via _add_streamed_table.
-            writer.streams.update(write_history_sheets(book, history))
-        streams.update(writer.streams)
+            # sheet's rows top to bottom (_Grid helps), tables via book.stream_table.
+            write_history_sheets(book, history)

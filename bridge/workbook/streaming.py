@@ -4,9 +4,10 @@ XlsxWriter (constant-memory mode) writes a workbook's structure: sheets, header 
 formats, tables. The table sheets' data rows are rendered here as SpreadsheetML
 (_SheetRows, _HistoryRows) and spliced into the closed package (_stream_rows_into), and
 each table's range is widened in XlsxWriter's private state to cover them
-(_add_streamed_table). Callers use :func:`_streamed_workbook` around the whole write and
-:func:`_add_streamed_table` per table; tests/test_workbook_streaming.py fails, naming the
-XlsxWriter version and the attribute, when a release changes what this relies on
+(_add_streamed_table). Callers use one function, :func:`streamed_workbook`, around the
+whole write, and the :class:`StreamedBook` it yields; tests/test_workbook_streaming.py
+fails, naming the XlsxWriter version and the attribute, when a release changes what this
+relies on
 (pyproject caps XlsxWriter below the next minor release for the same reason).
 """
 
@@ -226,6 +227,42 @@ def _streamed_workbook(
             _stream_rows_into(package, temp_path, streams)
         except OSError as exc:
             raise _output_error(target, exc) from exc
+
+
+class StreamedBook:
+    """The XlsxWriter workbook :func:`streamed_workbook` yields: XlsxWriter's own API
+    (add_worksheet, add_format, add_chart... are passed through), plus the one thing this
+    module adds, :meth:`stream_table`."""
+
+    def __init__(self, book: xlsxwriter.Workbook, streams: dict[str, _SheetRows]) -> None:
+        self.book = book
+        self._streams = streams
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.book, name)
+
+    def stream_table(self, sheet: Any, headers: Sequence[str], name: str,
+                     formats: Sequence[Any], header_format: Any = None, *, rows: int,
+                     first_row: int = 0, data: _SheetRows | None = None) -> None:
+        """An Excel table over the header row ``first_row`` and ``rows`` rows below it;
+        ``data`` (rows rendered by :class:`_SheetRows`/:class:`_HistoryRows`) goes into the
+        package after XlsxWriter closes it, else the caller writes the cells itself."""
+        _add_streamed_table(sheet, rows, headers, name, formats, header_format,
+                            first_row=first_row)
+        if data is not None:
+            self._streams[_sheet_part(sheet)] = data
+
+    def xf_index(self, cell_format: Any) -> int:
+        """The style index of ``cell_format``, as :class:`_SheetRows` needs it."""
+        return _xf_index(cell_format)
+
+
+@contextmanager
+def streamed_workbook(path: Path | str, properties: dict[str, str]) -> Iterator[StreamedBook]:
+    """The one entry point for writing a workbook with streamed tables: the other
+    modules of bridge.workbook use this and :class:`StreamedBook`'s methods only."""
+    with _streamed_workbook(path, properties) as (book, streams):
+        yield StreamedBook(book, streams)
 
 
 class _HistoryRows(_SheetRows):

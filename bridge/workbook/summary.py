@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from bridge.frames import Report
 from bridge.workbook.actions import action_figures, put_eas_section
 from bridge.workbook.cells import EXCEL_MAX_ROWS
-from bridge.workbook.streaming import _SheetRows
 from bridge.workbook.styles import _Grid, _protocol_colors, _Styles
 
 if TYPE_CHECKING:
@@ -28,7 +27,6 @@ class _SummaryWriter:
         parts = max(1, -(-len(self.devices) // rows_per_sheet))
         self.device_sheets = ["Devices"] + [f"Devices ({n})" for n in range(2, parts + 1)]
         self.notes = list(report.notes)
-        self.streams: dict[str, _SheetRows] = {}
         if parts > 1:
             self.notes.append(
                 f"The {len(self.devices):,} devices are split over {parts} sheets "
