@@ -73,7 +73,7 @@ from bridge.report_sources import (
 if TYPE_CHECKING:
 
 
-    from bridge.commands import Command, ErrorRecord
+    from bridge.commands import Command, CommandResult, ErrorRecord
     from bridge.exchange import Progress
     from bridge.frames import Figures, Report, ReportOptions
     from bridge.history import HistorySettings, HistoryView
@@ -298,7 +298,7 @@ def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[
     """Run one cmdlet on ``server`` and write its rows to ``output`` (.xlsx with an Errors
     sheet when the server sent error records, or .csv/.parquet/.json). The server's
     warnings are told to ``notify`` before the file is written."""
-    from bridge import clixml, exchange, remote, workbook
+    from bridge import exchange, remote
     from bridge import output as outputs
 
     check_table_output(output)
@@ -306,12 +306,22 @@ def run_cmdlet_to_file(server: ExchangeServer, cmdlet: str, parameters: Mapping[
     with remote.Session(server.settings,
                         _password(server.settings, server.password, server.prompt)) as session:
         command, result = exchange.run_cmdlet(session, cmdlet, dict(parameters))
+    return write_cmdlet_output(command, result, output, notify=notify)
+
+
+def write_cmdlet_output(command: Command, result: CommandResult, output: Path, *,
+                        notify: Notify | None = None) -> CmdletRun:
+    """One cmdlet's rows to ``output``, for any source: the server's warnings told to
+    ``notify`` first; .xlsx gets an Errors sheet when there were error records."""
+    from bridge import clixml, workbook
+    from bridge import output as outputs
+
     warnings = tuple(dict.fromkeys(result.warnings))
     for text in warnings:
-        notify(Note("warning", text))
+        (notify or _ignore)(Note("warning", text))
     frame = clixml.records_to_frame(result.rows)
     if output.suffix.lower() == ".xlsx":
-        tables = {cmdlet: frame}
+        tables = {command.name: frame}
         if result.errors:
             tables["Errors"] = clixml.records_to_frame(
                 [{"Category": e.kind, "Message": e.message, "Target": e.target,

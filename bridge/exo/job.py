@@ -31,6 +31,7 @@ from bridge.jobs import (
     live_collected,
     mobile_report,
     resumable,
+    write_cmdlet_output,
 )
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def run_cmdlet_on_exchange_online(settings: ExoSettings, cmdlet: str,
                                   on_device_code: DeviceCode | None = None,
                                   notify: Notify | None = None) -> CmdletRun:
     """``psbridge run --tenant``: one read-only cmdlet on Exchange Online to a file."""
-    from bridge import clixml, exchange, workbook
+    from bridge import exchange
     from bridge import output as outputs
     from bridge.commands import Command, is_read_only
 
@@ -108,23 +109,7 @@ def run_cmdlet_on_exchange_online(settings: ExoSettings, cmdlet: str,
     outputs.check_writable(output)  # before signing in, as for a server
     with open_source(settings, on_device_code) as source:
         command, result = exchange.run_cmdlet(source, cmdlet, dict(parameters))
-    # written as bridge.jobs.run_cmdlet_to_file writes a server's (jobs.py has no room
-    # for a shared writer until it is split)
-    warnings = tuple(dict.fromkeys(result.warnings))
-    for text in warnings:
-        if notify is not None:
-            notify(Note("warning", text))
-    frame = clixml.records_to_frame(result.rows)
-    if output.suffix.lower() == ".xlsx":
-        tables = {command.name: frame}
-        if result.errors:
-            tables["Errors"] = clixml.records_to_frame(
-                [{"Category": e.kind, "Message": e.message, "Target": e.target,
-                  "ErrorId": e.error_id} for e in result.errors])  # fmt: skip
-        workbook.write_tables(output, tables)
-    else:
-        outputs.write_frame(output, frame)
-    return CmdletRun(command, len(result.rows), output, warnings, tuple(result.errors))
+    return write_cmdlet_output(command, result, output, notify=notify)
 
 
 @dataclass(frozen=True)
