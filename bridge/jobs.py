@@ -20,64 +20,57 @@ from typing import TYPE_CHECKING
 from bridge import __version__
 from bridge.errors import BridgeError, ExitCode, OutputError
 from bridge.report_sources import (
-    Collected as Collected,
-)
-
-# re-exported: the sources are part of the jobs' public API (jobs.ExchangeServer, ...)
-from bridge.report_sources import (
-    CollectRequest as CollectRequest,
-)
-from bridge.report_sources import (
-    ExchangeServer as ExchangeServer,
-)
-from bridge.report_sources import (
-    ExportFiles as ExportFiles,
-)
-from bridge.report_sources import (
-    JumpHost as JumpHost,
-)
-from bridge.report_sources import (
-    LocalPwsh as LocalPwsh,
-)
-from bridge.report_sources import (
-    Note as Note,
-)
-from bridge.report_sources import (
-    Notify as Notify,
-)
-from bridge.report_sources import (
-    ReportSource as ReportSource,
-)
-from bridge.report_sources import (
-    SandboxOrganisation as SandboxOrganisation,
-)
-from bridge.report_sources import (
-    _ignore as _ignore,
-)
-from bridge.report_sources import (
-    _meta_text as _meta_text,
-)
-from bridge.report_sources import (
-    _password as _password,
-)
-from bridge.report_sources import (
-    _script_collected as _script_collected,
-)
-from bridge.report_sources import (
-    live_collected as live_collected,
-)
-from bridge.report_sources import (
-    resumable as resumable,
+    Collected,
+    CollectRequest,
+    ExchangeServer,
+    ExportFiles,
+    JumpHost,
+    LocalPwsh,
+    Note,
+    Notify,
+    ReportSource,
+    SandboxOrganisation,
+    _ignore,
+    _password,
+    live_collected,
+    resumable,
 )
 
 if TYPE_CHECKING:
-
-
     from bridge.commands import Command, CommandResult, ErrorRecord
     from bridge.exchange import Progress
     from bridge.frames import Figures, Report, ReportOptions
     from bridge.history import HistorySettings, HistoryView
     from bridge.workbook import RunDetails
+
+#: the jobs' public API, with the sources it re-exports from bridge.report_sources
+__all__ = [
+    "check_table_output",
+    "CmdletRun",
+    "Collected",
+    "CollectRequest",
+    "demo_report",
+    "ExchangeServer",
+    "ExportFiles",
+    "JumpHost",
+    "LIBRARY_CALL",
+    "live_collected",
+    "LocalPwsh",
+    "mobile_report",
+    "Note",
+    "Notify",
+    "record_history",
+    "REPORT_FORMATS",
+    "ReportOutput",
+    "ReportRun",
+    "ReportSource",
+    "resumable",
+    "run_cmdlet_to_file",
+    "SandboxOrganisation",
+    "TABLE_SUFFIXES",
+    "write_cmdlet_output",
+    "write_report_output",
+]
 
 Row = dict[str, object]
 

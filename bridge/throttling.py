@@ -55,14 +55,6 @@ def micro_delays_ms(texts: Iterable[str]) -> list[int]:
     return [int(match.group(1)) for text in texts if (match := _MICRO_DELAY.search(text))]
 
 
-def next_pace(delays_ms: list[int], pace: float, ceiling: float) -> float:
-    """Seconds to wait before each command after one that reported ``delays_ms``: follow
-    the server's delay (doubling while delays keep coming), relax by half once they stop."""
-    if delays_ms:
-        return min(ceiling, max(max(delays_ms) / 1000.0, pace * 2, 0.05))
-    return pace / 2 if pace > 0.01 else 0.0
-
-
 def retry_note(label: str, reason: str, delay: float, *, throttled: bool) -> str:
     """The line shown above the progress bar while a command waits to be tried again."""
     if throttled:

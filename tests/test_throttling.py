@@ -57,8 +57,6 @@ def test_micro_delays_are_read_from_warning_and_verbose_texts() -> None:
         "By default, only the first 1000 items are returned.",
     ]
     assert throttling.micro_delays_ms(texts) == [250]
-    assert throttling.next_pace([250], 0.0, 30.0) == 0.25
-    assert throttling.next_pace([], 0.25, 30.0) == 0.125
 
 
 # -- over the wire ---------------------------------------------------------------------
