@@ -72,8 +72,6 @@ __all__ = [
     "write_report_output",
 ]
 
-Row = dict[str, object]
-
 #: What a report can be written as: the workbook, or the Devices table alone.
 REPORT_FORMATS = ("xlsx", "csv", "parquet", "json")
 #: What ``psbridge run`` writes a cmdlet's output as, by extension.
