@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from bridge.errors import AuthenticationFailed, ConfigError, ConnectionFailed, SignInRefused
+from bridge.paths import user_data_dir
 
 #: the ExchangeOnlineManagement module's own public client: delegated sign-in works with
 #: it in any tenant (a tenant may register its own app instead)
@@ -46,11 +47,7 @@ _MARGIN = 120.0
 
 def data_dir() -> Path:
     """psbridge's per-user data folder (as bridge.history's): where the token cache lives."""
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-    else:
-        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "psbridge"
+    return user_data_dir()
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from bridge.history.changes import History, HistoryView
 from bridge.history.database import DEFAULT_TIMEOUT
+from bridge.paths import user_data_dir
 
 if TYPE_CHECKING:
     from bridge.frames import Report
@@ -21,11 +20,7 @@ def default_history_path() -> Path:
     Windows: ``%LOCALAPPDATA%\\psbridge\\history.sqlite``; elsewhere
     ``$XDG_DATA_HOME/psbridge/history.sqlite`` (``~/.local/share`` when unset).
     """
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-    else:
-        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "psbridge" / "history.sqlite"
+    return user_data_dir() / "history.sqlite"
 
 
 @dataclass(frozen=True)
