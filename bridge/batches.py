@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from bridge.checkpoint import Checkpoint
-from bridge.commands import Command, CommandResult, ErrorRecord, pipeline_text
+from bridge.commands import Command, CommandResult
 from bridge.errors import BridgeError, CommandNotFound, RemoteCommandError
 from bridge.exchange import (
     PHASE_MAILBOX_DEVICES,
@@ -24,11 +24,10 @@ from bridge.exchange import (
     Progress,
     Row,
     _completed,
-    _record_rows,
     _run_units,
     _Unit,
     device_parent,
-    error_row,
+    mailbox_answer,
     mailbox_command,
     mailbox_devices_command,
     mailbox_identity,
@@ -115,22 +114,9 @@ def collect_without_pipelines(
     def query(identities: list[str]) -> list[tuple[str, list[Row], list[Row]]]:
         commands = [mailbox_devices_command(statistics_identity(owners[identity]))
                     for identity in identities]
-        answered: list[tuple[str, list[Row], list[Row]]] = []
-        for identity, command, outcome in zip(identities, commands,
-                                              run_many(session, commands), strict=True):
-            label = pipeline_text(command)
-            if isinstance(outcome, RemoteCommandError):
-                record = outcome.record if isinstance(outcome.record, ErrorRecord) else None
-                category = record.kind if record else "RemoteCommandError"
-                message = record.message if record and record.message else str(outcome)
-                errors = [error_row(message, category, mailbox=identity, command=label)]
-                answered.append((identity, [], errors))
-                continue
-            warnings.extend(outcome.warnings)
-            rows = [{**row, "QueriedMailbox": identity} for row in outcome.rows]
-            answered.append((identity, rows,
-                             _record_rows(outcome.errors, mailbox=identity, command=label)))
-        return answered
+        return [(identity, *mailbox_answer(identity, command, outcome, warnings))
+                for identity, command, outcome in zip(identities, commands,
+                                                      run_many(session, commands), strict=True)]
 
     groups = iter([todo[at:at + STATISTICS_PER_REQUEST]
                    for at in range(0, len(todo), STATISTICS_PER_REQUEST)])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -43,6 +43,7 @@ from bridge.throttling import FailureStreak, is_throttling
 
 Row = dict[str, object]
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 STRATEGIES = ("bulk", "per-mailbox")
 DEFAULT_RECIPIENT_TYPES = ("UserMailbox",)
@@ -218,6 +219,23 @@ def error_row(
         "Message": message,
         "When": datetime.now(UTC),
     }
+
+
+def mailbox_answer(
+    identity: str, command: Command, outcome: CommandResult | RemoteCommandError,
+    warnings: list[str],
+) -> tuple[list[Row], list[Row]]:
+    """One mailbox's Get-MobileDeviceStatistics answer as device rows (each naming the
+    mailbox asked) and error rows; a terminating error is that mailbox's error row."""
+    label = pipeline_text(command)
+    if isinstance(outcome, RemoteCommandError):
+        record = outcome.record if isinstance(outcome.record, ErrorRecord) else None
+        category = record.kind if record else "RemoteCommandError"
+        message = record.message if record and record.message else str(outcome)
+        return [], [error_row(message, category, mailbox=identity, command=label)]
+    warnings.extend(outcome.warnings)
+    rows = [{**row, "QueriedMailbox": identity} for row in outcome.rows]
+    return rows, _record_rows(outcome.errors, mailbox=identity, command=label)
 
 
 def _record_rows(records: Sequence[ErrorRecord], *, mailbox: str | None, command: str) -> list[Row]:
@@ -412,24 +430,29 @@ def _run_units(
             checkpoint.save(unit.phase, unit.key, result.rows, errors)
         results[(unit.phase, unit.key)] = (result.rows, errors)
 
-    if workers == 1 or len(todo) <= 1:
-        for unit in todo:
-            keep(*run(unit))
-        return results
-    pool = cf.ThreadPoolExecutor(max_workers=min(workers, len(todo)))
+    _each(session, workers, todo, run, lambda done: keep(*done))
+    return results
+
+
+def _each(session: Source, workers: int, items: Sequence[_T], work: Callable[[_T], _R],
+          keep: Callable[[_R], None]) -> None:
+    """``keep(work(item))`` for every item, ``workers`` at once (one: in this thread), each
+    kept in this thread as it finishes. On Ctrl+C, a stop signal or a fatal error the
+    commands in flight stop (their shells deleted) instead of streaming on, queued items
+    are dropped, and no worker stuck in a request to a hung server is waited for."""
+    if workers == 1 or len(items) <= 1:
+        for item in items:
+            keep(work(item))
+        return
+    pool = cf.ThreadPoolExecutor(max_workers=min(workers, len(items)))
     try:
-        futures = [pool.submit(run, unit) for unit in todo]
-        for future in _completed(futures):
-            keep(*future.result())
+        for future in _completed([pool.submit(work, item) for item in items]):
+            keep(future.result())
     except BaseException:
-        # Ctrl+C, a stop signal or a fatal error: the commands in flight stop (their
-        # shells deleted) instead of streaming on; what finished is in the checkpoint
         session.abort()
         raise
     finally:
-        # never wait here for a worker stuck in a request to a slow or hung server
         pool.shutdown(wait=False, cancel_futures=True)
-    return results
 
 
 def _joined(
@@ -520,25 +543,17 @@ def _per_mailbox(
 
     def query(identity: str) -> tuple[str, list[Row], list[Row], ConnectionFailed | None]:
         command = mailbox_devices_command(identity)
-        label = pipeline_text(command)
         try:
-            result: CommandResult = session.run(command)
+            outcome: CommandResult | RemoteCommandError = session.run(command)
         except CommandNotFound:
             raise  # the cmdlet is missing for every mailbox: stop the run
         except RemoteCommandError as exc:
-            # a terminating error for this one mailbox: record it, carry on
-            record = exc.record if isinstance(exc.record, ErrorRecord) else None
-            category = record.kind if record else "RemoteCommandError"
-            message = record.message if record and record.message else str(exc)
-            row = error_row(message, category, mailbox=identity, command=label)
-            return identity, [], [row], None
+            outcome = exc  # a terminating error for this one mailbox: record it, carry on
         except ConnectionFailed as exc:
             # given up after its retries: this mailbox's trouble, or the server's? keep() tells
             category = "Throttled" if is_throttling(str(exc)) else "ConnectionFailed"
             return identity, [], [error_row(str(exc), category, mailbox=identity)], exc
-        warnings.extend(result.warnings)
-        rows = [{**row, "QueriedMailbox": identity} for row in result.rows]
-        return identity, rows, _record_rows(result.errors, mailbox=identity, command=label), None
+        return (identity, *mailbox_answer(identity, command, outcome, warnings), None)
 
     def save(identity: str, rows: list[Row], errors: list[Row]) -> None:
         if checkpoint is not None:
@@ -561,22 +576,8 @@ def _per_mailbox(
             save(identity, rows, errors)
         bar.advance()
 
-    if workers == 1:
-        for identity in todo:
-            keep(*query(identity))
-    else:
-        pool = cf.ThreadPoolExecutor(max_workers=workers)
-        try:
-            futures = [pool.submit(query, identity) for identity in todo]
-            for future in _completed(futures):
-                keep(*future.result())
-        except BaseException:
-            # on Ctrl+C or a fatal error: queued mailboxes are dropped, those in flight
-            # stop at their next round trip; everything kept so far is in the checkpoint
-            session.abort()
-            raise
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+    # everything kept is in the checkpoint, whatever stops the run
+    _each(session, workers, todo, query, lambda answer: keep(*answer))
     for failed, failed_errors in gave_up:  # the last ones, with too few to judge the server
         save(failed, [], failed_errors)
     bar.finish()
