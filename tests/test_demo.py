@@ -13,37 +13,10 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from bridge import history
 from bridge.cli import cli
-from bridge.eas import parse_version
-from bridge.frames import OUTLOOK_MOBILE_MODEL
 from bridge.sandbox.evolution import demo_organisation
-from bridge.sandbox.organisation import Organisation
-from tests.ground_truth import classic_users
+from tests.ground_truth import classic_users, figure_lines
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-
-
-def all_device_figure_lines(org: Organisation) -> list[str]:
-    """The key-figure lines of the demo (all devices of user mailboxes), from ground truth."""
-    users = classic_users(org)
-    devices = [d for m in users for d in m.devices]
-    owners = {d.mailbox.identity for d in devices}
-    stale = sum(d.last_success is not None
-                and (org.reference_time - d.last_success).total_seconds() // 86_400 > 30
-                for d in devices)
-    old_eas = sum(d.client_type == "EAS" and d.model != OUTLOOK_MOBILE_MODEL
-                  and (parse_version(d.client_version) or (99,)) < (16, 1) for d in devices)
-    native = sum(d.client_type == "Outlook" for d in devices) / len(devices)
-    return [
-        f"  Mailboxes checked       {len(users):>8,}",
-        f"  Users with devices      {len(owners):>8,}",
-        f"  Users without devices   {len(users) - len(owners):>8,}",
-        f"  Devices                 {len(devices):>8,}",
-        f"  On Outlook native sync  {native:>8.1%}",
-        f"  Still on REST (legacy)  {sum(d.client_type == 'REST' for d in devices):>8,}",
-        f"  Stale (over 30 days)    {stale:>8,}",
-        f"  Never synced            {sum(d.last_success is None for d in devices):>8,}",
-        f"  EAS below 16.1          {old_eas:>8,}",
-    ]
 
 
 def _text(sheet: Worksheet) -> str:
@@ -69,7 +42,7 @@ def test_demo_writes_the_report_of_the_sandbox(tmp_path: Path,
                         r"\d+\.\d s \(15 commands, bulk strategy\)\.", lines[2])
     assert lines[3:] == [
         f"Report written to {output.resolve()}",
-        *all_device_figure_lines(org),
+        *figure_lines(org, all_devices=True),
     ]
     book = openpyxl.load_workbook(output)
     assert book.sheetnames == ["Summary", "Devices", "Users without devices", "Run",
