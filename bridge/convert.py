@@ -14,7 +14,7 @@ import pandas as pd
 
 from bridge import clixml, workbook
 from bridge.errors import InputError, OutputError
-from bridge.output import FRAME_FORMATS, write_frame
+from bridge.output import FRAME_FORMATS, check_writable, write_frame
 
 EXCEL_MAX_ROWS = 1_048_576  # rows in an Excel sheet, the header included
 #: Output types ``convert`` writes, by extension.
@@ -42,10 +42,7 @@ def _check_paths(inputs: Sequence[Path], output: Path) -> None:
             f"cannot write {output}: unknown output type '{output.suffix}'; "
             "use .xlsx, .csv, .parquet or .json."
         )
-    if not output.parent.is_dir():
-        raise OutputError(f"cannot write {output}: folder {output.parent} does not exist.")
-    if output.is_dir():
-        raise OutputError(f"cannot write {output}: it is a folder.")
+    check_writable(output)  # before reading every input
     for source in inputs:
         if source.is_dir():
             raise InputError(f"{source}: is a folder, not a CLIXML file")

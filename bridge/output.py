@@ -91,9 +91,7 @@ def atomic_write(path: Path | str) -> Iterator[Path]:
     """
     target = Path(path)
     folder = target.parent
-    if not folder.is_dir():
-        raise OutputError(f"cannot write {target}: folder {folder} does not exist.")
-    _refuse_read_only(target)
+    check_writable(target)
     try:
         # mkstemp adds 8 random characters: the name must leave room for them
         prefix = fitting_name(f".{target.stem}", ".", reserve=8 + len(f".tmp{target.suffix}"))
