@@ -745,7 +745,7 @@ def test_the_sandbox_keeps_each_library_in_one_module() -> None:
         # the Exchange Online emulation (issue 13) has its own server and Entra crypto
         # ... and the Exchange Online client turns an app's .pfx into PEM for MSAL
         "cryptography": {"sandbox/tls.py", "sandbox/entra_wire.py", "exo/signin.py"},
-        "http": {"sandbox/frontend.py", "sandbox/exo_server.py"},
+        "http": {"sandbox/loopback.py"},
     }
     sandbox_owners = {"spnego": "sandbox/auth.py"}  # remote.py reads spnego's errors
     for path in bridge_dir.rglob("*.py"):

@@ -32,7 +32,6 @@ import threading
 import traceback
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,6 +40,7 @@ from urllib.parse import parse_qsl
 from bridge.sandbox.entra import Entra, RegisteredApp, User
 from bridge.sandbox.exo_reply import Headers, Reply
 from bridge.sandbox.exo_rest import ExoKnobs, ExoService, Invocation
+from bridge.sandbox.loopback import LoopbackHandler, LoopbackServer
 from bridge.sandbox.organisation import Organisation
 from bridge.sandbox.tls import write_certificates
 
@@ -48,24 +48,11 @@ DEFAULT_ADMIN = "admin@contoso.onmicrosoft.com"
 EXO_SCOPE = "https://outlook.office365.com/.default"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes
+class _Handler(LoopbackHandler):
     server: _Server
 
     def version_string(self) -> str:
         return "Microsoft-HTTPAPI/2.0"
-
-    def setup(self) -> None:
-        # the handshake here, not in accept(): a stalled client must not block the others
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(30)
-            self.request.do_handshake()
-            self.request.settimeout(None)
-        super().setup()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        """Quiet: tests print what matters."""
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         self._answer("GET")
@@ -92,12 +79,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(reply.body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(LoopbackServer):
     def __init__(self, sandbox: ExoSandbox) -> None:
         self.sandbox = sandbox
         super().__init__(("127.0.0.1", 0), _Handler)
+
+    def record_error(self, detail: str) -> None:
+        self.sandbox.internal_errors.append(f"connection: {detail}")
 
 
 class ExoSandbox:

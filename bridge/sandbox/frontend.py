@@ -8,11 +8,8 @@ HTTP-level knobs, and hands the WSMan envelope to the Sandbox's ``_dispatch``.
 from __future__ import annotations
 
 import base64
-import ssl
-import sys
 import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from bridge.sandbox import wsman
@@ -26,6 +23,7 @@ from bridge.sandbox.auth import (
     parse_authorization,
 )
 from bridge.sandbox.knobs import Knobs
+from bridge.sandbox.loopback import LoopbackHandler, LoopbackServer
 from bridge.sandbox.throttling import HttpRefusal
 
 SERVER_NAME = "EXCH01"
@@ -50,21 +48,15 @@ IIS_500_BODY = (
 )
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     """One TCP connection; IIS authenticates Negotiate per connection, so state lives here."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
     server: _Server
 
     def version_string(self) -> str:
         return "Microsoft-IIS/10.0"
 
     def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(30)
-            self.request.do_handshake()
-            self.request.settimeout(None)
         super().setup()
         self.acceptor: NegotiateAcceptor | None = None
         self.authenticated_user: str | None = None
@@ -74,9 +66,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.sandbox.track_connection(self.connection, open_=False)
         super().finish()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        """Quiet: tests and the CLI print what matters."""
-
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         self.server.sandbox.handle_post(self)
 
@@ -84,18 +73,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.sandbox.send_plain(self, 405, b"", close=False)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackServer):
     allow_reuse_address = False
     sandbox: HttpFrontEnd
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A connection the client reset or a TLS handshake it refused (it does not trust
-        # the certificate) is not the sandbox's fault; anything else is.
-        error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError | ssl.SSLError | TimeoutError):
-            return
-        self.sandbox.record_internal_error("connection", traceback.format_exc())
+    def record_error(self, detail: str) -> None:
+        self.sandbox.record_internal_error("connection", detail)
 
 
 
