@@ -28,31 +28,9 @@ from bridge.exchange import collect
 from bridge.exo import ExoSource, SignIn, Tokens
 from bridge.sandbox.exo_server import ExoSandbox
 from bridge.sandbox.organisation import Organisation
+from bridge.sandbox.tls import write_app_certificate
 
 APP_ID = "0f5e3c2a-7d41-4b8e-9c36-2a1b0c9d8e77"
-
-
-def _certificate(folder: Path) -> tuple[Path, str]:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "psbridge benchmark")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(days=1))
-                   .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
-    public = certificate.public_bytes(serialization.Encoding.PEM)
-    path = folder / "app.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()) + public)
-    return path, public.decode()
 
 
 def organisation(mailboxes: int, with_devices: int, seed: int) -> Organisation:
@@ -101,7 +79,7 @@ def main() -> None:
     devices = sum(len(m.devices) for m in users)
     with tempfile.TemporaryDirectory() as folder, ExoSandbox(
             organisation=org, latency_ms=args.latency_ms) as exo:
-        certificate, public = _certificate(Path(folder))
+        certificate, public = write_app_certificate(Path(folder))
         exo.entra.register_app(APP_ID, certificate_pem=public, roles=["Global Reader"])
         host = exo.authority.rsplit("/", 1)[0]
         tokens = Tokens(SignIn(tenant=exo.tenant, app_id=APP_ID, certificate=certificate,

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
-
 from bridge.exo import ExoSource, SignIn, Tokens
 from bridge.sandbox.exo_server import DEFAULT_ADMIN, ExoSandbox
+from bridge.sandbox.tls import write_app_certificate
 
 APP_ID = "6b2b7f3e-3b7a-4d2c-9a51-5f1f0a8f2c01"
 
@@ -30,28 +24,8 @@ def exo_sandbox(**options: Any) -> Iterator[ExoSandbox]:
     assert sandbox.internal_errors == []
 
 
-def make_certificate(folder: Path, *, pfx_password: str | None = None) -> tuple[Path, str]:
-    """A self-signed app certificate: (PEM or .pfx path, the certificate's PEM to register)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "psbridge test app")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(days=1))
-                   .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
-    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-    if pfx_password is not None:
-        path = folder / "app.pfx"
-        path.write_bytes(pkcs12.serialize_key_and_certificates(
-            b"app", key, certificate, None,
-            serialization.BestAvailableEncryption(pfx_password.encode())))
-    else:
-        path = folder / "app.pem"
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption())
-                         + certificate_pem.encode())
-    return path, certificate_pem
+#: an app certificate file for --certificate-file, and its PEM to register
+make_certificate = write_app_certificate
 
 
 class RecordingTokens(Tokens):

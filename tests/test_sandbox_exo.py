@@ -16,15 +16,13 @@ from typing import Any
 import msal
 import pytest
 import requests
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from bridge.sandbox import ExoSandbox
 from bridge.sandbox.exo_rest import CONCURRENCY_TEXT
 from bridge.sandbox.exo_server import DEFAULT_ADMIN, EXO_SCOPE
 from bridge.sandbox.organisation import Organisation
+from bridge.sandbox.tls import app_certificate
 
 APP_ID = "6f1d3c8a-2b7e-4f1a-9c3d-5e8f7a6b4c2d"
 MODULE_APP = "fb78d390-0c51-40cd-8e17-fdbfab77341b"
@@ -34,13 +32,7 @@ DATE_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}(\+00:00|Z)$")
 
 def _certificate() -> tuple[str, str, str]:
     """A self-signed RSA certificate: (certificate PEM, private key PEM, SHA-1 hex)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "psbridge test app")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
+    key, cert = app_certificate()
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
     cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -101,3 +102,37 @@ def write_certificates(folder: Path, host: str) -> tuple[Path, Path, Path]:
     )
     key_file.chmod(0o600)
     return ca_file, cert_file, key_file
+
+
+def app_certificate(common_name: str = "psbridge test app"
+                    ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A self-signed RSA certificate for an app registration of the emulated Entra (what
+    an admin uploads for app-only sign-in), valid from yesterday for 30 days."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(days=1))
+                   .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
+    return key, certificate
+
+
+def write_app_certificate(folder: Path, *, pfx_password: str | None = None
+                          ) -> tuple[Path, str]:
+    """An app certificate with its key, as psbridge's --certificate-file reads it: a PEM
+    (key and certificate), or a .pfx with ``pfx_password``. Returns the file and the
+    certificate's PEM (to register with the emulated Entra)."""
+    key, certificate = app_certificate()
+    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    if pfx_password is not None:
+        path = folder / "app.pfx"
+        path.write_bytes(pkcs12.serialize_key_and_certificates(
+            b"app", key, certificate, None,
+            serialization.BestAvailableEncryption(pfx_password.encode())))
+    else:
+        path = folder / "app.pem"
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()) + certificate_pem)
+    return path, certificate_pem.decode()
