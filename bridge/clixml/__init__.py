@@ -4,7 +4,8 @@ The one place where PowerShell's serialized values become plain Python values:
 str, int, float, Decimal, bool, None, datetime (always zoned), timedelta, bytes, list, dict.
 The package's modules: ``_values`` (primitives), ``_convert`` (objects, RefIds, type
 names), ``_document`` (a source read safely, item by item), ``_frames`` (records ->
-typed columns), ``_export`` (the offline report's files, projected and in parallel).
+typed columns), ``_scan`` and ``_columnar`` with ``_members`` (projected reads without
+a tree), ``_export`` (the offline report's files, projected and in parallel).
 ``benchmarks/clixml_read.py`` measures the reader against pypsrp and a bare iterparse.
 
 Rules (the README documents them for users):
@@ -41,6 +42,7 @@ from collections.abc import Collection, Iterator
 import pandas as pd
 from lxml import etree
 
+from bridge.clixml._columnar import read_part
 from bridge.clixml._convert import OBJ_TAGS, STREAMS, Converter, Record, Reread, Walk
 from bridge.clixml._document import (
     NO_DTD,
@@ -187,6 +189,12 @@ def read_clixml(
         return records_to_frame(iter_records(source, structured=structured))
     converter = Converter(structured=structured, columns=columns)
     if not hasattr(source, "read") and converter.wanted is not None and usable(converter.wanted):
+        given = Input(source)
+        if given.path is not None:
+            try:  # the columnar reader: an indented Export-Clixml file, only its wanted lines
+                return read_part(given.path, converter)
+            except (Reread, OSError, UnicodeDecodeError):
+                converter = Converter(structured=structured, columns=columns)
         try:  # the regular-expression scan: only the wanted members, no tree
             return records_to_frame(scan_records(Input(source), converter))
         except Reread:
