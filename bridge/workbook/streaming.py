@@ -13,13 +13,15 @@ relies on
 
 from __future__ import annotations
 
+import queue
 import re
 import tempfile
+import threading
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 import xlsxwriter
@@ -178,11 +180,47 @@ def _stream_rows_into(package: Path, target: Path, streams: dict[str, _SheetRows
             head = _DIMENSION.sub(rows.dimension(), head, count=1)
             entry = zipfile.ZipInfo(info.filename, date_time=info.date_time)
             entry.compress_type = zipfile.ZIP_DEFLATED
-            with result.open(entry, "w", force_zip64=True) as stream:
-                stream.write(head.encode("utf-8"))
+            with result.open(entry, "w", force_zip64=True) as stream, _Deflater(
+                    stream) as write:
+                write(head.encode("utf-8"))
                 for chunk in rows.chunks():
-                    stream.write(chunk.encode("utf-8"))
-                stream.write(f"</sheetData>{tail}".encode())
+                    write(chunk.encode("utf-8"))
+                write(f"</sheetData>{tail}".encode())
+
+
+class _Deflater:
+    """Writes into a zip entry from a thread of its own: zlib compresses (and checksums)
+    without holding the GIL, so the next rows are rendered on the other core meanwhile.
+    A write error is raised in the caller at its next write or at the end."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.pending: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="psbridge-deflate", daemon=True)
+
+    def _run(self) -> None:
+        while (data := self.pending.get()) is not None:
+            if self.error is None:
+                try:
+                    self.stream.write(data)
+                except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+                    self.error = exc
+
+    def __enter__(self) -> Callable[[bytes], None]:
+        self.thread.start()
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.pending.put(data)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pending.put(None)
+        self.thread.join()
+        if self.error is not None and exc_info[0] is None:
+            raise self.error
 
 
 @contextmanager
