@@ -200,6 +200,7 @@ def mobile_report(
             notify(note)
 
     options = options or frames.ReportOptions()
+    frames.return_memory_promptly()
     request = CollectRequest(options, targets[0].path, progress, say)
     with source.collect(request) as collected:
         for text in collected.warnings:

@@ -44,6 +44,7 @@ from bridge.frames.exports import (
     export_kind,
     load_exports,
     organisation_name,
+    return_memory_promptly,
 )
 from bridge.frames.options import (
     ReportOptions,
@@ -93,4 +94,5 @@ __all__ = [
     "stale_buckets",
     "sync_protocol",
     "typed_frame",
+    "return_memory_promptly",
 ]

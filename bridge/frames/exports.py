@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,9 +12,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from bridge.errors import InputError
 from bridge.frames.columns import DEVICE_SCHEMA, MAILBOX_SCHEMA
+
+
+def return_memory_promptly() -> None:
+    """Have Arrow give freed memory back to the system at once.
+
+    Arrow's default allocator (mimalloc) keeps freed pages for reuse, so every temporary
+    column of a large report stays in the process's peak memory (about 640 MB for
+    100,000 mailboxes against 515 MB). jemalloc, in Arrow's Linux and macOS wheels,
+    returns them. Left alone when ARROW_DEFAULT_MEMORY_POOL is set, or without jemalloc
+    (Windows).
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # (pyarrow.ArrowNotImplementedError is one)
+        pass
+
 
 # -- offline exports ------------------------------------------------------------------------
 
