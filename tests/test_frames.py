@@ -267,3 +267,26 @@ def test_mailboxes_are_told_apart_by_exchange_guid_not_by_name(org: Organisation
                 "Identity": str(first["Identity"]) + "2"}
     report = build_report([first, namesake], [], run_started=org.reference_time)
     assert len(report.users_without_devices) == 2
+
+
+def test_devices_are_listed_by_user_ignoring_case_then_device_id(org: Organisation) -> None:
+    report = build_report(org.mailboxes, org.devices, run_started=org.reference_time,
+                          options=ReportOptions(all_devices=True))
+    users = report.devices["User"].fillna("").tolist()
+    ids = report.devices["DeviceId"].fillna("").tolist()
+    keys = list(zip([user.lower() for user in users], ids, strict=True))
+    assert len(set(users)) > 20 and keys == sorted(keys)
+    # beyond ASCII in code point order (as Python compares), a missing DeviceId first
+    names = ["zoë", "Zoe", "Émile", "ådne", "Ada", "ada"]
+    mailboxes = [{"Identity": f"c.com/U/{n}", "DisplayName": name,
+                  "RecipientTypeDetails": "UserMailbox"} for n, name in enumerate(names)]
+    devices = [{"Identity": f"c.com/U/{n}/ExchangeActiveSyncDevices/x§{device}",
+                "DeviceId": device, "DeviceModel": OUTLOOK}
+               for n in range(len(names)) for device in ("B2", None, "a1")]
+    small = build_report(mailboxes, devices, run_started=NOW,
+                         options=ReportOptions(all_devices=True))
+    got = list(zip(small.devices["User"], small.devices["DeviceId"].fillna(""), strict=True))
+    # Ada and ada are one user to the order; rows that tie keep their input order
+    ada = [(user, device) for device in ("", "B2", "a1") for user in ("Ada", "ada")]
+    assert got == ada + [(user, device) for user in ["Zoe", "zoë", "ådne", "Émile"]
+                         for device in ("", "B2", "a1")]

@@ -9,6 +9,8 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from bridge import cleanup, eas
 from bridge.frames.columns import (
@@ -227,11 +229,7 @@ def build_report(
         old = (days >= options.stale_days).fillna(True).to_numpy(dtype=bool)
         joined = joined[old].reset_index(drop=True)
 
-    order = np.lexsort((
-        joined["DeviceId"].fillna("").to_numpy(dtype=object),
-        joined["User"].fillna("").str.lower().to_numpy(dtype=object),
-    ))
-    joined = joined.iloc[order].reset_index(drop=True)
+    joined = joined.iloc[_by_user(joined)].reset_index(drop=True)
     joined, eas_figures, plan = _next_steps(joined, options, run_started, environment)
 
     days = joined["DaysSinceLastSync"]
@@ -265,6 +263,19 @@ def build_report(
         eas_figures=eas_figures,
         cleanup_plan=plan,
     )
+
+
+def _by_user(devices: pd.DataFrame) -> np.ndarray:
+    """The order of the device rows: by user (ignoring case), then DeviceId. Arrow sorts
+    strings by their UTF-8 bytes, which is code point order, as Python compares them, in
+    C++: numpy's lexsort of Python strings took 1.8 s for 370,000 devices."""
+    keys = pa.table({
+        "user": pa.array(devices["User"].fillna("").astype(str).str.lower(), pa.string()),
+        "device": pa.array(devices["DeviceId"].fillna("").astype(str), pa.string()),
+    })
+    order: np.ndarray = pc.sort_indices(
+        keys, sort_keys=[("user", "ascending"), ("device", "ascending")]).to_numpy()
+    return order
 
 
 def _next_steps(devices: pd.DataFrame, options: ReportOptions, run_started: datetime,
