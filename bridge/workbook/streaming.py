@@ -36,6 +36,10 @@ from bridge.workbook.cells import _ILLEGAL_TEXT, MAX_CELL_TEXT, _kind, _serials,
 from bridge.workbook.styles import _REPORT_TABLE_STYLE
 
 _ROWS_PER_CHUNK = 5_000
+#: zlib's level for the streamed rows: level 6 (zipfile's default) took longer than
+#: rendering them; 3 compresses twice as fast, the file 16% larger (123,000 devices:
+#: 18.2 MB -> 21.1 MB, 2.6 s -> 1.2 s of compressing)
+_ROWS_LEVEL = 3
 _EXCEL_ESCAPE = re.compile(r"_(x[0-9A-Fa-f]{4}_)")  # Excel reads "_x0041_" as "A"
 _DIMENSION = re.compile(r'<dimension ref="[^"]*"/>')
 # column-wise rendering pays per chunk, not per cell: larger chunks than _SheetRows'
@@ -199,6 +203,9 @@ def _stream_rows_into(package: Path, target: Path, streams: dict[str, _SheetRows
             head = _DIMENSION.sub(rows.dimension(), head, count=1)
             entry = zipfile.ZipInfo(info.filename, date_time=info.date_time)
             entry.compress_type = zipfile.ZIP_DEFLATED
+            # ZipInfo.compress_level from Python 3.13, _compresslevel before
+            setattr(entry, "compress_level" if hasattr(entry, "compress_level")
+                    else "_compresslevel", _ROWS_LEVEL)
             with result.open(entry, "w", force_zip64=True) as stream, _Deflater(
                     stream) as write:
                 write(head.encode("utf-8"))
