@@ -125,6 +125,44 @@ def test_an_object_without_a_member_gets_a_missing_value(tmp_path: Path) -> None
     pd.testing.assert_frame_equal(got, full(path, ["name", "alias"]))
 
 
+def dense_objects(count: int) -> list[list[str]]:
+    """Objects whose members are mostly wanted (read a column at a time for a run of
+    objects), with empty values, escapes and text beyond Latin-1 here and there, and two
+    neighbours with other members whose counts balance: one more, one fewer."""
+    notes = ["plain", "Ada &amp; Co", "홍길동", "Zoë 😀", "a_x000D__x000A_b", "é"]
+    objects = []
+    for n in range(count):
+        alias = [f'<S N="Alias">a{n}</S>', '<Nil N="Alias" />', '<S N="Alias" />'][n % 3]
+        members = [f'<S N="Name">n{n}</S>', alias, f'<I32 N="Count">{n}</I32>',
+                   f'<DT N="WhenCreated">2024-02-{1 + n % 28:02d}T20:03:00.5378931+01:00</DT>',
+                   f'<B N="Enabled">{"true" if n % 2 else "false"}</B>',
+                   f'<S N="Note">{notes[n % len(notes)] if n % 7 == 0 else "n"}</S>',
+                   '<S N="Unwanted">u</S>']
+        if n == count // 2:
+            members.append('<S N="Extra">one more</S>')
+        if n == count // 2 + 1:
+            members.pop(1)  # no Alias
+        objects.append(members)
+    return objects
+
+
+@pytest.mark.parametrize("chunk", [None, 4096], ids=["one chunk", "many chunks"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+def test_runs_of_objects_read_a_column_at_a_time_read_as_the_full_reader_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int | None,
+        encoding: str) -> None:
+    from bridge.clixml import _columnar
+
+    if chunk is not None:
+        monkeypatch.setattr(_columnar, "CHUNK", chunk)
+    path = write(tmp_path / "m.xml", export_text(dense_objects(300)), encoding)
+    columns = ["Name", "Alias", "Count", "WhenCreated", "Enabled", "Note"]
+    got = columnar(path, columns)
+    pd.testing.assert_frame_equal(got, full(path, columns))
+    assert got["Name"].tolist() == [f"n{n}" for n in range(300)]
+    assert got["Note"].tolist()[14:22:7] == ["홍길동", "Zoë 😀"]
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [
