@@ -163,6 +163,25 @@ def test_runs_of_objects_read_a_column_at_a_time_read_as_the_full_reader_reads(
     assert got["Note"].tolist()[14:22:7] == ["홍길동", "Zoë 😀"]
 
 
+def test_a_local_export_with_enum_objects_is_read_without_the_full_reader(
+        tmp_path: Path) -> None:
+    """Enums as objects (the Exchange snap-in loaded in the session, not remoting) and
+    empty elements without the space before "/>" (lxml's way): still the columnar
+    reader's, and what the full reader reads."""
+    from benchmarks.clixml_read import write_sample
+    from bridge.frames import DEVICE_SCHEMA
+
+    path = tmp_path / "devices.xml"
+    write_sample(path, 40)
+    assert '<Nil N="LastSuccessSync"/>' in path.read_text("utf-16")
+    columns = [*DEVICE_SCHEMA, "SupportedProtocolVersions"]
+    got = columnar(path, columns)  # no Reread
+    pd.testing.assert_frame_equal(got, full(path, columns))
+    assert got["LastSuccessSync"].isna().any() and got["LastSuccessSync"].notna().any()
+    assert set(got["DeviceAccessState"]) <= {"Allowed", "Blocked", "Quarantined",
+                                             "DeviceDiscovery", "Unknown"}
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [

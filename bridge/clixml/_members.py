@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from lxml import etree
 
-from bridge.clixml._convert import Converter, Reread, Walk
+from bridge.clixml._convert import ENUM, Converter, Reread, Walk
 from bridge.clixml._document import PARSER_OPTIONS
 from bridge.clixml._frames import _column
 from bridge.clixml._scan import _xml_text
@@ -28,6 +28,10 @@ _VALUE = re.compile(r'\n      <([A-Za-z0-9]+) N="([^"]*)"(?:>([^<]*)</\1>)?')
 # every member line: tag, name, ">" when a text and end tag follow, the text
 _LISTED = re.compile(r'\n      <([A-Za-z0-9]+) N="([^"]*)"(?:(>)([^<]*)</\1>)?')
 _MEMBER_LINE = re.compile(r'\n      <([A-Za-z0-9]+) N="([^"]*)"')
+# an enum member (as a local Export-Clixml writes one) whose type names came before
+_ENUM_VALUE = re.compile(r'<Obj N="[^"]*" RefId="\d+">\r?\n {8}<TNRef RefId="([^"]*)" ?/>'
+                         r"\r?\n {8}<ToString>([^<]*)</ToString>"
+                         r"\r?\n {8}<([A-Za-z0-9]+)>[^<]*</\3>\r?\n      </Obj>")
 _PART_LINE = re.compile(r"\n    <([A-Za-z0-9]+)")  # what a top-level object holds
 _OBJECT_PARTS = frozenset({"TN", "TNRef", "ToString", "Props", "MS"})
 
@@ -123,8 +127,15 @@ class Members:
                     values.append(None)
                 elif tag == "S":
                     values.append("")  # <S N="..." />, as the full reader reads it
+                elif tag == "Obj":  # an enum, a list...: read where it is
+                    line = self._member(chunk.view, column.needle, body, body, end)
+                    if line < 0:
+                        break
+                    self._value(chunk, column, line, end, row)
+                    done += 1
+                    continue
                 else:
-                    break  # an object, or an empty value of another kind
+                    break  # an empty value of another kind
             elif tag != "S" and tag != "DT" and tag not in text_values:
                 break  # a <Ref>, or an element no reader knows
             else:
@@ -285,12 +296,15 @@ class Members:
             stop = close
         elif view.startswith(" />", after) or view.startswith("/>", after):
             text, stop = None, after
+            if tag == "Nil":
+                column.values.append(None)  # missing, of no kind (as in found and listed)
+                return stop
         elif tag == "Obj":
             close = view.find(_CLOSE, after, end)
             if close < 0:
                 raise Reread(None)
             stop = close + len(_CLOSE)
-            column.values.append(self._nested(chunk, line + 6, stop))
+            column.values.append(self._object_value(chunk, line + 6, stop))
             column.tags.add("Obj")
             return stop
         else:
@@ -309,6 +323,19 @@ class Members:
                 raise Reread(None) from exc  # the full reader says where
         column.tags.add(tag)
         return stop
+
+    def _object_value(self, chunk: Text, start: int, stop: int) -> object:
+        """A wanted member that is an object: an enum whose type came before is its
+        <ToString> text, as the full converter's short path reads it; else the full
+        converter, on that element alone."""
+        enum = _ENUM_VALUE.match(chunk.view, start, stop)
+        if enum is not None and enum.end() == stop:
+            info = self.converter.types.get(enum.group(1))
+            if info is not None and info.kind == ENUM:
+                text = chunk.text(enum.start(2), enum.end(2))
+                return self.converter.to_string(
+                    _xml_text(text) if "&" in text or "\r" in text else text)
+        return self._nested(chunk, start, stop)
 
     def _nested(self, chunk: Text, start: int, stop: int) -> object:
         """A wanted member that is an object: the full converter, on that element alone."""
