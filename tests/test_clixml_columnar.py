@@ -188,6 +188,9 @@ def test_a_local_export_with_enum_objects_is_read_without_the_full_reader(
         (lambda text: text.replace("<Props>", '<Props>\r\n      <!-- <S N="Name">fake</S> -->', 1),
          "a comment"),
         (lambda text: text.replace("  <", "<").replace("\r\n", ""), "not indented"),
+        (lambda text: text.replace("\r\n      ", "").replace("\r\n    ", ""),
+         "each object on one line"),
+        (lambda text: text.replace("\r\n      ", ""), "members side by side"),
         (lambda text: text.replace(MAILBOX_TYPE[0], "System.Management.Automation.PSCustomObject"),
          "not an Exchange type"),
         (lambda text: text.replace('<S N="Alias">x</S>', '<S N="Alias">x</S>\r\n      '

@@ -158,8 +158,11 @@ class _Reader:
             following = view.find(_TOP, at + 1)
             if following < 0 and not final:
                 return at  # read on: the object ends in a later chunk
-            if not _OBJ_OPEN.match(view, at):
+            opened = _OBJ_OPEN.match(view, at)
+            if opened is None:
                 raise Reread(None)  # another top-level element, or <Obj> with S="..."
+            if view[opened.end():opened.end() + 1] not in ("\r", "\n"):
+                raise Reread(None)  # its parts on its own line: not indented as PowerShell does
             if following < 0:
                 end = self._last_end(view)
             else:

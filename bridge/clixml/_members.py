@@ -32,6 +32,8 @@ _MEMBER_LINE = re.compile(r'\n      <([A-Za-z0-9]+) N="([^"]*)"')
 _ENUM_VALUE = re.compile(r'<Obj N="[^"]*" RefId="\d+">\r?\n {8}<TNRef RefId="([^"]*)" ?/>'
                          r"\r?\n {8}<ToString>([^<]*)</ToString>"
                          r"\r?\n {8}<([A-Za-z0-9]+)>[^<]*</\3>\r?\n      </Obj>")
+# a start tag followed on its line by another (an indented file has one a line at most)
+_TWO_TAGS = re.compile(r"<[^/!?][^<\n]*<[^/]")
 _PART_LINE = re.compile(r"\n    <([A-Za-z0-9]+)")  # what a top-level object holds
 _OBJECT_PARTS = frozenset({"TN", "TNRef", "ToString", "Props", "MS"})
 
@@ -244,6 +246,8 @@ class Members:
         """The wanted members of an object of a type not seen yet, in file order."""
         if set(_PART_LINE.findall(view, start, end)) - _OBJECT_PARTS:
             raise Reread(None)  # an object with a value of its own (a list, a table...)
+        if _TWO_TAGS.search(view, start, end):
+            raise Reread(None)  # elements side by side on a line: not indented throughout
         lines = _MEMBER_LINE.findall(view, start, end)
         columns: list[Column] = []
         places: list[tuple[int, Column]] = []
