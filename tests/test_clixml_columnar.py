@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bridge.clixml import _export, read_clixml, read_export
+from bridge.clixml import _export, iter_records, read_clixml, read_export, records_to_frame
 from bridge.clixml._columnar import read_part, split_points
 from bridge.clixml._convert import Converter, Reread
 from bridge.errors import ClixmlError
@@ -56,7 +56,7 @@ def columnar(path: Path, columns: list[str]) -> pd.DataFrame:
 
 def full(path: Path, columns: list[str]) -> pd.DataFrame:
     """The full reader's (lxml's) answer, projected afterwards."""
-    whole = read_clixml(path)
+    whole = records_to_frame(iter_records(path))
     wanted = {name.casefold() for name in columns}
     return whole[[name for name in whole.columns if str(name).casefold() in wanted]]
 

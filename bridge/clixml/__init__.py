@@ -186,6 +186,13 @@ def read_clixml(
     unconverted; the frame has the ones the file holds, in the file's order.
     """
     if columns is None:
+        if not structured and not hasattr(source, "read"):
+            given = Input(source)
+            if given.path is not None:
+                try:  # the columnar reader, every member line (see below)
+                    return read_part(given.path, Converter())
+                except (Reread, OSError, UnicodeDecodeError):
+                    pass
         return records_to_frame(iter_records(source, structured=structured))
     converter = Converter(structured=structured, columns=columns)
     if not hasattr(source, "read") and converter.wanted is not None and usable(converter.wanted):

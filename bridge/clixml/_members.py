@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from lxml import etree
 
-from bridge.clixml._convert import ENUM, Converter, Reread, Walk
+from bridge.clixml._convert import ENUM, MISSING, Converter, Reread, Walk
+from bridge.clixml._convert import _nested as nested_value
 from bridge.clixml._document import PARSER_OPTIONS
 from bridge.clixml._frames import _column
 from bridge.clixml._scan import _xml_text
@@ -32,6 +33,12 @@ _MEMBER_LINE = re.compile(r'\n      <([A-Za-z0-9]+) N="([^"]*)"')
 _ENUM_VALUE = re.compile(r'<Obj N="[^"]*" RefId="\d+">\r?\n {8}<TNRef RefId="([^"]*)" ?/>'
                          r"\r?\n {8}<ToString>([^<]*)</ToString>"
                          r"\r?\n {8}<([A-Za-z0-9]+)>[^<]*</\3>\r?\n      </Obj>")
+# a list member whose type names came before (a MultiValuedProperty of plain values)
+_LIST_VALUE = re.compile(r'<Obj N="[^"]*" RefId="\d+">\r?\n {8}<TNRef RefId="([^"]*)" ?/>'
+                         r"(?:\r?\n {8}<ToString>([^<]*)</ToString>)?"
+                         r"\r?\n {8}<LST>((?:\r?\n {10}<([A-Za-z0-9]+)>[^<]*</\4>)*)"
+                         r"\r?\n {8}</LST>\r?\n      </Obj>")
+_LIST_ITEM = re.compile(r"\n {10}<([A-Za-z0-9]+)>([^<]*)</\1>")
 # a start tag followed on its line by another (an indented file has one a line at most)
 _TWO_TAGS = re.compile(r"<[^/!?][^<\n]*<[^/]")
 _PART_LINE = re.compile(r"\n    <([A-Za-z0-9]+)")  # what a top-level object holds
@@ -39,6 +46,16 @@ _OBJECT_PARTS = frozenset({"TN", "TNRef", "ToString", "Props", "MS"})
 
 #: find_type(chunk, RefId, before): register type names defined earlier in the file
 FindType = Callable[["Text", str, int], None]
+
+
+class _Every:
+    """The wanted names of a read without projection: all of them."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+_EVERY_MEMBER = _Every()
 
 
 @dataclass
@@ -94,9 +111,10 @@ class Members:
     """The wanted members of the objects read so far, as columns."""
 
     def __init__(self, converter: Converter, find_type: FindType) -> None:
-        assert converter.wanted is not None
         self.converter = converter
-        self.wanted = converter.wanted
+        # no projection (columns=None): every member is wanted
+        self.wanted: Container[str] = (_EVERY_MEMBER if converter.wanted is None
+                                       else converter.wanted)
         self.find_type = find_type
         self.columns: dict[str, Column] = {}  # casefolded name -> column
         self.rows = 0
@@ -130,10 +148,12 @@ class Members:
                 elif tag == "S":
                     values.append("")  # <S N="..." />, as the full reader reads it
                 elif tag == "Obj":  # an enum, a list...: read where it is
-                    line = self._member(chunk.view, column.needle, body, body, end)
-                    if line < 0:
+                    at = chunk.view.find(f"\n      <Obj{column.needle}", body, end)
+                    close = chunk.view.find(_CLOSE, at, end) if at >= 0 else -1
+                    if close < 0:
                         break
-                    self._value(chunk, column, line, end, row)
+                    values.append(self._object_value(chunk, at + 7, close + len(_CLOSE)))
+                    column.tags.add("Obj")
                     done += 1
                     continue
                 else:
@@ -339,7 +359,36 @@ class Members:
                 text = chunk.text(enum.start(2), enum.end(2))
                 return self.converter.to_string(
                     _xml_text(text) if "&" in text or "\r" in text else text)
+        listed = _LIST_VALUE.match(chunk.view, start, stop)
+        if listed is not None and listed.end() == stop:
+            value = self._list_value(chunk, listed)
+            if value is not MISSING:
+                return value
         return self._nested(chunk, start, stop)
+
+    def _list_value(self, chunk: Text, listed: re.Match[str]) -> object:
+        """A list of plain values whose type came before, as the full converter reads
+        it; MISSING when it needs the full converter."""
+        converter = self.converter
+        info = converter.types.get(listed.group(1))
+        if info is None or info.kind == ENUM:
+            return MISSING
+        items: list[object] = []
+        for item in _LIST_ITEM.finditer(chunk.view, listed.start(3), listed.end(3)):
+            convert = converter.text_values.get(item.group(1))
+            if convert is None:
+                return MISSING
+            text = chunk.text(item.start(2), item.end(2))
+            try:
+                items.append(convert(_xml_text(text) if "&" in text or "\r" in text else text))
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise Reread(None) from exc  # the full reader says where
+        to_string = listed.group(2)
+        if to_string is not None:
+            text = chunk.text(listed.start(2), listed.end(2))
+            to_string = converter.to_string(
+                _xml_text(text) if "&" in text or "\r" in text else text)
+        return nested_value(info, to_string, None, items, converter.structured)
 
     def _nested(self, chunk: Text, start: int, stop: int) -> object:
         """A wanted member that is an object: the full converter, on that element alone."""
