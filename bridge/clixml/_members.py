@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,70 @@ class Text:
         return codecs.utf_16_le_decode(self.raw[2 * start:2 * stop], "strict", True)[0]
 
 
+class ObjectValues:
+    """Wanted members that are objects: enums and lists of plain values whose types came
+    before, read from their lines; anything else by the full converter, on that element
+    alone."""
+
+    def __init__(self, converter: Converter, find_type: FindType) -> None:
+        self.converter = converter
+        self.find_type = find_type
+        self.parser = etree.XMLParser(**PARSER_OPTIONS)
+
+    def value(self, chunk: Text, start: int, stop: int) -> object:
+        """A wanted member that is an object: an enum whose type came before is its
+        <ToString> text, as the full converter's short path reads it; else the full
+        converter, on that element alone."""
+        enum = _ENUM_VALUE.match(chunk.view, start, stop)
+        if enum is not None and enum.end() == stop:
+            info = self.converter.types.get(enum.group(1))
+            if info is not None and info.kind == ENUM:
+                text = chunk.text(enum.start(2), enum.end(2))
+                return self.converter.to_string(
+                    _xml_text(text) if "&" in text or "\r" in text else text)
+        listed = _LIST_VALUE.match(chunk.view, start, stop)
+        if listed is not None and listed.end() == stop:
+            value = self._list_value(chunk, listed)
+            if value is not MISSING:
+                return value
+        return self._nested(chunk, start, stop)
+
+    def _list_value(self, chunk: Text, listed: re.Match[str]) -> object:
+        """A list of plain values whose type came before, as the full converter reads
+        it; MISSING when it needs the full converter."""
+        converter = self.converter
+        info = converter.types.get(listed.group(1))
+        if info is None or info.kind == ENUM:
+            return MISSING
+        items: list[object] = []
+        for item in _LIST_ITEM.finditer(chunk.view, listed.start(3), listed.end(3)):
+            convert = converter.text_values.get(item.group(1))
+            if convert is None:
+                return MISSING
+            text = chunk.text(item.start(2), item.end(2))
+            try:
+                items.append(convert(_xml_text(text) if "&" in text or "\r" in text else text))
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise Reread(None) from exc  # the full reader says where
+        to_string = listed.group(2)
+        if to_string is not None:
+            text = chunk.text(listed.start(2), listed.end(2))
+            to_string = converter.to_string(
+                _xml_text(text) if "&" in text or "\r" in text else text)
+        return nested_value(info, to_string, None, items, converter.structured)
+
+    def _nested(self, chunk: Text, start: int, stop: int) -> object:
+        """A wanted member that is an object: the full converter, on that element alone."""
+        text = chunk.text(start, stop)
+        for ref_id in _TYPE_REFS.findall(text):
+            if ref_id not in self.converter.types:
+                self.find_type(chunk, ref_id, start)
+        try:
+            return self.converter.enum(etree.fromstring(text, self.parser))
+        except (etree.XMLSyntaxError, Walk) as exc:
+            raise Reread(None) from exc
+
+
 class Members:
     """The wanted members of the objects read so far, as columns."""
 
@@ -115,10 +179,9 @@ class Members:
         # no projection (columns=None): every member is wanted
         self.wanted: Container[str] = (_EVERY_MEMBER if converter.wanted is None
                                        else converter.wanted)
-        self.find_type = find_type
+        self.objects = ObjectValues(converter, find_type)
         self.columns: dict[str, Column] = {}  # casefolded name -> column
         self.rows = 0
-        self.parser = etree.XMLParser(**PARSER_OPTIONS)
 
     def read(self, chunk: Text, layout: Layout, start: int, body: int, end: int) -> None:
         """One more row: the wanted members of the object [start, end) of ``chunk``."""
@@ -152,7 +215,7 @@ class Members:
                     close = chunk.view.find(_CLOSE, at, end) if at >= 0 else -1
                     if close < 0:
                         break
-                    values.append(self._object_value(chunk, at + 7, close + len(_CLOSE)))
+                    values.append(self.objects.value(chunk, at + 7, close + len(_CLOSE)))
                     column.tags.add("Obj")
                     done += 1
                     continue
@@ -328,7 +391,7 @@ class Members:
             if close < 0:
                 raise Reread(None)
             stop = close + len(_CLOSE)
-            column.values.append(self._object_value(chunk, line + 6, stop))
+            column.values.append(self.objects.value(chunk, line + 6, stop))
             column.tags.add("Obj")
             return stop
         else:
@@ -348,72 +411,24 @@ class Members:
         column.tags.add(tag)
         return stop
 
-    def _object_value(self, chunk: Text, start: int, stop: int) -> object:
-        """A wanted member that is an object: an enum whose type came before is its
-        <ToString> text, as the full converter's short path reads it; else the full
-        converter, on that element alone."""
-        enum = _ENUM_VALUE.match(chunk.view, start, stop)
-        if enum is not None and enum.end() == stop:
-            info = self.converter.types.get(enum.group(1))
-            if info is not None and info.kind == ENUM:
-                text = chunk.text(enum.start(2), enum.end(2))
-                return self.converter.to_string(
-                    _xml_text(text) if "&" in text or "\r" in text else text)
-        listed = _LIST_VALUE.match(chunk.view, start, stop)
-        if listed is not None and listed.end() == stop:
-            value = self._list_value(chunk, listed)
-            if value is not MISSING:
-                return value
-        return self._nested(chunk, start, stop)
-
-    def _list_value(self, chunk: Text, listed: re.Match[str]) -> object:
-        """A list of plain values whose type came before, as the full converter reads
-        it; MISSING when it needs the full converter."""
-        converter = self.converter
-        info = converter.types.get(listed.group(1))
-        if info is None or info.kind == ENUM:
-            return MISSING
-        items: list[object] = []
-        for item in _LIST_ITEM.finditer(chunk.view, listed.start(3), listed.end(3)):
-            convert = converter.text_values.get(item.group(1))
-            if convert is None:
-                return MISSING
-            text = chunk.text(item.start(2), item.end(2))
-            try:
-                items.append(convert(_xml_text(text) if "&" in text or "\r" in text else text))
-            except (ValueError, TypeError, OverflowError) as exc:
-                raise Reread(None) from exc  # the full reader says where
-        to_string = listed.group(2)
-        if to_string is not None:
-            text = chunk.text(listed.start(2), listed.end(2))
-            to_string = converter.to_string(
-                _xml_text(text) if "&" in text or "\r" in text else text)
-        return nested_value(info, to_string, None, items, converter.structured)
-
-    def _nested(self, chunk: Text, start: int, stop: int) -> object:
-        """A wanted member that is an object: the full converter, on that element alone."""
-        text = chunk.text(start, stop)
-        for ref_id in _TYPE_REFS.findall(text):
-            if ref_id not in self.converter.types:
-                self.find_type(chunk, ref_id, start)
-        try:
-            return self.converter.enum(etree.fromstring(text, self.parser))
-        except (etree.XMLSyntaxError, Walk) as exc:
-            raise Reread(None) from exc
-
     def frame(self) -> pd.DataFrame:
-        arrays: dict[str, Any] = {}
-        for column in self.columns.values():
-            values = column.values
-            if len(values) < self.rows:
-                values.extend([None] * (self.rows - len(values)))
-            if "DT" in column.tags:
-                arrays[column.name] = _dates(values, column.tags)
-            else:
-                arrays[column.name] = _column(values)
-            column.values = []
-        return pd.DataFrame(arrays, index=pd.RangeIndex(self.rows))
+        return columns_frame(self.columns.values(), self.rows)
 
+
+def columns_frame(columns: Iterable[Column], rows: int) -> pd.DataFrame:
+    """The columns' values as a frame of ``rows`` rows (a column short of them is filled
+    with missing values); the columns are emptied."""
+    arrays: dict[str, Any] = {}
+    for column in columns:
+        values = column.values
+        if len(values) < rows:
+            values.extend([None] * (rows - len(values)))
+        if "DT" in column.tags:
+            arrays[column.name] = _dates(values, column.tags)
+        else:
+            arrays[column.name] = _column(values)
+        column.values = []
+    return pd.DataFrame(arrays, index=pd.RangeIndex(rows))
 
 
 def _dates(values: list[Any], tags: set[str]) -> Any:
