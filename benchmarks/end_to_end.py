@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         for count in sizes:
             folder = Path(temp) / f"export-{count}"
             devices, size = export(count, folder, args.seed)
+            os.sync()  # a user's export was written before: not the disk's writeback too
             print(f"{count:,} mailboxes, {devices:,} devices: {size / 1e6:,.0f} MB of "
                   f"Export-Clixml", flush=True)
             runs = [psbridge(folder, Path(temp) / f"report-{count}.xlsx")
