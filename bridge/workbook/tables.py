@@ -12,23 +12,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import Cell
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
 
 from bridge.output import atomic_write, open_for_writer
 from bridge.workbook.cells import DATE_FORMAT, _text
 
-if TYPE_CHECKING:  # the type only: openpyxl exports no public name for it
+# openpyxl is imported where a table is written (psbridge convert), not with the package:
+# it is a sixth of a second of every other command's start
+if TYPE_CHECKING:  # the types only: openpyxl exports no public name for the worksheet
+    from openpyxl.cell.cell import Cell
     from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 MAX_SHEET_NAME = 31
 MAX_COLUMN_WIDTH = 60
 _EXACT_INTEGERS = 2**53  # beyond this a number cell would lose digits: write text
 _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
-_HEADER_FONT = Font(bold=True)
 
 
 def sheet_names(names: Iterable[str]) -> list[str]:
@@ -95,6 +92,10 @@ def _width(header: str, values: list[object]) -> float:
 
 
 def _write_sheet(sheet: WriteOnlyWorksheet, frame: pd.DataFrame) -> None:
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
     headers = [str(name) for name in frame.columns]
     columns = [_column_values(frame.iloc[:, i]) for i in range(frame.shape[1])]
     for index, (header, (values, _dated)) in enumerate(zip(headers, columns, strict=True), 1):
@@ -108,7 +109,7 @@ def _write_sheet(sheet: WriteOnlyWorksheet, frame: pd.DataFrame) -> None:
     header_cells = []
     for header in headers:
         cell = _text_cell(WriteOnlyCell(sheet, value=_text(header)))
-        cell.font = _HEADER_FONT
+        cell.font = Font(bold=True)
         header_cells.append(cell)
     sheet.append(header_cells)
     makers: list[Callable[[object], object]] = []
@@ -134,6 +135,8 @@ def _data_cell(sheet: WriteOnlyWorksheet, value: object) -> object:
     """A value as it goes to ``append``: a text cell for a formula-looking text, else the
     value itself (a plain value is cheaper than a cell object)."""
     if isinstance(value, str) and value.startswith("="):
+        from openpyxl.cell import WriteOnlyCell
+
         return _text_cell(WriteOnlyCell(sheet, value=value))
     return value
 
@@ -141,6 +144,8 @@ def _data_cell(sheet: WriteOnlyWorksheet, value: object) -> object:
 def _date_cell(sheet: WriteOnlyWorksheet, value: object) -> object:
     if not isinstance(value, datetime):
         return value
+    from openpyxl.cell import WriteOnlyCell
+
     cell = WriteOnlyCell(sheet, value=value)
     cell.number_format = DATE_FORMAT
     return cell
@@ -148,6 +153,8 @@ def _date_cell(sheet: WriteOnlyWorksheet, value: object) -> object:
 
 def write_tables(path: Path, tables: dict[str, pd.DataFrame]) -> None:
     """Write one sheet per table (header row, frozen, filterable, real dates), atomically."""
+    from openpyxl import Workbook
+
     workbook = Workbook(write_only=True)
     for name, frame in zip(sheet_names(tables), tables.values(), strict=True):
         _write_sheet(workbook.create_sheet(title=name), frame)
