@@ -255,6 +255,20 @@ def test_the_sandbox_export_is_read_in_parts_as_the_full_reader_reads_it(
     assert len(parallel["devices"]) == summary.devices
 
 
+def test_a_full_read_of_the_sandbox_export_is_the_tree_readers(tmp_path: Path) -> None:
+    """Every property of Get-Mailbox and Get-MobileDeviceStatistics objects, lists empty
+    (<LST />) and not among them: the columnar reader's, and what lxml's tree gives."""
+    summary = export_organisation(Organisation(mailboxes=40, seed=5), tmp_path)
+    for path in summary.files[:2]:
+        got = read_part(path, Converter())  # no Reread
+        pd.testing.assert_frame_equal(got, records_to_frame(iter_records(path)))
+        pd.testing.assert_frame_equal(read_clixml(path), got)
+    mailboxes = read_part(summary.files[0], Converter())
+    assert len(mailboxes.columns) > 150
+    assert any(isinstance(value, list) and value for value in mailboxes["EmailAddresses"])
+    assert any(value == [] for value in mailboxes["AuditOwner"])
+
+
 def test_a_part_it_is_not_sure_of_has_its_file_read_whole(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     objects = [[f'<S N="Name">n{n}</S>', f'<S N="Pad">{"x" * 400}</S>'] for n in range(300)]

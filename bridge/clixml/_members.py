@@ -36,8 +36,8 @@ _ENUM_VALUE = re.compile(r'<Obj N="[^"]*" RefId="\d+">\r?\n {8}<TNRef RefId="([^
 # a list member whose type names came before (a MultiValuedProperty of plain values)
 _LIST_VALUE = re.compile(r'<Obj N="[^"]*" RefId="\d+">\r?\n {8}<TNRef RefId="([^"]*)" ?/>'
                          r"(?:\r?\n {8}<ToString>([^<]*)</ToString>)?"
-                         r"\r?\n {8}<LST>((?:\r?\n {10}<([A-Za-z0-9]+)>[^<]*</\4>)*)"
-                         r"\r?\n {8}</LST>\r?\n      </Obj>")
+                         r"\r?\n {8}(?:<LST ?/>|<LST>((?:\r?\n {10}<([A-Za-z0-9]+)>[^<]*</\4>)*)"
+                         r"\r?\n {8}</LST>)\r?\n      </Obj>")
 _LIST_ITEM = re.compile(r"\n {10}<([A-Za-z0-9]+)>([^<]*)</\1>")
 # a start tag followed on its line by another (an indented file has one a line at most)
 _TWO_TAGS = re.compile(r"<[^/!?][^<\n]*<[^/]")
@@ -143,7 +143,8 @@ class ObjectValues:
         if info is None or info.kind == ENUM:
             return MISSING
         items: list[object] = []
-        for item in _LIST_ITEM.finditer(chunk.view, listed.start(3), listed.end(3)):
+        body = (listed.start(3), listed.end(3)) if listed.group(3) is not None else (0, 0)
+        for item in _LIST_ITEM.finditer(chunk.view, *body):
             convert = converter.text_values.get(item.group(1))
             if convert is None:
                 return MISSING
