@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -154,8 +155,8 @@ def run_baseline(folder: Path, output: Path) -> None:
 def _median(runs: list[Run]) -> Run:
     """The median time of the runs (a shared VM's wall times vary by a quarter from run
     to run) with the largest peaks any of them had."""
-    times = sorted(run.seconds for run in runs)
-    return Run(times[len(times) // 2], max(run.tree_peak_bytes for run in runs),
+    return Run(statistics.median_high(run.seconds for run in runs),
+               max(run.tree_peak_bytes for run in runs),
                max(run.process_peak_bytes for run in runs))
 
 

@@ -4,8 +4,9 @@ The one place where PowerShell's serialized values become plain Python values:
 str, int, float, Decimal, bool, None, datetime (always zoned), timedelta, bytes, list, dict.
 The package's modules: ``_values`` (primitives), ``_convert`` (objects, RefIds, type
 names), ``_document`` (a source read safely, item by item), ``_frames`` (records ->
-typed columns), ``_scan`` and ``_columnar`` with ``_members`` (projected reads without
-a tree), ``_export`` (the offline report's files, projected and in parallel).
+typed columns), ``_scan`` (projected reads without a tree), ``_columnar`` with
+``_members`` (an indented file of Exchange's objects, projected or whole, without a
+tree), ``_export`` (the offline report's files, projected and in parallel).
 ``benchmarks/clixml_read.py`` measures the reader against pypsrp and a bare iterparse.
 
 Rules (the README documents them for users):
@@ -177,6 +178,21 @@ def parse_error_record(xml: bytes | str) -> Record:
     return fields
 
 
+def _read_columnar(source: Source, converter: Converter) -> pd.DataFrame | None:
+    """An indented Export-Clixml file of Exchange's objects read by the columnar reader
+    (``converter.wanted``'s member lines, or every one); None for another source, or a
+    file that reader is not sure of."""
+    if hasattr(source, "read"):
+        return None
+    given = Input(source)
+    if given.path is None:
+        return None
+    try:
+        return read_part(given.path, converter)
+    except (Reread, OSError, UnicodeDecodeError):
+        return None
+
+
 def read_clixml(
     source: Source, *, structured: bool = False, columns: Collection[str] | None = None
 ) -> pd.DataFrame:
@@ -186,22 +202,17 @@ def read_clixml(
     unconverted; the frame has the ones the file holds, in the file's order.
     """
     if columns is None:
-        if not structured and not hasattr(source, "read"):
-            given = Input(source)
-            if given.path is not None:
-                try:  # the columnar reader, every member line (see below)
-                    return read_part(given.path, Converter())
-                except (Reread, OSError, UnicodeDecodeError):
-                    pass
+        if not structured:
+            frame = _read_columnar(source, Converter())
+            if frame is not None:
+                return frame
         return records_to_frame(iter_records(source, structured=structured))
     converter = Converter(structured=structured, columns=columns)
     if not hasattr(source, "read") and converter.wanted is not None and usable(converter.wanted):
-        given = Input(source)
-        if given.path is not None:
-            try:  # the columnar reader: an indented Export-Clixml file, only its wanted lines
-                return read_part(given.path, converter)
-            except (Reread, OSError, UnicodeDecodeError):
-                converter = Converter(structured=structured, columns=columns)
+        frame = _read_columnar(source, converter)
+        if frame is not None:
+            return frame
+        converter = Converter(structured=structured, columns=columns)  # nothing half-read
         try:  # the regular-expression scan: only the wanted members, no tree
             return records_to_frame(scan_records(Input(source), converter))
         except Reread:

@@ -37,7 +37,8 @@ from bridge.clixml._values import plain_string
 #: that a chunk's copies stay in the CPU's cache, which makes them several times faster.
 CHUNK = 1 << 21
 _TOP = "\n  <Obj "  # a top-level object's line
-_OBJ_OPEN = re.compile(r'<Obj RefId="\d+">')
+# a top-level object's start tag, its parts on the lines below (as PowerShell indents)
+_OBJ_OPEN = re.compile(r'<Obj RefId="\d+">\r?\n')
 _TYPE_HEAD = re.compile(r'\s*<(TN|TNRef) RefId="([^"]*)"')
 _TYPE_LIST = re.compile(r'<TN RefId="([^"]*)">((?:\s*<T>[^<]*</T>)*)\s*</TN>')
 # the types whose objects all have the same properties (their class's), so the first
@@ -158,11 +159,9 @@ class _Reader:
             following = view.find(_TOP, at + 1)
             if following < 0 and not final:
                 return at  # read on: the object ends in a later chunk
-            opened = _OBJ_OPEN.match(view, at)
-            if opened is None:
-                raise Reread(None)  # another top-level element, or <Obj> with S="..."
-            if view[opened.end():opened.end() + 1] not in ("\r", "\n"):
-                raise Reread(None)  # its parts on its own line: not indented as PowerShell does
+            if not _OBJ_OPEN.match(view, at):
+                # another top-level element, <Obj> with S="...", or its parts on its line
+                raise Reread(None)
             if following < 0:
                 end = self._last_end(view)
             else:

@@ -29,13 +29,13 @@ _VALUE = re.compile(r'\n      <([A-Za-z0-9]+) N="([^"]*)"(?:>([^<]*)</\1>)?')
 # every member line: tag, name, ">" when a text and end tag follow, the text
 _LISTED = re.compile(r'\n      <([A-Za-z0-9]+) N="([^"]*)"(?:(>)([^<]*)</\1>)?')
 _MEMBER_LINE = re.compile(r'\n      <([A-Za-z0-9]+) N="([^"]*)"')
-# an enum member (as a local Export-Clixml writes one) whose type names came before
-_ENUM_VALUE = re.compile(r'<Obj N="[^"]*" RefId="\d+">\r?\n {8}<TNRef RefId="([^"]*)" ?/>'
-                         r"\r?\n {8}<ToString>([^<]*)</ToString>"
+# a member that is an object of a type whose names came before: its type's RefId
+_OBJECT_HEAD = r'<Obj N="[^"]*" RefId="\d+">\r?\n {8}<TNRef RefId="([^"]*)" ?/>'
+# an enum (as a local Export-Clixml writes one): its name, then its number
+_ENUM_VALUE = re.compile(_OBJECT_HEAD + r"\r?\n {8}<ToString>([^<]*)</ToString>"
                          r"\r?\n {8}<([A-Za-z0-9]+)>[^<]*</\3>\r?\n      </Obj>")
-# a list member whose type names came before (a MultiValuedProperty of plain values)
-_LIST_VALUE = re.compile(r'<Obj N="[^"]*" RefId="\d+">\r?\n {8}<TNRef RefId="([^"]*)" ?/>'
-                         r"(?:\r?\n {8}<ToString>([^<]*)</ToString>)?"
+# a list (a MultiValuedProperty of plain values), maybe empty
+_LIST_VALUE = re.compile(_OBJECT_HEAD + r"(?:\r?\n {8}<ToString>([^<]*)</ToString>)?"
                          r"\r?\n {8}(?:<LST ?/>|<LST>((?:\r?\n {10}<([A-Za-z0-9]+)>[^<]*</\4>)*)"
                          r"\r?\n {8}</LST>)\r?\n      </Obj>")
 _LIST_ITEM = re.compile(r"\n {10}<([A-Za-z0-9]+)>([^<]*)</\1>")
@@ -67,6 +67,10 @@ class Column:
     needle: str  # ' N="Name"'
     values: list[Any] = field(default_factory=list)
     tags: set[str] = field(default_factory=set)
+    object_line: str = field(init=False)  # '\n      <Obj N="Name"': where it is an object
+
+    def __post_init__(self) -> None:
+        self.object_line = f"\n{_MEMBER}Obj{self.needle}"
 
 
 @dataclass
@@ -125,9 +129,8 @@ class ObjectValues:
         if enum is not None and enum.end() == stop:
             info = self.converter.types.get(enum.group(1))
             if info is not None and info.kind == ENUM:
-                text = chunk.text(enum.start(2), enum.end(2))
                 return self.converter.to_string(
-                    _xml_text(text) if "&" in text or "\r" in text else text)
+                    _xml_text(chunk.text(enum.start(2), enum.end(2))))
         listed = _LIST_VALUE.match(chunk.view, start, stop)
         if listed is not None and listed.end() == stop:
             value = self._list_value(chunk, listed)
@@ -148,16 +151,14 @@ class ObjectValues:
             convert = converter.text_values.get(item.group(1))
             if convert is None:
                 return MISSING
-            text = chunk.text(item.start(2), item.end(2))
             try:
-                items.append(convert(_xml_text(text) if "&" in text or "\r" in text else text))
+                items.append(convert(_xml_text(chunk.text(item.start(2), item.end(2)))))
             except (ValueError, TypeError, OverflowError) as exc:
                 raise Reread(None) from exc  # the full reader says where
         to_string = listed.group(2)
         if to_string is not None:
-            text = chunk.text(listed.start(2), listed.end(2))
-            to_string = converter.to_string(
-                _xml_text(text) if "&" in text or "\r" in text else text)
+            to_string = converter.to_string(_xml_text(chunk.text(listed.start(2),
+                                                                 listed.end(2))))
         return nested_value(info, to_string, None, items, converter.structured)
 
     def _nested(self, chunk: Text, start: int, stop: int) -> object:
@@ -212,7 +213,7 @@ class Members:
                 elif tag == "S":
                     values.append("")  # <S N="..." />, as the full reader reads it
                 elif tag == "Obj":  # an enum, a list...: read where it is
-                    at = chunk.view.find(f"\n      <Obj{column.needle}", body, end)
+                    at = chunk.view.find(column.object_line, body, end)
                     close = chunk.view.find(_CLOSE, at, end) if at >= 0 else -1
                     if close < 0:
                         break

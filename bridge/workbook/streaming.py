@@ -104,18 +104,18 @@ def _xf_index(cell_format: Any) -> int:
     return index
 
 
+_INLINE = ' t="inlineStr"><is><t>'
+_INLINE_SPACED = ' t="inlineStr"><is><t xml:space="preserve">'
+
+
 def _inline_string(value: object, style: str = "") -> str:
     """The rest of a ``<c r="..."`` element holding ``value`` as an in-line string."""
     text = _text(str(value))
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     if "_x" in escaped:
         escaped = _EXCEL_ESCAPE.sub(r"_x005F_\1", escaped)
-    space = ' xml:space="preserve"' if text != text.strip() else ""
-    return f'{style} t="inlineStr"><is><t{space}>{escaped}</t></is></c>'
-
-
-_INLINE = ' t="inlineStr"><is><t>'
-_INLINE_SPACED = ' t="inlineStr"><is><t xml:space="preserve">'
+    opening = _INLINE if text == text.strip() else _INLINE_SPACED
+    return f"{style}{opening}{escaped}</t></is></c>"
 
 
 def _inline_strings(values: Iterable[object]) -> list[str]:

@@ -4,6 +4,7 @@ write-only mode: header row, frozen, filterable, real dates."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -112,12 +113,13 @@ def _write_sheet(sheet: WriteOnlyWorksheet, frame: pd.DataFrame) -> None:
         cell.font = Font(bold=True)
         header_cells.append(cell)
     sheet.append(header_cells)
+    new_cell = functools.partial(WriteOnlyCell, sheet)
     makers: list[Callable[[object], object]] = []
     for _values, dated in columns:
         if dated:
-            makers.append(lambda v: _date_cell(sheet, v))
+            makers.append(lambda v: _date_cell(new_cell, v))
         else:
-            makers.append(lambda v: _data_cell(sheet, v))
+            makers.append(lambda v: _data_cell(new_cell, v))
     for row in zip(*(values for values, _dated in columns), strict=True):
         sheet.append([make(value) for make, value in zip(makers, row, strict=True)])
 
@@ -131,22 +133,18 @@ def _text_cell(cell: Cell) -> Cell:
     return cell
 
 
-def _data_cell(sheet: WriteOnlyWorksheet, value: object) -> object:
+def _data_cell(new_cell: Callable[..., Cell], value: object) -> object:
     """A value as it goes to ``append``: a text cell for a formula-looking text, else the
     value itself (a plain value is cheaper than a cell object)."""
     if isinstance(value, str) and value.startswith("="):
-        from openpyxl.cell import WriteOnlyCell
-
-        return _text_cell(WriteOnlyCell(sheet, value=value))
+        return _text_cell(new_cell(value=value))
     return value
 
 
-def _date_cell(sheet: WriteOnlyWorksheet, value: object) -> object:
+def _date_cell(new_cell: Callable[..., Cell], value: object) -> object:
     if not isinstance(value, datetime):
         return value
-    from openpyxl.cell import WriteOnlyCell
-
-    cell = WriteOnlyCell(sheet, value=value)
+    cell = new_cell(value=value)
     cell.number_format = DATE_FORMAT
     return cell
 
